@@ -1,0 +1,170 @@
+"""faster-whisper backend (CTranslate2). Default model: the bundled multilingual Whisper base, int8.
+
+Whisper is a batch model: partial results re-decode the growing utterance (``WhisperStream.partial``). Language
+identification is restricted to ``AsrConfig.languages`` (on short Mandarin Whisper base otherwise drifts to
+Japanese or Korean) and runs once per utterance; later partials and the final reuse it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tingshuo.asr.base import Transcript
+from tingshuo.asr.text import normalize_transcript
+from tingshuo.config import AsrConfig
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a model *name* must never reach for a hub
+
+RATE = 16000
+# A prompt in simplified Chinese with punctuation nudges Whisper toward simplified characters and punctuated
+# clauses, which the dialogue and TTS downstream rely on.
+_ZH_PROMPT = "以下是普通话的句子，使用简体中文。"
+
+
+class WhisperRecognizer:
+    name = "faster-whisper"
+
+    def __init__(self, cfg: AsrConfig, cache_dir: Path | None = None) -> None:
+        from faster_whisper import WhisperModel
+
+        self.cfg = cfg
+        if cfg.model_dir is not None:
+            model_dir = Path(cfg.model_dir).expanduser()
+            if not (model_dir / "model.bin").is_file():
+                raise FileNotFoundError(f"asr.model_dir={model_dir} holds no CTranslate2 model.bin")
+        else:
+            from tingshuo.assets import WHISPER_BASE
+
+            model_dir = WHISPER_BASE.ensure(cache_dir).parent
+        self.model_dir = model_dir
+        self.model = WhisperModel(str(model_dir), device="cpu", compute_type=cfg.compute_type, cpu_threads=cfg.threads)
+        self._lock = threading.Lock()  # one decode at a time per model: CTranslate2 would queue anyway
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
+        t0 = time.perf_counter()
+        audio = np.asarray(audio, np.float32)
+        seconds = len(audio) / RATE
+        with self._lock:
+            if seconds <= 30:
+                text, language, prob = self._decode_window(audio, language)
+            else:
+                text, language, prob = self._decode_long(audio, language)
+        return Transcript(
+            text=normalize_transcript(text, language),
+            language=language,
+            language_probability=prob,
+            audio_seconds=seconds,
+            decode_ms=(time.perf_counter() - t0) * 1000,
+        )
+
+    def _pick_language(self, probs: list[tuple[str, float]]) -> tuple[str, float]:
+        allowed = {lang: p for lang, p in probs if lang in self.cfg.languages} if self.cfg.languages else dict(probs)
+        if not allowed:
+            return probs[0][0], float(probs[0][1])
+        lang = max(allowed, key=allowed.__getitem__)
+        return lang, float(allowed[lang] / (sum(allowed.values()) or 1.0))
+
+    def _decode_window(self, audio: np.ndarray, language: str | None) -> tuple[str, str, float]:
+        """One utterance of ≤ 30 s: encode once, detect the language on that same encoder output, decode.
+
+        ``WhisperModel.transcribe(language=None)`` encodes the window twice (once to detect the language, once to
+        decode), which doubled the cost of every short turn; going one level down saves that encoder pass.
+        """
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_compression_ratio
+
+        m = self.model
+        features = pad_or_trim(m.feature_extractor(audio))
+        encoder_output = m.encode(features)
+        prob = 1.0
+        if language is None:
+            if len(self.cfg.languages) == 1:
+                language = self.cfg.languages[0]
+            else:
+                results = m.model.detect_language(encoder_output)[0]
+                language, prob = self._pick_language([(tok[2:-2], p) for tok, p in results])
+        tokenizer = Tokenizer(m.hf_tokenizer, True, task="transcribe", language=language)
+        previous = tokenizer.encode(" " + _ZH_PROMPT) if language == "zh" else []
+        prompt = m.get_prompt(tokenizer, previous, without_timestamps=True)
+        # Cap the output: looping hallucinations on noise otherwise cost 10x a normal decode.
+        max_new = int(min(220, 16 + 10 * len(audio) / RATE))
+        text = ""
+        for temperature in (0.0, 0.4):
+            kwargs = (
+                {"beam_size": self.cfg.beam_size}
+                if temperature == 0
+                else {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
+            )
+            result = m.model.generate(
+                encoder_output,
+                [prompt],
+                max_length=len(prompt) + max_new,
+                return_scores=True,
+                return_no_speech_prob=True,
+                suppress_blank=True,
+                suppress_tokens=[-1],
+                **kwargs,
+            )[0]
+            tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+            text = tokenizer.decode(tokens).strip()
+            if result.no_speech_prob > 0.6 and result.scores[0] / (len(tokens) + 1) < -1.0:
+                return "", language, prob  # Whisper's own "no speech" rule
+            if get_compression_ratio(text) <= 2.4:
+                break
+        return text, language, prob
+
+    def _decode_long(self, audio: np.ndarray, language: str | None) -> tuple[str, str, float]:
+        """Files over 30 s: faster-whisper's sliding window with its VAD skipping the silences."""
+        prob = 1.0
+        if language is None:
+            _, _, probs = self.model.detect_language(audio)
+            language, prob = self._pick_language(probs)
+        segments, _ = self.model.transcribe(
+            audio,
+            language=language,
+            beam_size=self.cfg.beam_size,
+            condition_on_previous_text=False,
+            initial_prompt=_ZH_PROMPT if language == "zh" else None,
+            vad_filter=True,
+        )
+        sep = "" if language == "zh" else " "
+        return sep.join(s.text.strip() for s in segments), language, prob
+
+    def open_stream(self, language: str | None = None) -> "WhisperStream":
+        return WhisperStream(self, language)
+
+
+class WhisperStream:
+    """Pseudo-streaming: keep the utterance, re-decode on demand; the language is fixed after the first decode."""
+
+    def __init__(self, rec: WhisperRecognizer, language: str | None) -> None:
+        self.rec = rec
+        self.language = language
+        self._chunks: list[np.ndarray] = []
+        self._last: tuple[int, str] = (0, "")
+
+    def accept(self, audio: np.ndarray) -> None:
+        self._chunks.append(np.asarray(audio, np.float32))
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
+
+    def partial(self) -> str:
+        audio = self.audio()
+        if len(audio) < RATE // 2:
+            return ""
+        if self._last[0] == len(audio):
+            return self._last[1]
+        t = self.rec.transcribe(audio, self.language)
+        self.language = t.language
+        self._last = (len(audio), t.text)
+        return t.text
+
+    def finish(self) -> Transcript:
+        return self.rec.transcribe(self.audio(), self.language)

