@@ -52,6 +52,8 @@ class AsrConfig(BaseModel):
     beam_size: int = 1
     # Language identification is restricted to these (Whisper otherwise drifts to ja/ko on short Mandarin).
     languages: list[str] = Field(default_factory=lambda: ["zh", "en"])
+    # Encode only the utterance (+1 s) instead of Whisper's fixed 30 s window: ~10x less encoder time per turn.
+    short_window: bool = True
     max_seconds: float = 600.0  # longer input is refused with a clear message instead of hanging the CPU
     sherpa: SherpaConfig = Field(default_factory=SherpaConfig)
 

@@ -23,3 +23,6 @@ class ChatModel(Protocol):
 
     def count_tokens(self, text: str) -> int:
         """Prompt-size estimate used to keep the history inside the context window."""
+
+    def warmup(self, system_prompt: str) -> None:
+        """Prepare for a conversation with this system prompt (e.g. fill the prefix cache); may do nothing."""

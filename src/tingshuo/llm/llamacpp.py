@@ -48,6 +48,12 @@ class LlamaCppChat:
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    def warmup(self, system_prompt: str) -> None:
+        """Evaluate the system prompt once so the first real turn only pays for its own tokens."""
+        msgs: list[Message] = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "你好"}]
+        for _ in self.stream(msgs, max_tokens=1, temperature=0.0):
+            pass
+
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
         with self._lock:
             try:

@@ -35,6 +35,9 @@ class OpenAICompatChat:
         han = sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
         return han + (len(text) - han) // 4 + 1
 
+    def warmup(self, system_prompt: str) -> None:
+        """Nothing to prepare locally; the server manages its own cache."""
+
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
         body = {
             "model": self.cfg.model_name,

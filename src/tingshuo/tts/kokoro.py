@@ -181,7 +181,8 @@ class KokoroTTS:
             audio = self._render.run(None, {**feed, "dur": dur, "f0": f0})[0]
         else:
             audio = self._plain.run(None, feed)[0]
-        return (np.asarray(audio, np.float32).ravel() * settings.volume).astype(np.float32)
+        audio = trim_silence(np.asarray(audio, np.float32).ravel())
+        return (audio * settings.volume).astype(np.float32)
 
     @staticmethod
     def syllables(chars: list[str], zh_mask: np.ndarray) -> list[tuple[int, int, int]]:
@@ -248,6 +249,16 @@ class KokoroTTS:
             w = voiced[lo:hi]
             sm[i] = target[lo:hi][w].mean()
         return sm.reshape(f0.shape).astype(np.float32)
+
+
+def trim_silence(audio: np.ndarray, lead_ms: int = 30, tail_ms: int = 120, thresh: float = 0.01) -> np.ndarray:
+    """Kokoro pads clauses with up to ~0.5 s of near-silence; between streamed clauses that reads as hesitation."""
+    loud = np.flatnonzero(np.abs(audio) > thresh)
+    if len(loud) == 0:
+        return audio[:0]
+    a = max(0, loud[0] - lead_ms * SAMPLE_RATE // 1000)
+    b = min(len(audio), loud[-1] + tail_ms * SAMPLE_RATE // 1000)
+    return audio[a:b]
 
 
 def _is_consonant(c: str) -> bool:

@@ -1,0 +1,41 @@
+"""Personas: who the assistant is and how it talks. The default is a warm companion speaking Chinese.
+
+The system prompt stays byte-identical through a session so llama.cpp's prefix cache covers it on every turn.
+Prompts are short on purpose: the bundled 1.5B model follows short instructions better than long ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Persona:
+    key: str
+    name: str
+    description: str
+    system_prompt: str
+    voice: str | None = None  # Kokoro voice or blend for Chinese; None = the configured default
+    language: str = "zh"
+
+
+COMPANION = Persona(
+    key="companion",
+    name="小暖",
+    description="温暖体贴的陪伴型语音助手（默认）",
+    system_prompt=(
+        "你是“小暖”，一个温暖、体贴的语音陪伴助手，正在和用户语音聊天。"
+        "先回应用户话里的意思和感受，再自然地接话或给一点建议。"
+        "回答要简短口语化，一到三句话，像朋友说话一样；不要用列表、标题、表情符号或markdown。"
+        "用户用什么语言说话，你就用什么语言回答：用户说英语时，全部用英语回答。"
+    ),
+)
+
+PERSONAS: dict[str, Persona] = {p.key: p for p in (COMPANION,)}
+
+
+def get_persona(key: str) -> Persona:
+    try:
+        return PERSONAS[key]
+    except KeyError:
+        raise ValueError(f"unknown persona {key!r}; available: {', '.join(PERSONAS)}") from None

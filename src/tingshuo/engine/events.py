@@ -1,0 +1,89 @@
+"""The typed events a session emits, in order, on one stream. Consumers (CLI, server, tests) only read these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Event:
+    """Base class; ``type`` is a stable string for serialisation."""
+
+    type: str = field(init=False, default="event")
+
+
+@dataclass
+class SpeechStarted(Event):
+    at_ms: float  # position in the input audio stream
+    type: str = field(init=False, default="speech.started")
+
+
+@dataclass
+class SpeechStopped(Event):
+    at_ms: float
+    type: str = field(init=False, default="speech.stopped")
+
+
+@dataclass
+class TranscriptPartial(Event):
+    text: str
+    type: str = field(init=False, default="transcript.partial")
+
+
+@dataclass
+class TranscriptFinal(Event):
+    text: str
+    language: str
+    audio_seconds: float
+    type: str = field(init=False, default="transcript.final")
+
+
+@dataclass
+class ResponseStarted(Event):
+    response_id: str
+    user_text: str
+    type: str = field(init=False, default="response.started")
+
+
+@dataclass
+class ReplyTextDelta(Event):
+    response_id: str
+    text: str
+    type: str = field(init=False, default="reply.text.delta")
+
+
+@dataclass
+class ReplyClause(Event):
+    """A clause handed to TTS (clean, speakable text)."""
+
+    response_id: str
+    text: str
+    type: str = field(init=False, default="reply.clause")
+
+
+@dataclass
+class AudioChunk(Event):
+    response_id: str
+    audio: np.ndarray  # float32 mono
+    sample_rate: int
+    text: str  # the clause this audio speaks
+    type: str = field(init=False, default="reply.audio")
+
+
+@dataclass
+class ResponseDone(Event):
+    response_id: str
+    text: str  # the whole reply as generated (or as far as it got)
+    status: str  # "completed" | "cancelled" | "failed"
+    language: str | None
+    timings_ms: dict[str, float]
+    type: str = field(init=False, default="response.done")
+
+
+@dataclass
+class ErrorEvent(Event):
+    code: str
+    message: str
+    type: str = field(init=False, default="error")

@@ -1,0 +1,47 @@
+"""The loaded models a session uses. One stack can serve several sessions (each has its own conversation)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from tingshuo.asr import Recognizer, load_recognizer
+from tingshuo.config import Settings
+from tingshuo.llm import ChatModel, load_chat_model
+from tingshuo.tts import SpeechSynthesizer
+
+
+@dataclass
+class ModelStack:
+    settings: Settings
+    asr: Recognizer | None = None
+    llm: ChatModel | None = None
+    tts: SpeechSynthesizer | None = None
+    load_ms: dict[str, float] = field(default_factory=dict)
+    _warm_prompts: set[str] = field(default_factory=set)
+
+    def warm(self, system_prompt: str) -> None:
+        """Fill the LLM's prefix cache with a session's system prompt (once per prompt)."""
+        if self.llm is not None and system_prompt not in self._warm_prompts:
+            self.llm.warmup(system_prompt)
+            self._warm_prompts.add(system_prompt)
+
+    @classmethod
+    def load(cls, settings: Settings, *, asr: bool = True, llm: bool = True, tts: bool = True) -> "ModelStack":
+        """Load what the mode needs (speech→text needs no TTS, text→text neither ASR nor TTS)."""
+        stack = cls(settings)
+        cache = settings.cache_dir
+        if asr:
+            t = time.perf_counter()
+            stack.asr = load_recognizer(settings.asr, cache)
+            stack.load_ms["asr"] = (time.perf_counter() - t) * 1000
+        if llm:
+            t = time.perf_counter()
+            stack.llm = load_chat_model(settings.llm, cache)
+            stack.load_ms["llm"] = (time.perf_counter() - t) * 1000
+        if tts:
+            t = time.perf_counter()
+            stack.tts = SpeechSynthesizer(settings.tts, cache)
+            stack.tts.preload()
+            stack.load_ms["tts"] = (time.perf_counter() - t) * 1000
+        return stack

@@ -1,0 +1,85 @@
+"""Speech synthesis: backends behind a small protocol, and the router that picks one per clause.
+
+Chinese (with embedded English words, read by espeak G2P inside Kokoro) goes to Kokoro; a reply in English goes to
+``TtsConfig.en_backend`` (Piper by default, RTF 0.08). Everything leaves at ``TtsConfig.sample_rate``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from tingshuo.audio.io import resample
+from tingshuo.config import TtsConfig
+from tingshuo.tts.base import Synthesizer, VoiceSettings
+
+__all__ = ["SpeechSynthesizer", "Synthesizer", "VoiceSettings", "text_language"]
+
+_HAN = re.compile(r"[\u3400-\u9fff]")
+_LATIN_WORD = re.compile(r"[A-Za-z]+")
+
+
+def text_language(text: str) -> str | None:
+    """'zh' when the text holds Han characters, 'en' when only Latin words, None when neither (digits, punctuation)."""
+    if _HAN.search(text):
+        return "zh"
+    if _LATIN_WORD.search(text):
+        return "en"
+    return None
+
+
+class SpeechSynthesizer:
+    """Routes clauses to the Chinese or English backend; backends load on first use."""
+
+    def __init__(self, cfg: TtsConfig, cache_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.cache_dir = cache_dir
+        self.sample_rate = cfg.sample_rate
+        self._backends: dict[str, Synthesizer] = {}
+        self._load_lock = threading.Lock()
+
+    def backend(self, lang: str) -> Synthesizer:
+        name = self.cfg.en_backend if lang == "en" else self.cfg.zh_backend
+        with self._load_lock:
+            if name not in self._backends:
+                if name == "piper":
+                    from tingshuo.tts.piper import PiperTTS
+
+                    self._backends[name] = PiperTTS(self.cfg.threads)
+                else:
+                    from tingshuo.tts.kokoro import KokoroTTS
+
+                    self._backends[name] = KokoroTTS(
+                        self.cache_dir, self.cfg.threads, self.cfg.tone_repair, self.cfg.voice_zh
+                    )
+            return self._backends[name]
+
+    def preload(self, languages: tuple[str, ...] = ("zh", "en")) -> None:
+        """Load and warm up (onnxruntime's first run allocates its arenas: ~0.5 s we do not want in a reply)."""
+        for lang in languages:
+            self.synthesize({"zh": "你好。", "en": "Hello."}.get(lang, "你好。"), lang=lang)
+
+    def voice_for(self, lang: str, requested: str | None) -> str | None:
+        if requested:
+            return requested
+        if lang == "en" and self.cfg.en_backend == "kokoro":
+            return self.cfg.voice_en_kokoro
+        return None if lang == "en" else self.cfg.voice_zh
+
+    def synthesize(self, text: str, settings: VoiceSettings | None = None, lang: str | None = None) -> np.ndarray:
+        """Blocking: one clause → float32 mono at ``sample_rate``. ``lang`` pins the reply's voice language."""
+        lang = lang or text_language(text) or "zh"
+        if lang == "en" and _HAN.search(text):
+            lang = "zh"  # Han characters can only be read by the Chinese voice
+        backend = self.backend(lang)
+        base = settings or VoiceSettings()
+        s = VoiceSettings(
+            voice=self.voice_for(lang, base.voice if backend.name == "kokoro" else None),
+            speed=base.speed * self.cfg.speed,
+            volume=base.volume * self.cfg.volume,
+        )
+        audio = backend.synthesize(text, s)
+        return resample(audio, backend.sample_rate, self.sample_rate)
