@@ -103,11 +103,14 @@ class WhisperRecognizer:
         # Cap the output: looping hallucinations on noise otherwise cost 10x a normal decode.
         max_new = int(min(220, 16 + 10 * len(audio) / RATE))
         text = ""
+        best: tuple[float, str] | None = None
         for temperature in (0.0, 0.4):
+            # The fallback also forbids repeated trigrams: Whisper base loops ("绿绿绿…") on sounds it cannot place.
             kwargs = (
                 {"beam_size": self.cfg.beam_size}
                 if temperature == 0
-                else {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
+                else {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature,
+                      "no_repeat_ngram_size": 3, "repetition_penalty": 1.2}
             )
             result = m.model.generate(
                 encoder_output,
@@ -123,9 +126,13 @@ class WhisperRecognizer:
             text = tokenizer.decode(tokens).strip()
             if result.no_speech_prob > 0.6 and result.scores[0] / (len(tokens) + 1) < -1.0:
                 return "", language, prob  # Whisper's own "no speech" rule
-            if get_compression_ratio(text) <= 2.4:
+            ratio = get_compression_ratio(text)
+            if best is None or ratio < best[0]:
+                best = (ratio, text)
+            if ratio <= 2.4:
                 break
-        return text, language, prob
+        assert best is not None
+        return best[1], language, prob
 
     def _decode_long(self, audio: np.ndarray, language: str | None) -> tuple[str, str, float]:
         """Files over 30 s: faster-whisper's sliding window with its VAD skipping the silences."""

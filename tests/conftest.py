@@ -1,0 +1,72 @@
+"""Shared fixtures: real clips from registry packages and one real model stack for the whole run.
+
+Clips (installed by scripts/setup.sh; a missing clip is an error, never a silent skip):
+- LibriVox English, Debian ``pocketsphinx-testdata`` (transcripts in the package).
+- FunASR's Mandarin example, from the ``fasr`` 0.5.8 wheel: 甚至出现交易几乎停滞的情况.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+CACHE = Path(os.environ.get("TINGSHUO_CACHE", Path.home() / ".cache" / "tingshuo"))
+ZH_CLIP = CACHE / "testdata" / "fasr" / "asr_example.wav"
+ZH_REF = "甚至出现交易几乎停滞的情况"
+
+
+def librivox() -> dict[Path, str]:
+    """LibriVox clips → reference transcripts (the package's own ``transcription`` file)."""
+    refs: dict[Path, str] = {}
+    for line in (LIBRIVOX / "transcription").read_text().splitlines():
+        m = re.match(r"<s>\s*(.*?)\s*</s>\s*\((.+)\)", line)
+        if m:
+            refs[LIBRIVOX / f"{m.group(2)}.wav"] = m.group(1)
+    return refs
+
+
+@pytest.fixture(scope="session")
+def en_clips() -> dict[Path, str]:
+    clips = librivox()
+    assert clips and all(p.is_file() for p in clips), "LibriVox clips missing: run scripts/setup.sh"
+    return clips
+
+
+@pytest.fixture(scope="session")
+def zh_clip() -> Path:
+    assert ZH_CLIP.is_file(), f"{ZH_CLIP} missing: run scripts/setup.sh"
+    return ZH_CLIP
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from tingshuo.config import Settings
+
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def stack(settings):
+    """ASR + the default 1.5B LLM + TTS, loaded once (~5 s)."""
+    from tingshuo.engine import ModelStack
+
+    return ModelStack.load(settings)
+
+
+@pytest.fixture(scope="session")
+def recognizer(stack):
+    return stack.asr
+
+
+@pytest.fixture(scope="session")
+def tts(stack):
+    return stack.tts
+
+
+def run(coro):
+    return asyncio.run(coro)

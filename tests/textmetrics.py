@@ -1,0 +1,27 @@
+"""WER/CER with the normalisation every test uses (jiwer does the alignment)."""
+
+from __future__ import annotations
+
+import re
+
+import jiwer
+import zhconv
+
+
+def norm_en(text: str) -> str:
+    text = text.lower().replace("mr.", "mister").replace("-", " ")
+    return " ".join(re.sub(r"[^a-z' ]", " ", text).split())
+
+
+def norm_zh(text: str) -> str:
+    return "".join(re.findall(r"[\u4e00-\u9fff]", zhconv.convert(text, "zh-cn")))
+
+
+def wer(ref: str, hyp: str) -> float:
+    return jiwer.wer(norm_en(ref), norm_en(hyp) or "<empty>")
+
+
+def cer(ref: str, hyp: str) -> float:
+    r = norm_zh(ref)
+    h = norm_zh(hyp)
+    return jiwer.cer(" ".join(r), " ".join(h) or "<empty>") if r else float(bool(h))
