@@ -12,7 +12,7 @@ from tingshuo.tts import VoiceSettings
 pytestmark = pytest.mark.slow
 
 ZH = ["今天天气真不错，我们一起去公园散步吧。", "我明天早上八点要去北京开会。", "请帮我打开客厅的灯，然后播放一首轻松的音乐。"]
-EN = ["Hello, I am your assistant. The weather is lovely today.", "Shall we take a walk in the park this afternoon?"]
+EN = ["Hello, I'm your assistant. The weather is lovely today.", "Shall we take a walk in the park this afternoon?"]
 
 
 def heard(recognizer, tts, text, lang):

@@ -112,9 +112,7 @@ def _finish_turn(result: dict[str, Any], out: Path | None, as_json: bool) -> Non
     if errors:
         code = errors[0]["code"]
         exit_code = {"no_speech": EXIT_NO_SPEECH, "llm_failed": EXIT_LLM, "invalid_audio": EXIT_INPUT}.get(code, 1)
-        if not as_json:
-            _fail(errors[0]["message"], exit_code)
-        raise typer.Exit(exit_code)
+        _fail(errors[0]["message"], exit_code)
 
 
 @app.command()
