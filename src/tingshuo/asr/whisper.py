@@ -21,9 +21,6 @@ from tingshuo.config import AsrConfig
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a model *name* must never reach for a hub
 
 RATE = 16000
-# A prompt in simplified Chinese with punctuation nudges Whisper toward simplified characters and punctuated
-# clauses, which the dialogue and TTS downstream rely on.
-_ZH_PROMPT = "以下是普通话的句子，使用简体中文。"
 
 
 class WhisperRecognizer:
@@ -98,8 +95,9 @@ class WhisperRecognizer:
                 results = m.model.detect_language(encoder_output)[0]
                 language, prob = self._pick_language([(tok[2:-2], p) for tok, p in results])
         tokenizer = Tokenizer(m.hf_tokenizer, True, task="transcribe", language=language)
-        previous = tokenizer.encode(" " + _ZH_PROMPT) if language == "zh" else []
-        prompt = m.get_prompt(tokenizer, previous, without_timestamps=True)
+        # No initial prompt: with one ("以下是普通话的句子…") Whisper base sometimes returned the prompt itself as the
+        # transcript of short synthetic speech; zhconv already turns traditional output into simplified.
+        prompt = m.get_prompt(tokenizer, [], without_timestamps=True)
         # Cap the output: looping hallucinations on noise otherwise cost 10x a normal decode.
         max_new = int(min(220, 16 + 10 * len(audio) / RATE))
         text = ""
@@ -145,7 +143,6 @@ class WhisperRecognizer:
             language=language,
             beam_size=self.cfg.beam_size,
             condition_on_previous_text=False,
-            initial_prompt=_ZH_PROMPT if language == "zh" else None,
             vad_filter=True,
         )
         sep = "" if language == "zh" else " "
