@@ -50,7 +50,6 @@ def _settings(llm_url: str | None = None, llm_model: str | None = None, **more: 
 
 def _stack(settings, **need: bool):
     from tingshuo.engine import ModelStack
-    from tingshuo.tts.kokoro import KokoroTTS  # noqa: F401  (import errors surface here, not mid-turn)
 
     try:
         return ModelStack.load(settings, **need)

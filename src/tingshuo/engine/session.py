@@ -62,8 +62,6 @@ class Session:
         self.persona = get_persona(persona or self.settings.dialogue.persona)
         prompt = self.settings.dialogue.system_prompt or self.persona.system_prompt
         self.conversation = Conversation(prompt)
-        if stack.llm is not None:
-            stack.warm(prompt)
         self.voice = VoiceSettings(voice=self.persona.voice)
         self.partials = partials
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
@@ -77,6 +75,10 @@ class Session:
         self._asr_pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
         self._llm_pool = ThreadPoolExecutor(1, thread_name_prefix="llm")
         self._tts_pool = ThreadPoolExecutor(1, thread_name_prefix="tts")
+        if stack.llm is not None:
+            # Fill the prefix cache on the LLM thread: a Session is usually built inside the event loop, which
+            # must not block for the ~1 s this takes; the first response queues behind it on the same thread.
+            self._llm_pool.submit(stack.warm, prompt)
         self._closed = False
 
     # ------------------------------------------------------------------ output
