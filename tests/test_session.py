@@ -16,28 +16,40 @@ from tingshuo.tts import text_language
 pytestmark = pytest.mark.slow
 
 
-async def turn(session: Session, *, audio=None, text=None, stream=False) -> dict:
-    got: dict = {"events": [], "audio": []}
+async def drive(session: Session, script, on_event=None) -> list:
+    """Run ``script()`` against the session while collecting every event; then wait, close, return the events.
+
+    ``on_event(ev)`` (async) runs for each event as it arrives, e.g. to cancel mid-reply.
+    """
+    events: list = []
 
     async def consume():
         async for ev in session.events():
-            got["events"].append(ev)
-            if ev.type == "reply.audio":
-                got["audio"].append(ev.audio)
+            events.append(ev)
+            if on_event is not None:
+                await on_event(ev)
 
     task = asyncio.create_task(consume())
-    if text is not None:
-        await session.push_text(text)
-    elif stream:
-        for i in range(0, len(audio), 320):
-            await session.push_audio(audio[i:i + 320])
-        await session.push_audio(np.zeros(16000, np.float32))
-    else:
-        await session.push_utterance(audio)
+    await script()
     await session.wait_idle()
     await session.close()
     await task
-    return got
+    return events
+
+
+async def turn(session: Session, *, audio=None, text=None, stream=False) -> dict:
+    async def script():
+        if text is not None:
+            await session.push_text(text)
+        elif stream:
+            for i in range(0, len(audio), 320):
+                await session.push_audio(audio[i:i + 320])
+            await session.push_audio(np.zeros(16000, np.float32))
+        else:
+            await session.push_utterance(audio)
+
+    events = await drive(session, script)
+    return {"events": events, "audio": [e.audio for e in events if e.type == "reply.audio"]}
 
 
 def done(got) -> object:
@@ -73,20 +85,13 @@ def test_streamed_mandarin_frames_get_a_chinese_spoken_reply(stack, recognizer, 
 def test_text_to_text_keeps_memory(stack):
     async def two_turns():
         s = Session(stack, speak=False)
-        events = []
 
-        async def consume():
-            async for ev in s.events():
-                events.append(ev)
+        async def script():
+            await s.push_text("我叫王小明，我最喜欢的水果是芒果。")
+            await s.wait_idle()
+            await s.push_text("我最喜欢的水果是什么？")
 
-        task = asyncio.create_task(consume())
-        await s.push_text("我叫王小明，我最喜欢的水果是芒果。")
-        await s.wait_idle()
-        await s.push_text("我最喜欢的水果是什么？")
-        await s.wait_idle()
-        await s.close()
-        await task
-        return events
+        return await drive(s, script)
 
     events = run(two_turns())
     replies = [e.text for e in events if e.type == "response.done"]
@@ -97,21 +102,17 @@ def test_text_to_text_keeps_memory(stack):
 def test_cancel_stops_audio_and_keeps_only_what_was_delivered(stack):
     async def go():
         s = Session(stack)
-        events = []
 
-        async def consume():
-            async for ev in s.events():
-                events.append(ev)
-                if ev.type == "reply.audio":
-                    await s.cancel()
+        async def on_event(ev):
+            if ev.type == "reply.audio":
+                await s.cancel()
 
-        task = asyncio.create_task(consume())
-        await s.push_text("请给我讲一个很长的故事，至少十句话。")
-        await s.wait_idle()
-        await asyncio.sleep(0.5)
-        await s.close()
-        await task
-        return s, events
+        async def script():
+            await s.push_text("请给我讲一个很长的故事，至少十句话。")
+            await s.wait_idle()
+            await asyncio.sleep(0.5)
+
+        return s, await drive(s, script, on_event)
 
     s, events = run(go())
     d = next(e for e in events if e.type == "response.done")
@@ -138,20 +139,13 @@ def test_dead_llm_endpoint_is_reported_and_the_turn_is_kept(settings):
 def test_bad_frames_do_not_end_the_session(stack):
     async def go():
         s = Session(stack, speak=False)
-        events = []
 
-        async def consume():
-            async for ev in s.events():
-                events.append(ev)
+        async def script():
+            await s.push_audio(np.full(320, np.nan, np.float32))
+            await s.push_audio(np.zeros(16000 * 20, np.float32))
+            await s.push_text("用一个词回答：一加一等于几？")
 
-        task = asyncio.create_task(consume())
-        await s.push_audio(np.full(320, np.nan, np.float32))
-        await s.push_audio(np.zeros(16000 * 20, np.float32))
-        await s.push_text("用一个词回答：一加一等于几？")
-        await s.wait_idle()
-        await s.close()
-        await task
-        return events
+        return await drive(s, script)
 
     events = run(go())
     codes = [e.code for e in events if e.type == "error"]
