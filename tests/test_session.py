@@ -45,6 +45,7 @@ async def turn(session: Session, *, audio=None, text=None, stream=False) -> dict
             for i in range(0, len(audio), 320):
                 await session.push_audio(audio[i:i + 320])
             await session.push_audio(np.zeros(16000, np.float32))
+            await session.end_audio()
         else:
             await session.push_utterance(audio)
 

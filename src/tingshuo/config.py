@@ -34,6 +34,40 @@ class VadConfig(BaseModel):
     speech_pad_ms: int = 200  # audio kept before onset / after offset so ASR hears whole syllables
 
 
+class TurnConfig(BaseModel):
+    """When the user's turn is over (the names follow OpenAI Realtime's ``turn_detection``).
+
+    ``semantic_vad``: after ``pause_ms`` of VAD silence the utterance is transcribed and scored by smart-turn v3.2
+    (audio: does it *sound* finished?) and by the LLM (text: is a sentence end the likely next token?). The
+    combined probability p sets the silence required before answering: ``min_wait_ms`` when p≈1 (a clear
+    question), growing to ``max_wait_ms`` as p→0 ("然后…", "我的号码是一三八…"). ``eagerness`` scales both.
+    ``server_vad``: a fixed ``silence_ms``. ``manual``: only ``commit()`` ends a turn (push-to-talk clients).
+    """
+
+    mode: Literal["semantic_vad", "server_vad", "manual"] = "semantic_vad"
+    eagerness: Literal["low", "medium", "high", "auto"] = "auto"
+    pause_ms: int = 128  # silence after which the turn is evaluated (and the reply prepared speculatively)
+    min_wait_ms: int = 250
+    max_wait_ms: int = 1600
+    silence_ms: int = 500  # server_vad
+    text_weight: float = 0.65  # weight of the LLM's completeness vs smart-turn's when both are available
+    speculate_above: float = 0.25  # start the reply before the turn is confirmed when p exceeds this
+    partial_every_ms: int = 600  # growing-window ASR while the user talks, so the final is ready at the pause
+
+
+class DuplexConfig(BaseModel):
+    """Full-duplex behaviour: paced playback, barge-in, backchannels, echo cancellation."""
+
+    frame_ms: int = 40  # playback frame size sent to the speaker / client
+    lead_ms: int = 80  # how far playback may run ahead of the wall clock (client jitter buffer)
+    aec: bool = True  # WebRTC AEC3 on the input with the played audio as reference (speaker playback)
+    barge_in_threshold: float = 0.6  # VAD probability that counts as the user starting to speak over us
+    barge_in_windows: int = 2  # consecutive 32 ms windows above it: ~64–96 ms to stop, coughs mostly ignored
+    backchannel_max_ms: int = 900  # speech over us shorter than this may be a backchannel ("嗯", "对")
+    resume_after_ms: int = 300  # silence after a short interjection before playback resumes
+    acknowledge: bool = True  # a short "嗯，" at once when the reply is not ready yet (personas that allow it)
+
+
 class SherpaConfig(BaseModel):
     """User-supplied sherpa-onnx streaming transducer files (no registry package ships them)."""
 
@@ -109,6 +143,8 @@ class Settings(BaseSettings):
     llm: LlmConfig = Field(default_factory=LlmConfig)
     tts: TtsConfig = Field(default_factory=TtsConfig)
     dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
+    turn: TurnConfig = Field(default_factory=TurnConfig)
+    duplex: DuplexConfig = Field(default_factory=DuplexConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import re
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tingshuo.config import AsrConfig
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a model *name* must never reach for a hub
 
 RATE = 16000
+_STUTTER = re.compile(r"([\u4e00-\u9fff])\1\1")
 
 
 class WhisperRecognizer:
@@ -101,7 +103,7 @@ class WhisperRecognizer:
         # Cap the output: looping hallucinations on noise otherwise cost 10x a normal decode.
         max_new = int(min(220, 16 + 10 * len(audio) / RATE))
         text = ""
-        best: tuple[float, str] | None = None
+        best: tuple[float, str] | None = None  # (avg log-prob, text) of the runs that looked wrong
         for temperature in (0.0, 0.4):
             # The fallback also forbids repeated trigrams: Whisper base loops ("绿绿绿…") on sounds it cannot place.
             kwargs = (
@@ -124,11 +126,13 @@ class WhisperRecognizer:
             text = tokenizer.decode(tokens).strip()
             if result.no_speech_prob > 0.6 and result.scores[0] / (len(tokens) + 1) < -1.0:
                 return "", language, prob  # Whisper's own "no speech" rule
-            ratio = get_compression_ratio(text)
-            if best is None or ratio < best[0]:
-                best = (ratio, text)
-            if ratio <= 2.4:
-                break
+            avg = result.scores[0] / (len(tokens) + 1)
+            # Whisper's fallback rules (compression ratio, mean log-prob) plus one for stutter loops that are too
+            # short to compress badly ("几乒乒乒的情况"): a Han character three times in a row.
+            if get_compression_ratio(text) <= 2.4 and avg >= -1.0 and not _STUTTER.search(text):
+                return text, language, prob
+            if best is None or avg > best[0]:
+                best = (avg, text)
         assert best is not None
         return best[1], language, prob
 

@@ -17,6 +17,7 @@ class Persona:
     system_prompt: str
     voice: str | None = None  # Kokoro voice or blend for Chinese; None = the configured default
     language: str = "zh"
+    acknowledges: bool = True  # may open a spoken reply with a short "嗯，" while the answer is prepared
 
 
 COMPANION = Persona(

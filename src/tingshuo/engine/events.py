@@ -79,7 +79,43 @@ class ResponseDone(Event):
     status: str  # "completed" | "cancelled" | "failed"
     language: str | None
     timings_ms: dict[str, float]
+    # full duplex: what the listener actually heard before a barge-in (the turn kept in the history)
+    heard_text: str | None = None
+    played_ms: float | None = None
     type: str = field(init=False, default="response.done")
+
+
+@dataclass
+class TurnDetected(Event):
+    """The user's turn is over: the scores and the silence waited (full-duplex audio input)."""
+
+    p_audio: float | None  # smart-turn v3.2: does it sound finished?
+    p_text: float | None  # the LLM: is a sentence end the likely next token?
+    waited_ms: float  # silence after the last speech before the turn was taken
+    type: str = field(init=False, default="turn.detected")
+
+
+@dataclass
+class PlaybackPaused(Event):
+    """The user started speaking over the reply: playback stopped at ``heard_ms`` (resumes if a backchannel)."""
+
+    response_id: str
+    heard_ms: float
+    type: str = field(init=False, default="playback.paused")
+
+
+@dataclass
+class PlaybackResumed(Event):
+    response_id: str
+    type: str = field(init=False, default="playback.resumed")
+
+
+@dataclass
+class Backchannel(Event):
+    """A short listener response ("嗯", "对", "mm-hm") or a cough over the reply: heard, not a turn."""
+
+    text: str
+    type: str = field(init=False, default="user.backchannel")
 
 
 @dataclass

@@ -1,33 +1,49 @@
 """One conversation: audio frames or text in, one ordered stream of typed events out.
 
-The four modes fall out of two switches: input (``push_audio``/``push_utterance`` vs ``push_text``) and
-``speak`` (TTS on or off). A response is one asyncio task with two stages joined by a queue — LLM tokens →
-clause splitter → TTS — so the first clause is synthesized while the LLM is still writing the rest. Inference
-runs in dedicated single-thread executors (ASR, LLM, TTS), so the event loop only moves frames and events and
-the LLM and TTS overlap. ``cancel()`` cancels the task tree; the LLM thread sees a stop flag at its next token
-and closes the generator, so a cancelled response stops burning CPU.
+Input. ``push_audio`` takes a live stream (any frame size and rate). Each 32 ms window goes through echo
+cancellation (duplex, with the played audio as reference) and Silero VAD. While the user talks, growing-window
+partial transcripts are decoded and the LLM scores them (which also pre-fills its KV cache with the user's
+words). After ``turn.pause_ms`` of silence the utterance is transcribed, scored by smart-turn v3.2 and the LLM
+(:mod:`tingshuo.engine.turns`), and — when it looks complete — the reply is started *speculatively*: its text
+and first clause of audio are prepared but held back. The turn is taken once the silence reaches the wait the
+scores call for; if the user goes on before that, the speculation is cancelled and the utterance continues.
+
+Output. A response is one asyncio task (LLM thread → clause splitter → TTS thread). In ``duplex`` mode its
+audio goes through :class:`~tingshuo.engine.playout.Playout`, paced in real time, so the engine knows what was
+heard. Speech over the reply pauses playback at once (barge-in); a short backchannel or cough resumes it, a
+real interruption cancels the response and truncates the assistant's turn in the history to what was heard.
+Without ``duplex`` (files, the CLI) each clause's audio is emitted whole as soon as it is synthesized.
+
+Inference runs in single-thread executors (ASR, LLM, TTS, turn model), so the event loop only moves frames.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from tingshuo.audio.io import INPUT_RATE, AudioError, resample, to_mono
-from tingshuo.audio.vad import VadSegmenter, speech_fraction
+from tingshuo.audio.vad import WINDOW, SileroVad, speech_fraction
+from tingshuo.asr.base import Transcript
 from tingshuo.dialogue.memory import Conversation
 from tingshuo.dialogue.persona import get_persona
 from tingshuo.dialogue.speech import ClauseSplitter
 from tingshuo.engine.events import (
     AudioChunk,
+    Backchannel,
     ErrorEvent,
     Event,
+    PlaybackPaused,
+    PlaybackResumed,
     ReplyClause,
     ReplyTextDelta,
     ResponseDone,
@@ -36,49 +52,115 @@ from tingshuo.engine.events import (
     SpeechStopped,
     TranscriptFinal,
     TranscriptPartial,
+    TurnDetected,
 )
+from tingshuo.engine.playout import Playout
 from tingshuo.engine.stack import ModelStack
-from tingshuo.llm.base import LlmError
+from tingshuo.engine.turns import TurnScore, is_backchannel, required_silence_ms
+from tingshuo.llm.base import LlmError, Message
 from tingshuo.tts import VoiceSettings, text_language
 
 MAX_FRAME_SECONDS = 10.0  # one push_audio call; streaming clients send 20–100 ms
-PARTIAL_EVERY_S = 1.0
 _END = object()
 _LANG_NOTE = {
-    "zh": "请用简体中文口语回应用户刚才的话，不要重复原话。",
-    "en": "Reply in spoken English to what the user just said; do not repeat their words.",
+    "zh": "请用简体中文口语回应用户接下来说的话，不要重复原话。",
+    "en": "Reply in spoken English to what the user says next; do not repeat their words.",
 }
+_ACK = {"zh": "嗯，", "en": "Mm,"}
+_LEADING_ACK = re.compile(r"^(?:嗯+|恩+|mm+|hmm+)[，,。.！!\s]*", re.IGNORECASE)
 _ids = itertools.count(1)
+
+
+def _ms(samples: int) -> float:
+    return samples * 1000 / INPUT_RATE
+
+
+@dataclass
+class _Evaluation:
+    """The verdict on one pause: transcript, scores and the silence they call for."""
+
+    end_sample: int  # where the evaluated speech ends in the input stream
+    audio: np.ndarray
+    transcript: Transcript | None = None
+    score: TurnScore | None = None
+    required_ms: float | None = None
+    speculation: "_Response | None" = None
+    done: bool = False
+    eval_ms: float | None = None
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _Response:
+    rid: str
+    user_text: str
+    task: asyncio.Task[None] | None = None
+    gate: asyncio.Event = field(default_factory=asyncio.Event)  # set when the turn is confirmed
+    held: list[Event] = field(default_factory=list)  # events produced before the gate opened
+    timings: dict[str, float] = field(default_factory=dict)
+    t_end: float = 0.0  # wall-clock end of the user's speech (or of the typed message)
+
+    def emit(self, session: "Session", ev: Event) -> None:
+        if self.gate.is_set():
+            session._emit(ev)
+        else:
+            self.held.append(ev)
 
 
 class Session:
     def __init__(self, stack: ModelStack, *, speak: bool = True, persona: str | None = None,
-                 partials: bool = True) -> None:
+                 partials: bool = True, duplex: bool = False) -> None:
         self.stack = stack
         self.settings = stack.settings
         if speak and stack.tts is None:
             raise ValueError("speak=True needs a model stack loaded with TTS")
         self.speak = speak
+        self.duplex = duplex and speak
         self.persona = get_persona(persona or self.settings.dialogue.persona)
         prompt = self.settings.dialogue.system_prompt or self.persona.system_prompt
         self.conversation = Conversation(prompt)
         self.voice = VoiceSettings(voice=self.persona.voice)
         self.partials = partials
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._segmenter: VadSegmenter | None = None
-        self._response: asyncio.Task[None] | None = None
-        self._turns: set[asyncio.Task[None]] = set()
-        self._turn_lock = asyncio.Lock()
-        self._partial_task: asyncio.Task[None] | None = None
-        self._partial_at = 0
-        self._samples_in = 0
+        self._response: _Response | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._asr_pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
         self._llm_pool = ThreadPoolExecutor(1, thread_name_prefix="llm")
         self._tts_pool = ThreadPoolExecutor(1, thread_name_prefix="tts")
+        self._turn_pool = ThreadPoolExecutor(1, thread_name_prefix="turn")
         if stack.llm is not None:
             # Fill the prefix cache on the LLM thread: a Session is usually built inside the event loop, which
             # must not block for the ~1 s this takes; the first response queues behind it on the same thread.
             self._llm_pool.submit(stack.warm, prompt)
+        # ---- input state (16 kHz stream positions in samples)
+        self._vad: SileroVad | None = None
+        self._aec = None
+        self._pending = np.zeros(0, np.float32)
+        self._pos = 0
+        self._pre: deque[np.ndarray] = deque(maxlen=max(1, self.settings.vad.speech_pad_ms * INPUT_RATE // 1000 // WINDOW + 1))
+        self._onset = 0
+        self._utt: list[np.ndarray] | None = None  # the open user utterance (None: nobody is talking)
+        self._utt_start = 0
+        self._speech = 0  # speech samples in the open utterance
+        self._silence = 0  # trailing silence samples
+        self._last_speech_end = 0
+        self._eval: _Evaluation | None = None
+        self._partial_busy = False
+        self._partial_at = 0
+        self._barge: tuple[str, int] | None = None  # (response id, onset sample) while speech over us is judged
+        # ---- output
+        self._playout: Playout | None = None
+        self._ack_audio: dict[str, np.ndarray] = {}
+        if self.duplex:
+            cfg = self.settings.duplex
+            assert stack.tts is not None
+            self._playout = Playout(stack.tts.sample_rate, cfg.frame_ms, cfg.lead_ms, self._on_frame)
+            if cfg.aec:
+                from tingshuo.audio.aec import EchoCanceller
+
+                self._aec = EchoCanceller(stack.tts.sample_rate)
+            if cfg.acknowledge and self.persona.acknowledges:
+                self._tts_pool.submit(self._prepare_acks)
         self._closed = False
 
     # ------------------------------------------------------------------ output
@@ -93,6 +175,17 @@ class Session:
     def _emit(self, ev: Event) -> None:
         self._queue.put_nowait(ev)
 
+    def _on_frame(self, rid: str, frame: np.ndarray, text: str) -> None:
+        assert self.stack.tts is not None
+        if self._aec is not None:
+            self._aec.played(frame)
+        self._emit(AudioChunk(rid, frame, self.stack.tts.sample_rate, text))
+
+    def _prepare_acks(self) -> None:
+        assert self.stack.tts is not None
+        for lang, text in _ACK.items():
+            self._ack_audio[lang] = self.stack.tts.synthesize(text, self.voice, lang)
+
     # ------------------------------------------------------------------ input
     async def push_text(self, text: str) -> None:
         """A typed user turn (text→text, or text→speech with ``speak``)."""
@@ -100,10 +193,11 @@ class Session:
         if not text:
             self._emit(ErrorEvent("empty_input", "the message is empty"))
             return
-        await self._start_turn(text, None, time.perf_counter(), {})
+        await self._interrupt()
+        self._commit_text(text, None, time.perf_counter(), {})
 
     async def push_audio(self, audio: np.ndarray, sample_rate: int = INPUT_RATE) -> None:
-        """Streaming input: any frame size and rate, mono or (n, channels). VAD cuts it into user turns."""
+        """Streaming input: any frame size and rate, mono or (n, channels)."""
         try:
             x = to_mono(np.asarray(audio))
             if len(x) > MAX_FRAME_SECONDS * sample_rate:
@@ -115,21 +209,24 @@ class Session:
         except AudioError as e:
             self._emit(ErrorEvent("invalid_audio", str(e)))
             return
-        if self._segmenter is None:
-            self._segmenter = VadSegmenter(self.settings.vad)
-        events = self._segmenter.feed(x)
-        self._samples_in += len(x)
-        self._handle_vad(events)
-        seg = self._segmenter
-        if self.partials and seg.in_speech and self._partial_task is None:
-            if self._samples_in - self._partial_at >= PARTIAL_EVERY_S * INPUT_RATE:
-                self._partial_at = self._samples_in
-                self._partial_task = asyncio.create_task(self._partial(seg.current_audio()))
+        if self._vad is None:
+            self._vad = SileroVad()
+        if self._aec is not None:
+            x = self._aec.process(x)
+        self._pending = np.concatenate([self._pending, x.astype(np.float32, copy=False)])
+        n = len(self._pending) // WINDOW
+        for i in range(n):
+            self._window(self._pending[i * WINDOW : (i + 1) * WINDOW])
+        self._pending = self._pending[n * WINDOW :]
 
     async def end_audio(self) -> None:
-        """The input stream ended: an utterance still open is closed and answered."""
-        if self._segmenter is not None:
-            self._handle_vad(self._segmenter.flush())
+        """The input stream ended: an utterance still open is answered now."""
+        if self._utt is not None:
+            await self._finish_commit(self._detach_turn())
+
+    async def commit(self) -> None:
+        """Push-to-talk: the user says the turn is over (``turn.mode = manual``, or any time)."""
+        await self.end_audio()
 
     async def push_utterance(self, audio: np.ndarray, sample_rate: int = INPUT_RATE) -> None:
         """A whole recorded turn (a file): answered as one turn however many pauses it holds."""
@@ -149,23 +246,30 @@ class Session:
         if frac < 0.02:
             self._emit(ErrorEvent("no_speech", "no speech was detected in the audio (silence or noise only)"))
             return
-        await self._transcribe_and_respond(x, t_end)
+        t = await self._transcribe(x)
+        if t is not None:
+            await self._interrupt()
+            self._emit(TranscriptFinal(t.text, t.language, t.audio_seconds))
+            self._commit_text(t.text, t.language, t_end, {"asr": t.decode_ms})
 
     # ------------------------------------------------------------------ control
     async def cancel(self) -> None:
-        """Stop the current response (text and audio) at once."""
-        task = self._response
-        if task is not None and not task.done():
-            task.cancel()
+        """Stop the current response (text and audio) at once; the history keeps what was heard."""
+        r = self._response
+        if r is not None and r.task is not None and not r.task.done():
+            r.task.cancel()
             try:
-                await task
+                await r.task
             except asyncio.CancelledError:
                 pass
 
     async def wait_idle(self) -> None:
-        """Wait until every pending turn and response has finished (used by one-shot CLI calls and tests)."""
+        """Wait until every pending evaluation, turn and response has finished (one-shot CLI calls, tests)."""
         while True:
-            pending = [t for t in (*self._turns, self._response, self._partial_task) if t is not None and not t.done()]
+            pending = [t for t in self._tasks if not t.done()]
+            r = self._response
+            if r is not None and r.task is not None and not r.task.done() and r.gate.is_set():
+                pending.append(r.task)
             if not pending:
                 return
             await asyncio.gather(*pending, return_exceptions=True)
@@ -175,11 +279,15 @@ class Session:
             return
         self._closed = True
         await self.cancel()
-        for t in list(self._turns):
+        if self._eval is not None and self._eval.speculation is not None:
+            await self._drop_speculation(self._eval)
+        for t in list(self._tasks):
             t.cancel()
-        await asyncio.gather(*self._turns, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._playout is not None:
+            self._playout.close()
         self._queue.put_nowait(None)
-        for pool in (self._asr_pool, self._llm_pool, self._tts_pool):
+        for pool in (self._asr_pool, self._llm_pool, self._tts_pool, self._turn_pool):
             pool.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> "Session":
@@ -188,68 +296,292 @@ class Session:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # ------------------------------------------------------------------ internals
-    def _handle_vad(self, events: list) -> None:
-        for ev in events:
-            if ev.kind == "start":
-                self._partial_at = self._samples_in
-                self._emit(SpeechStarted(ev.sample / INPUT_RATE * 1000))
-            else:
-                self._emit(SpeechStopped(ev.sample / INPUT_RATE * 1000))
-                # the end of speech in wall-clock terms: the trailing silence already elapsed before we knew
-                lag = max(0, self._samples_in - ev.sample) / INPUT_RATE
-                t_end = time.perf_counter() - lag
-                task = asyncio.create_task(self._transcribe_and_respond(ev.audio, t_end))
-                self._turns.add(task)
-                task.add_done_callback(self._turns.discard)
+    # ------------------------------------------------------------------ the input loop (one 32 ms window)
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _partial(self, audio: np.ndarray) -> None:
-        assert self.stack.asr is not None
-        try:
-            loop = asyncio.get_running_loop()
-            t = await loop.run_in_executor(self._asr_pool, self.stack.asr.transcribe, audio, None)
-            if t.text:
-                self._emit(TranscriptPartial(t.text))
-        finally:
-            self._partial_task = None
+    def _window(self, window: np.ndarray) -> None:
+        assert self._vad is not None
+        p = self._vad(window)
+        self._pos += WINDOW
+        vcfg, dcfg, tcfg = self.settings.vad, self.settings.duplex, self.settings.turn
+        over_us = self._playout is not None and self._playout.audible
+        if self._utt is None:
+            self._pre.append(window)
+            thr, need = (dcfg.barge_in_threshold, dcfg.barge_in_windows) if over_us else (vcfg.threshold, 1)
+            self._onset = self._onset + 1 if p >= thr else 0
+            if self._onset >= need:
+                self._open_utterance(over_us)
+            return
+        self._utt.append(window)
+        if p >= vcfg.neg_threshold and not (self._silence and p < vcfg.threshold):
+            if self._silence:
+                self._resumed()
+            self._speech += WINDOW
+            self._last_speech_end = self._pos
+            if self._barge is not None and _ms(self._speech) > dcfg.backchannel_max_ms:
+                self._confirm_barge_in()  # too long for a backchannel: a real interruption
+            if (self.partials and not self._partial_busy
+                    and self._pos - self._partial_at >= tcfg.partial_every_ms * INPUT_RATE // 1000):
+                self._partial_at = self._pos
+                self._partial_busy = True
+                self._spawn(self._partial(np.concatenate(self._utt)))
+            return
+        self._silence += WINDOW
+        if self._speech < vcfg.min_speech_ms * INPUT_RATE // 1000:
+            if _ms(self._silence) >= max(tcfg.pause_ms, dcfg.resume_after_ms):
+                self._discard_utterance()  # a click or a cough: not an utterance
+            return
+        if self._eval is None and _ms(self._silence) >= tcfg.pause_ms:
+            keep = self._silence - min(self._silence, vcfg.speech_pad_ms * INPUT_RATE // 1000)
+            audio = np.concatenate(self._utt)
+            ev = _Evaluation(self._last_speech_end, audio[: len(audio) - keep] if keep else audio)
+            self._eval = ev
+            ev.task = self._spawn(self._evaluate(ev))
+        self._maybe_commit()
 
-    async def _transcribe_and_respond(self, audio: np.ndarray, t_end: float) -> None:
+    def _open_utterance(self, over_us: bool) -> None:
+        self._utt = list(self._pre)
+        self._pre.clear()
+        self._onset = 0
+        self._utt_start = self._pos - WINDOW * len(self._utt)
+        self._speech = WINDOW
+        self._silence = 0
+        self._last_speech_end = self._pos
+        self._partial_at = self._pos
+        self._emit(SpeechStarted(_ms(self._utt_start)))
+        if over_us:
+            assert self._playout is not None and self._playout.rid is not None
+            heard = self._playout.pause()  # stop the sound first; judge afterwards
+            self._barge = (self._playout.rid, self._utt_start)
+            self._emit(PlaybackPaused(self._playout.rid, round(heard * 1000, 1)))
+        elif self._response is not None and not self.duplex:
+            pass  # half-duplex: a reply being written keeps going until the new turn is taken
+
+    def _resumed(self) -> None:
+        """Speech after a pause: the turn was not over. Drop the verdict and any speculative reply."""
+        self._silence = 0
+        ev, self._eval = self._eval, None
+        if ev is not None:
+            self._spawn(self._drop_speculation(ev))
+
+    def _discard_utterance(self) -> None:
+        barge = self._barge
+        self._reset_utterance()
+        if barge is not None:
+            self._resume_playback(barge[0], "")
+
+    def _reset_utterance(self) -> None:
+        self._utt = None
+        self._speech = self._silence = 0
+        self._barge = None
+        ev, self._eval = self._eval, None
+        if ev is not None and ev.speculation is not None:
+            self._spawn(self._drop_speculation(ev))
+
+    def _resume_playback(self, rid: str, text: str) -> None:
+        if self._playout is not None and self._playout.rid == rid:
+            self._emit(Backchannel(text))
+            self._playout.resume()
+            self._emit(PlaybackResumed(rid))
+
+    def _confirm_barge_in(self) -> None:
+        """Speech over the reply is a real interruption: cancel it; the history keeps what was heard."""
+        self._barge = None
+        self._spawn(self.cancel())
+
+    def _maybe_commit(self) -> None:
+        ev = self._eval
+        if ev is None or not ev.done or self._utt is None:
+            return
+        if self._barge is not None:
+            text = ev.transcript.text if ev.transcript else ""
+            if is_backchannel(text, _ms(self._speech), self.settings.duplex.backchannel_max_ms):
+                rid = self._barge[0]
+                self._reset_utterance()
+                self._resume_playback(rid, text)
+                return
+            self._confirm_barge_in()
+        if self.settings.turn.mode == "manual":
+            return
+        if ev.required_ms is not None and _ms(self._pos - ev.end_sample) >= ev.required_ms:
+            self._spawn(self._finish_commit(self._detach_turn()))
+
+    # ------------------------------------------------------------------ workers
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    async def _transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript | None:
         if self.stack.asr is None:
             self._emit(ErrorEvent("no_asr", "this session was started without speech recognition"))
-            return
-        async with self._turn_lock:  # turns are answered in the order they were spoken
-            loop = asyncio.get_running_loop()
-            try:
-                t = await loop.run_in_executor(self._asr_pool, self.stack.asr.transcribe, audio, None)
-            except Exception as e:  # a crashed recognizer must not end the session
-                self._emit(ErrorEvent("asr_failed", f"speech recognition failed: {e}"))
-                return
-            if not t.text.strip():
-                self._emit(ErrorEvent("no_speech", "no words were recognized in the audio"))
-                return
-            self._emit(TranscriptFinal(t.text, t.language, t.audio_seconds))
-            await self._start_turn(t.text, t.language, t_end, {"asr": t.decode_ms})
+            return None
+        try:
+            t = await self._run(self._asr_pool, self.stack.asr.transcribe, audio, language)
+        except Exception as e:  # a crashed recognizer must not end the session
+            self._emit(ErrorEvent("asr_failed", f"speech recognition failed: {e}"))
+            return None
+        if not t.text.strip():
+            return None
+        return t
 
-    async def _start_turn(self, text: str, language: str | None, t_end: float, timings: dict[str, float]) -> None:
-        await self.cancel()  # a new user turn supersedes an unfinished reply
+    def _history(self) -> list[Message]:
+        llm = self.stack.llm
+        assert llm is not None
+        return self.conversation.messages(llm.count_tokens, self.settings.dialogue.history_tokens)
+
+    def _with_note(self, history: list[Message], lang: str) -> list[Message]:
+        # The language note goes *before* the user's words: the end-of-turn scorer then pre-fills it along with
+        # the partial transcript, and the reply's prompt only adds the few tokens after the user's text.
+        return [*history, {"role": "system", "content": _LANG_NOTE.get(lang, _LANG_NOTE["en"])}]
+
+    async def _score_text(self, text: str, lang: str) -> float | None:
+        llm = self.stack.llm
+        if llm is None or not text.strip():
+            return None
+        fn = getattr(llm, "turn_end_probability", None)
+        if fn is None:
+            return None
+        try:
+            return await self._run(self._llm_pool, fn, self._with_note(self._history(), lang), text)
+        except LlmError:
+            return None
+
+    async def _partial(self, audio: np.ndarray) -> None:
+        try:
+            t = await self._transcribe(audio, None)
+            if t is None or self._utt is None:
+                return
+            self._emit(TranscriptPartial(t.text))
+            if self._response is None or self._response.task is None or self._response.task.done():
+                await self._score_text(t.text, t.language)  # pre-fills the LLM cache with the user's words
+        finally:
+            self._partial_busy = False
+
+    async def _evaluate(self, ev: _Evaluation) -> None:
+        """Transcribe the utterance up to the pause, score it, maybe start the reply speculatively."""
+        tcfg = self.settings.turn
+        t0 = time.perf_counter()
+        turn_model = self.stack.turn
+        audio_job = (asyncio.ensure_future(self._run(self._turn_pool, turn_model.probability, ev.audio))
+                     if turn_model is not None and tcfg.mode == "semantic_vad" else None)
+        ev.transcript = await self._transcribe(ev.audio, None)
+        p_audio = await audio_job if audio_job is not None else None
+        p_text = None
+        if ev.transcript is not None and tcfg.mode == "semantic_vad" and self._barge is None:
+            p_text = await self._score_text(ev.transcript.text, ev.transcript.language)
+        ev.score = TurnScore(p_audio, p_text, tcfg.text_weight)
+        ev.required_ms = required_silence_ms(tcfg, ev.score) if tcfg.mode != "manual" else None
+        ev.done = True
+        ev.eval_ms = (time.perf_counter() - t0) * 1000
+        if self._eval is not ev:
+            return  # the user went on talking meanwhile, or the turn was already taken
+        if ev.transcript is None:
+            if self._barge is not None or self._speech < 0.5 * INPUT_RATE:
+                self._discard_utterance()  # noise, a cough, breath: no words
+                return
+        elif (self.stack.llm is not None and self._barge is None and tcfg.mode != "manual"
+              and ev.score.p >= tcfg.speculate_above):
+            ev.speculation = self._start_response(ev.transcript.text, ev.transcript.language, {}, gated=True)
+        self._maybe_commit()
+
+    async def _drop_speculation(self, ev: _Evaluation) -> None:
+        r, ev.speculation = ev.speculation, None
+        if r is not None and r.task is not None and not r.gate.is_set():
+            r.task.cancel()
+            await asyncio.gather(r.task, return_exceptions=True)
+
+    def _detach_turn(self) -> tuple:
+        """Close the open utterance synchronously (so no later window can commit it twice)."""
+        assert self._utt is not None
+        end_sample = self._last_speech_end
+        t_end = time.perf_counter() - (self._pos - end_sample) / INPUT_RATE  # end of speech, wall clock
+        audio = np.concatenate(self._utt)
+        pad = self.settings.vad.speech_pad_ms * INPUT_RATE // 1000
+        audio = audio[: max(0, len(audio) - max(0, self._silence - pad))]
+        snap = (end_sample, t_end, audio, self._eval, self._barge)
+        self._utt = None
+        self._eval = None
+        self._barge = None
+        self._speech = self._silence = 0
+        self._emit(SpeechStopped(_ms(end_sample)))
+        return snap
+
+    async def _finish_commit(self, snap: tuple) -> None:
+        """Take the turn: the utterance becomes the user's message and the (speculative) reply is released."""
+        end_sample, t_end, audio, ev, barge = snap
+        if ev is not None and ev.end_sample == end_sample and not ev.done and ev.task is not None:
+            await asyncio.gather(ev.task, return_exceptions=True)
+        if ev is None or not ev.done or ev.end_sample != end_sample:
+            if ev is not None:
+                await self._drop_speculation(ev)
+            t = await self._transcribe(audio, None)
+            ev = _Evaluation(end_sample, audio, t)
+        if ev.transcript is None:
+            self._emit(ErrorEvent("no_speech", "no words were recognized in the audio"))
+            if barge is not None:
+                self._resume_playback(barge[0], "")
+            return
+        if barge is not None:
+            await self.cancel()
+        t = ev.transcript
+        self._emit(TurnDetected(ev.score.p_audio if ev.score else None, ev.score.p_text if ev.score else None,
+                                round((time.perf_counter() - t_end) * 1000, 1)))
+        self._emit(TranscriptFinal(t.text, t.language, t.audio_seconds))
+        timings = {"asr": t.decode_ms, "turn_wait": (time.perf_counter() - t_end) * 1000}
+        if ev.eval_ms is not None:
+            timings["turn_eval"] = ev.eval_ms
+        spec = ev.speculation
+        if spec is not None and spec.task is not None and not spec.task.done():
+            await self._interrupt(keep=spec)
+            self.conversation.add_user(t.text)
+            self._open_gate(spec, t_end, timings)
+        else:
+            await self._interrupt()
+            self._commit_text(t.text, t.language, t_end, timings)
+
+    async def _interrupt(self, keep: _Response | None = None) -> None:
+        """A new user turn supersedes an unfinished reply."""
+        if self._response is not None and self._response is not keep:
+            await self.cancel()
+
+    def _commit_text(self, text: str, language: str | None, t_end: float, timings: dict[str, float]) -> None:
         if self.stack.llm is None:
             self._emit(ErrorEvent("no_llm", "this session was started without a language model"))
             return
         self.conversation.add_user(text)
-        rid = f"resp_{next(_ids)}"
-        self._emit(ResponseStarted(rid, text))
-        self._response = asyncio.create_task(self._run_response(rid, language, t_end, timings))
+        r = self._start_response(text, language, timings, gated=True, committed=True)
+        self._open_gate(r, t_end, timings)
 
-    async def _run_response(self, rid: str, user_lang: str | None, t_end: float, timings: dict[str, float]) -> None:
+    def _open_gate(self, r: _Response, t_end: float, timings: dict[str, float]) -> None:
+        r.t_end = t_end
+        r.timings.update(timings)
+        self._response = r
+        self._emit(ResponseStarted(r.rid, r.user_text))
+        r.gate.set()
+        for e in r.held:
+            self._emit(e)
+        r.held.clear()
+
+    # ------------------------------------------------------------------ the response task tree
+    def _start_response(self, text: str, language: str | None, timings: dict[str, float], *, gated: bool,
+                        committed: bool = False) -> _Response:
+        r = _Response(f"resp_{next(_ids)}", text, timings=dict(timings), t_end=time.perf_counter())
+        lang = language or text_language(text) or self.persona.language
+        history = self._history()
+        if committed:
+            history = history[:-1]  # the user's message was just added; it goes after the note
+        messages = [*self._with_note(history, lang), {"role": "user", "content": text}]
+        r.task = asyncio.create_task(self._run_response(r, messages, lang))
+        return r
+
+    async def _run_response(self, r: _Response, messages: list[Message], user_lang: str) -> None:
         llm = self.stack.llm
         assert llm is not None
         cfg = self.settings
         loop = asyncio.get_running_loop()
-        messages = self.conversation.messages(llm.count_tokens, cfg.dialogue.history_tokens)
-        # Answer in the language of *this* turn: a trailing system note (not stored in the history, so the cached
-        # prefix is untouched) keeps a small model from continuing in the previous turn's language.
-        lang = user_lang or text_language(self.conversation.turns[-1]["content"]) or "zh"
-        messages.append({"role": "system", "content": _LANG_NOTE.get(lang, _LANG_NOTE["en"])})
         deltas: asyncio.Queue[object] = asyncio.Queue()
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         stop = threading.Event()
@@ -257,10 +589,16 @@ class Session:
         spoken: list[str] = []
         reply_lang: list[str] = []
         status = "completed"
+        timings = r.timings
         t_llm = time.perf_counter()
+        playout = self._playout
+        acked = [False]
 
         def produce() -> None:
             """LLM thread: push deltas to the loop until done or stopped."""
+            if stop.is_set():
+                loop.call_soon_threadsafe(deltas.put_nowait, _END)
+                return
             gen = llm.stream(messages, max_tokens=cfg.llm.max_tokens, temperature=cfg.llm.temperature)
             try:
                 for d in gen:
@@ -284,58 +622,104 @@ class Session:
                 assert isinstance(d, str)
                 if not generated:
                     timings["llm_first_token"] = (time.perf_counter() - t_llm) * 1000
-                    timings["first_text"] = (time.perf_counter() - t_end) * 1000
                 generated.append(d)
-                self._emit(ReplyTextDelta(rid, d))
+                r.emit(self, ReplyTextDelta(r.rid, d))
                 for c in splitter.feed(d):
                     await clauses.put(c)
             for c in splitter.flush():
                 await clauses.put(c)
             await clauses.put(None)
 
+        async def acknowledge() -> None:
+            """Turn taken but nothing to say yet: a short "嗯，" now, instead of silence."""
+            await r.gate.wait()
+            if playout is None or spoken or acked[0]:
+                return
+            lang = reply_lang[0] if reply_lang else user_lang
+            ack = self._ack_audio.get(lang)
+            if ack is not None and len(r.user_text) >= 6:
+                acked[0] = True
+                playout.enqueue(_ACK[lang], ack, is_ack=True)
+
         async def audio_stage() -> None:
+            first = True
             while (clause := await clauses.get()) is not None:
-                self._emit(ReplyClause(rid, clause))
+                if first and acked[0]:
+                    clause = _LEADING_ACK.sub("", clause) or clause
+                first = False
+                r.emit(self, ReplyClause(r.rid, clause))
                 if not self.speak:
                     spoken.append(clause)
                     continue
                 assert self.stack.tts is not None
                 if not reply_lang:
-                    reply_lang.append(text_language(clause) or user_lang or "zh")
+                    reply_lang.append(text_language(clause) or user_lang)
                 t_clause = time.perf_counter()
-                audio = await loop.run_in_executor(
-                    self._tts_pool, self.stack.tts.synthesize, clause, self.voice, reply_lang[0]
-                )
-                if "first_audio" not in timings:
+                audio = await loop.run_in_executor(self._tts_pool, self.stack.tts.synthesize, clause, self.voice,
+                                                   reply_lang[0])
+                if "tts_first_audio" not in timings:
                     timings["tts_first_audio"] = (time.perf_counter() - t_clause) * 1000
-                    timings["first_audio"] = (time.perf_counter() - t_end) * 1000
-                self._emit(AudioChunk(rid, audio, self.stack.tts.sample_rate, clause))
+                await r.gate.wait()  # speculative: ready, but not a word until the turn is really ours
                 spoken.append(clause)
+                if playout is not None:
+                    playout.enqueue(clause, audio)
+                else:
+                    if "first_audio" not in timings:
+                        timings["first_audio"] = (time.perf_counter() - r.t_end) * 1000
+                    self._emit(AudioChunk(r.rid, audio, self.stack.tts.sample_rate, clause))
+            if playout is not None:
+                playout.finish()
+                await playout.drained()
+
+        async def start_playout() -> None:
+            await r.gate.wait()
+            if playout is not None:
+                playout.stop()
+                playout.start(r.rid)
+                if self.settings.duplex.acknowledge and self.persona.acknowledges:
+                    # give the reply a moment: acknowledge only if its first clause is not about to be ready
+                    await asyncio.sleep(0.05)
+                    await acknowledge()
 
         producer = loop.run_in_executor(self._llm_pool, produce)
+        heard: str | None = None
+        played_ms: float | None = None
         try:
             try:
                 async with asyncio.TaskGroup() as tg:
+                    tg.create_task(start_playout())
                     tg.create_task(text_stage())
                     tg.create_task(audio_stage())
             except* LlmError as eg:
                 status = "failed"
-                self._emit(ErrorEvent("llm_failed", str(eg.exceptions[0])))
+                r.emit(self, ErrorEvent("llm_failed", str(eg.exceptions[0])))
             except* Exception as eg:
                 status = "failed"
-                self._emit(ErrorEvent("response_failed", f"{type(eg.exceptions[0]).__name__}: {eg.exceptions[0]}"))
+                r.emit(self, ErrorEvent("response_failed", f"{type(eg.exceptions[0]).__name__}: {eg.exceptions[0]}"))
         except asyncio.CancelledError:
             status = "cancelled"
         finally:
             stop.set()
             full = "".join(generated).strip()
-            # What the user actually received: on a cut-off reply only the clauses already delivered.
-            kept = full if status == "completed" else "".join(spoken)
-            if kept:
-                self.conversation.add_assistant(kept)
-            timings["total"] = (time.perf_counter() - t_end) * 1000
-            lang = reply_lang[0] if reply_lang else (text_language(full) if full else None)
-            self._emit(ResponseDone(rid, full, status, lang, {k: round(v, 1) for k, v in timings.items()}))
+            if playout is not None and playout.rid == r.rid:
+                if playout.first_frame_at is not None:
+                    timings["first_audio"] = (playout.first_frame_at - r.t_end) * 1000
+                if playout.first_reply_frame_at is not None:
+                    timings["first_reply_audio"] = (playout.first_reply_frame_at - r.t_end) * 1000
+                heard_s = playout.stop()
+                played_ms = round(heard_s * 1000, 1)
+                heard = playout.heard_text(heard_s + 1.0) if status == "completed" else playout.heard_text(heard_s)
+            if r.gate.is_set():
+                # What the user actually received: on a cut-off reply only what was heard (or delivered).
+                kept = full if status == "completed" else (heard if heard is not None else "".join(spoken))
+                if kept:
+                    self.conversation.add_assistant(kept)
+                timings["total"] = (time.perf_counter() - r.t_end) * 1000
+                lang = reply_lang[0] if reply_lang else (text_language(full) if full else None)
+                self._emit(ResponseDone(r.rid, full, status, lang, {k: round(v, 1) for k, v in timings.items()},
+                                        heard if status != "completed" else None, played_ms))
+            if self._response is r:
+                self._response = None
         try:
             await asyncio.shield(producer)  # the LLM thread exits at its next token once stop is set
         except Exception:

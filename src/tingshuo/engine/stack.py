@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from tingshuo.asr import Recognizer, load_recognizer
+from tingshuo.audio.smart_turn import SmartTurn
 from tingshuo.config import Settings
 from tingshuo.llm import ChatModel, load_chat_model
 from tingshuo.tts import SpeechSynthesizer
@@ -17,6 +18,7 @@ class ModelStack:
     asr: Recognizer | None = None
     llm: ChatModel | None = None
     tts: SpeechSynthesizer | None = None
+    turn: SmartTurn | None = None  # acoustic end-of-turn model, loaded with ASR
     load_ms: dict[str, float] = field(default_factory=dict)
     _warm_prompts: set[str] = field(default_factory=set)
 
@@ -34,6 +36,7 @@ class ModelStack:
         if asr:
             t = time.perf_counter()
             stack.asr = load_recognizer(settings.asr, cache)
+            stack.turn = SmartTurn()
             stack.load_ms["asr"] = (time.perf_counter() - t) * 1000
         if llm:
             t = time.perf_counter()

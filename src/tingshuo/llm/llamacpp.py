@@ -4,6 +4,11 @@ Default weights: Qwen2.5-Coder-1.5B-Instruct Q4_K_M (22 split packages, assemble
 cache of the previous call and reuses the longest common token prefix, so a conversation whose system prompt
 stays fixed and whose history is only appended pays for the new turn only (0.38 s → 0.13 s first token,
 shared/research/llm.md). One ``Llama`` object serves one conversation at a time (guarded by a lock).
+
+Prompts are formatted here with the GGUF's own chat template (the same Jinja formatter llama-cpp-python's chat
+handler uses) and sent as tokens, so that :meth:`turn_end_probability` and :meth:`stream` produce the same
+token prefix: the end-of-turn check that runs on the user's partial transcript leaves exactly the KV cache the
+reply then continues from.
 """
 
 from __future__ import annotations
@@ -12,8 +17,14 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from tingshuo.config import LlmConfig
 from tingshuo.llm.base import LlmError, Message
+
+# Tokens that close a sentence. P(one of them next | the user's words so far) is the model's own judgement of
+# whether the utterance is complete: ~0.7–0.9 after "你能给我讲个故事吗", < 0.01 after "帮我订一张明天去北京的".
+_SENTENCE_END = ["。", "？", "！", ".", "?", "!", "?\n", "。\n", "！\n", "~", "～", "<|im_end|>"]
 
 
 def gguf_path(cfg: LlmConfig, cache_dir: Path | None = None) -> Path:
@@ -31,6 +42,7 @@ def gguf_path(cfg: LlmConfig, cache_dir: Path | None = None) -> Path:
 class LlamaCppChat:
     def __init__(self, cfg: LlmConfig, cache_dir: Path | None = None) -> None:
         from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.cfg = cfg
         path = gguf_path(cfg, cache_dir)
@@ -43,7 +55,25 @@ class LlamaCppChat:
             seed=cfg.seed if cfg.seed is not None else -1,
             verbose=False,
         )
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise LlmError(f"{path.name} carries no chat template; tingshuo needs a chat (instruct) GGUF")
+        eos = self.llm.token_eos()
+        self._eos_text = self.llm._model.token_get_text(eos) if eos != -1 else ""
+        self._format = Jinja2ChatFormatter(template=template, eos_token=self._eos_text, bos_token="")
+        ends: set[int] = set()
+        for s in _SENTENCE_END:
+            ids = self._tokenize(s)
+            if len(ids) == 1:
+                ends.add(ids[0])
+        self._end_ids = np.array(sorted(ends), np.int64)
         self._lock = threading.Lock()
+
+    def _tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def _prompt(self, messages: list[Message]) -> str:
+        return self._format(messages=list(messages)).prompt  # type: ignore[arg-type]
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
@@ -54,22 +84,64 @@ class LlamaCppChat:
         for _ in self.stream(msgs, max_tokens=1, temperature=0.0):
             pass
 
+    def turn_end_probability(self, history: list[Message], user_text: str) -> float:
+        """P(the user's utterance is complete), read from the next-token distribution after their words.
+
+        The text is placed where the reply prompt will put it (after ``history``), trailing punctuation removed
+        (Whisper's punctuation is a guess), and the probability mass of sentence-closing tokens is returned. The
+        KV cache keeps the evaluated prefix, so calling this on partial transcripts while the user is talking
+        also pre-fills the prompt the reply will need; it costs only the tokens that changed.
+        """
+        text = user_text.strip().rstrip("。？！.?!～~…,，、 ")
+        if not text:
+            return 0.0
+        msgs = [*history, {"role": "user", "content": text}]
+        prompt = self._prompt(msgs)  # type: ignore[arg-type]
+        cut = prompt.rfind(text)
+        tokens = self._tokenize(prompt[: cut + len(text)])
+        L = self.llm
+        with self._lock:
+            n = 0
+            for a, b in zip(L._input_ids, tokens):
+                if a != b:
+                    break
+                n += 1
+            n = min(n, len(tokens) - 1)  # re-evaluate at least the last token: its logits are what we read
+            if n > 0 and not L._ctx.kv_cache_seq_rm(-1, n, -1):
+                n = 0
+            if n == 0:
+                L.reset()
+            L.n_tokens = n
+            try:
+                L.eval(tokens[n:])
+            except Exception as e:  # e.g. context overflow: no verdict rather than a crash
+                raise LlmError(f"end-of-turn scoring failed: {e}") from e
+            L._requires_eval = False
+            logits = np.ctypeslib.as_array(L._ctx.get_logits(), shape=(L._n_vocab,)).astype(np.float64)
+        p = np.exp(logits - logits.max())
+        return float(p[self._end_ids].sum() / p.sum())
+
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
         with self._lock:
+            tokens = self._tokenize(self._prompt(messages))
+            if len(tokens) + max_tokens > self.cfg.n_ctx:
+                raise LlmError(f"the prompt ({len(tokens)} tokens) does not fit the context window "
+                               f"({self.cfg.n_ctx}); lower dialogue.history_tokens or raise llm.n_ctx")
             try:
-                chunks = self.llm.create_chat_completion(
-                    messages=list(messages),  # type: ignore[arg-type]
+                chunks = self.llm.create_completion(
+                    prompt=tokens,
                     stream=True,
                     max_tokens=max_tokens,
                     temperature=temperature,
                     top_p=self.cfg.top_p,
                     repeat_penalty=1.1,
+                    stop=[s for s in (self._eos_text, "<|im_end|>", "<|endoftext|>") if s],
                 )
-            except ValueError as e:  # e.g. the prompt exceeds the context window
+            except ValueError as e:
                 raise LlmError(f"the local model refused the request: {e}") from e
             try:
                 for chunk in chunks:
-                    delta = chunk["choices"][0]["delta"].get("content")  # type: ignore[index]
+                    delta = chunk["choices"][0]["text"]  # type: ignore[index]
                     if delta:
                         yield delta
             finally:

@@ -1,0 +1,64 @@
+"""Turn-taking decisions: how long to wait before answering, and whether speech over us is a backchannel.
+
+End of turn combines two real models rather than a fixed silence: smart-turn v3.2 hears whether the voice
+sounds finished (falling intonation vs a held "嗯…"), and the LLM reads whether the words are (P of a
+sentence-final token next; see ``LlamaCppChat.turn_end_probability``). A clear question is answered after
+``min_wait_ms``; an unfinished clause ("帮我订一张明天去北京的", "然后") waits up to ``max_wait_ms``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tingshuo.config import TurnConfig
+
+_EAGER = {"high": 0.6, "medium": 1.0, "auto": 1.0, "low": 1.6}  # scales the waits
+
+
+@dataclass
+class TurnScore:
+    p_audio: float | None  # smart-turn v3.2
+    p_text: float | None  # the LLM's sentence-end probability
+    weight: float = 0.65  # of the text score (TurnConfig.text_weight)
+
+    @property
+    def p(self) -> float:
+        if self.p_text is None and self.p_audio is None:
+            return 0.5
+        if self.p_text is None:
+            return float(self.p_audio)  # type: ignore[arg-type]
+        if self.p_audio is None:
+            return self.p_text
+        return self.weight * self.p_text + (1 - self.weight) * self.p_audio
+
+
+def required_silence_ms(cfg: TurnConfig, score: TurnScore | None) -> float:
+    """Silence after the last speech before the assistant takes the turn."""
+    if cfg.mode == "server_vad" or score is None:
+        return float(cfg.silence_ms)
+    k = _EAGER[cfg.eagerness]
+    p = min(1.0, max(0.0, score.p))
+    return k * (cfg.min_wait_ms + (cfg.max_wait_ms - cfg.min_wait_ms) * (1.0 - p) ** 2)
+
+
+# What counts as a backchannel: short listener tokens that acknowledge without claiming the floor (Chinese
+# 嗯/对/好的/是的/哦/啊/没错, English mm-hm/yeah/right/okay/uh-huh). This is the definition of the category, not a
+# stand-in for understanding: anything else ("等一下", "不对", "wait") is an interruption, and so is any
+# backchannel word inside a longer utterance.
+_BC_ZH = "嗯|恩|哦|噢|喔|啊|呀|哈|对|對|是|好|行|没错|沒錯|明白|知道|了|的|呢|嘛|呃|唔"
+_BC_EN = r"m+|mm+|hm+|mhm|uh[- ]?huh|um+|yeah|yep|yes|right|okay|ok|sure|i see|got it|oh|ah|wow|true|cool"
+_BC_RE = re.compile(rf"^(?:(?:{_BC_ZH})+|(?:(?:{_BC_EN})[\s,.!?]*)+)$", re.IGNORECASE)
+_PUNCT = re.compile(r"[\s，。！？、,.!?…~～\-]+")
+
+
+def is_backchannel(text: str, speech_ms: float, max_ms: float) -> bool:
+    """True for a short acknowledgement or a non-word (a cough Whisper heard as nothing)."""
+    if speech_ms > max_ms:
+        return False
+    t = _PUNCT.sub("", text.strip().lower()) if not re.search(r"[a-z]", text.lower()) else text.strip().lower()
+    if not _PUNCT.sub("", t):
+        return True  # no words at all: a cough, a laugh, breath
+    if re.search(r"[a-z]", t):
+        return bool(_BC_RE.match(_PUNCT.sub(" ", t).strip()))
+    return len(t) <= 4 and bool(_BC_RE.match(t))
