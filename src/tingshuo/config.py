@@ -31,7 +31,7 @@ class VadConfig(BaseModel):
     neg_threshold: float = 0.35  # below this a frame counts as silence (hysteresis, as Silero's own iterator)
     min_silence_ms: int = 500  # silence that ends an utterance (the real-time issue shortens it semantically)
     min_speech_ms: int = 200  # shorter blips (clicks, coughs) are dropped
-    speech_pad_ms: int = 200  # audio kept before onset / after offset so ASR hears whole syllables
+    speech_pad_ms: int = 300  # audio kept before onset / after offset so ASR hears whole syllables
 
 
 class TurnConfig(BaseModel):
@@ -62,7 +62,9 @@ class DuplexConfig(BaseModel):
     lead_ms: int = 80  # how far playback may run ahead of the wall clock (client jitter buffer)
     aec: bool = True  # WebRTC AEC3 on the input with the played audio as reference (speaker playback)
     barge_in_threshold: float = 0.6  # VAD probability that counts as the user starting to speak over us
-    barge_in_windows: int = 2  # consecutive 32 ms windows above it: ~64–96 ms to stop, coughs mostly ignored
+    barge_in_windows: int = 3  # consecutive 32 ms windows above it (~100 ms): a leaked echo blip is shorter
+    echo_removed_db: float = 10.0  # a window the canceller took more than this out of is our own echo
+    echo_tail_ms: int = 500  # after the last frame is heard, input may still be our echo (buffers, reverb)
     backchannel_max_ms: int = 900  # speech over us shorter than this may be a backchannel ("嗯", "对")
     resume_after_ms: int = 300  # silence after a short interjection before playback resumes
     acknowledge: bool = True  # a short "嗯，" at once when the reply is not ready yet (personas that allow it)

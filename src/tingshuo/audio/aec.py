@@ -1,64 +1,87 @@
 """Echo cancellation for speaker playback: WebRTC AEC3 through ``pywebrtc-audio`` (Apache-2.0).
 
-The played signal is the reference: every frame the playout releases is resampled to 16 kHz and queued here,
-and each incoming microphone block is processed together with the same amount of reference, oldest first. The
-queue's steady length is the playout lead, a fixed delay that AEC3's own delay estimator absorbs. ERLE ~19–24
-dB with zero VAD false alarms on echo in shared/research/paralinguistics.md, ~0.1 ms per 10 ms block.
+The played signal is the reference. The playout releases frames ``lead_ms`` before they are heard, so each frame
+is placed on the microphone's own sample clock at (samples received so far + lead): the reference reaches AEC3
+aligned with the moment the sound leaves the speaker, and AEC3's delay estimator only has to find the acoustic
+path and device latency. (Fed unaligned, AEC3 leaked echo loud enough for Silero to call speech ~1.4 s into
+every reply while it re-estimated the delay.) ERLE ~19–24 dB, ~0.1 ms per 10 ms block
+(shared/research/paralinguistics.md).
+
+AEC3 starts conservative and switches to its adaptive filter after ~1.5 s of far-end speech; around the switch it
+passed echo through unchanged for ~0.4 s in our room simulation. ``ready`` turns true once the far end has been
+active for ``WARMUP_S`` and the canceller has removed ≥ 12 dB (median) over the last half second of it; until
+then the session does not treat speech over its own playback as barge-in (a call's greeting covers this).
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 import numpy as np
 import soxr
 
 RATE = 16000
 BLOCK = 160  # AEC3 works on 10 ms blocks
-MAX_REF_S = 2.0  # a reference queue longer than this means nobody is reading the mic: drop the oldest
+WARMUP_S = 2.5
 
 
 class EchoCanceller:
-    def __init__(self, playback_rate: int) -> None:
+    def __init__(self, playback_rate: int, lead_ms: float = 0.0) -> None:
         import pywebrtc_audio
 
         self._aec = pywebrtc_audio.EchoCanceller(sample_rate=RATE, num_channels=1, stream_delay_ms=0)
         self._resampler = soxr.ResampleStream(playback_rate, RATE, 1, dtype="float32")
-        self._ref: deque[np.ndarray] = deque()
-        self._ref_len = 0
-        self._ref_head = np.zeros(0, np.float32)
+        self._lead = int(lead_ms * RATE / 1000)
+        self._n_mic = 0  # microphone samples processed (the clock)
+        self._ref = np.zeros(0, np.float32)  # reference on the mic clock, starting at sample _ref_start
+        self._ref_start = 0
         self._mic = np.zeros(0, np.float32)
+        self.far_active_s = 0.0  # how long the far end has carried sound so far
+        self._removed: list[float] = []  # dB removed on recent far-end-active blocks
+        self.ready = False
 
     def played(self, audio: np.ndarray) -> None:
-        """Reference: audio that has just been sent to the speaker (at the playback rate)."""
+        """Reference: a frame just released to the speaker (at the playback rate); heard ``lead_ms`` from now."""
         x = self._resampler.resample_chunk(np.asarray(audio, np.float32))
-        if len(x):
-            self._ref.append(x)
-            self._ref_len += len(x)
-        while self._ref_len > MAX_REF_S * RATE and self._ref:
-            self._ref_len -= len(self._ref.popleft())
+        if not len(x):
+            return
+        end = self._ref_start + len(self._ref)
+        at = max(end, self._n_mic + len(self._mic) + self._lead)
+        if at > end:
+            self._ref = np.concatenate([self._ref, np.zeros(at - end, np.float32)])
+        self._ref = np.concatenate([self._ref, x])
 
-    def _take_ref(self, n: int) -> np.ndarray:
-        parts = [self._ref_head]
-        have = len(self._ref_head)
-        while have < n and self._ref:
-            chunk = self._ref.popleft()
-            self._ref_len -= len(chunk)
-            parts.append(chunk)
-            have += len(chunk)
-        buf = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        if len(buf) < n:
-            buf = np.pad(buf, (0, n - len(buf)))  # nothing playing: silence as reference
-        self._ref_head = buf[n:]
-        return buf[:n]
+    def _take_ref(self, start: int, n: int) -> np.ndarray:
+        i = start - self._ref_start
+        seg = self._ref[max(0, i) : max(0, i + n)]
+        if i < 0:
+            seg = np.concatenate([np.zeros(min(n, -i), np.float32), seg])[:n]
+        return np.pad(seg, (0, n - len(seg))) if len(seg) < n else seg
 
-    def process(self, mic: np.ndarray) -> np.ndarray:
-        """Echo-cancelled microphone audio (16 kHz); returns whole 10 ms blocks, the remainder is kept."""
+    def process(self, mic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whole 10 ms blocks of 16 kHz audio (the remainder is kept): (echo-cancelled, raw).
+
+        The raw blocks come back too: how much the canceller removed tells our own echo (~20 dB or more) from
+        a user talking over the reply (a few dB).
+        """
         self._mic = np.concatenate([self._mic, np.asarray(mic, np.float32)])
         n = len(self._mic) // BLOCK
         out = np.empty(n * BLOCK, np.float32)
         for i in range(n):
             near = self._mic[i * BLOCK : (i + 1) * BLOCK]
-            out[i * BLOCK : (i + 1) * BLOCK] = self._aec.process(near, self._take_ref(BLOCK))
+            ref = self._take_ref(self._n_mic + i * BLOCK, BLOCK)
+            clean = np.asarray(self._aec.process(near, ref), np.float32)
+            out[i * BLOCK : (i + 1) * BLOCK] = clean
+            if not self.ready and float(np.mean(ref * ref)) > 1e-6:
+                self.far_active_s += BLOCK / RATE
+                pm = float(np.mean(near * near))
+                if pm > 1e-7:
+                    self._removed = (self._removed + [10 * np.log10(pm / (float(np.mean(clean * clean)) + 1e-12))])[-50:]
+                self.ready = (self.far_active_s >= WARMUP_S and len(self._removed) >= 25
+                              and float(np.median(self._removed)) >= 12.0)
+        raw = self._mic[: n * BLOCK].copy()
         self._mic = self._mic[n * BLOCK :]
-        return out
+        self._n_mic += n * BLOCK
+        drop = self._n_mic - self._ref_start
+        if drop > 0:  # the past is no longer needed
+            self._ref = self._ref[drop:]
+            self._ref_start = self._n_mic
+        return out, raw

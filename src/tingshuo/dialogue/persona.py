@@ -17,6 +17,7 @@ class Persona:
     system_prompt: str
     voice: str | None = None  # Kokoro voice or blend for Chinese; None = the configured default
     language: str = "zh"
+    greeting: str = "你好，我是小暖。今天想聊点什么？"  # spoken when a call starts
     acknowledges: bool = True  # may open a spoken reply with a short "嗯，" while the answer is prepared
 
 

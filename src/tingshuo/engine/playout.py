@@ -47,6 +47,7 @@ class Playout:
         self._task: asyncio.Task[None] | None = None
         self.first_frame_at: float | None = None
         self.first_reply_frame_at: float | None = None
+        self.last_release = 0.0  # wall time of the last frame released (echo may follow it for a while)
 
     # ---------------------------------------------------------------- control (event loop only)
     def start(self, rid: str) -> None:
@@ -179,4 +180,5 @@ class Playout:
                 self.first_frame_at = now
             if not seg.is_ack and self.first_reply_frame_at is None:
                 self.first_reply_frame_at = now
+            self.last_release = now + self.lead_s
             self._emit(rid, frame, seg.text)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import re
 import threading
 import time
@@ -69,6 +70,7 @@ _LANG_NOTE = {
 _ACK = {"zh": "嗯，", "en": "Mm,"}
 _LEADING_ACK = re.compile(r"^(?:嗯+|恩+|mm+|hmm+)[，,。.！!\s]*", re.IGNORECASE)
 _ids = itertools.count(1)
+log = logging.getLogger("tingshuo.engine")
 
 
 def _ms(samples: int) -> float:
@@ -124,6 +126,7 @@ class Session:
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._response: _Response | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._responses: set[asyncio.Task[None]] = set()  # every response task, speculative ones included
         self._asr_pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
         self._llm_pool = ThreadPoolExecutor(1, thread_name_prefix="llm")
         self._tts_pool = ThreadPoolExecutor(1, thread_name_prefix="tts")
@@ -136,6 +139,7 @@ class Session:
         self._vad: SileroVad | None = None
         self._aec = None
         self._pending = np.zeros(0, np.float32)
+        self._pending_raw = np.zeros(0, np.float32)  # the same samples before echo cancellation
         self._pos = 0
         self._pre: deque[np.ndarray] = deque(maxlen=max(1, self.settings.vad.speech_pad_ms * INPUT_RATE // 1000 // WINDOW + 1))
         self._onset = 0
@@ -158,7 +162,7 @@ class Session:
             if cfg.aec:
                 from tingshuo.audio.aec import EchoCanceller
 
-                self._aec = EchoCanceller(stack.tts.sample_rate)
+                self._aec = EchoCanceller(stack.tts.sample_rate, cfg.lead_ms)
             if cfg.acknowledge and self.persona.acknowledges:
                 self._tts_pool.submit(self._prepare_acks)
         self._closed = False
@@ -196,6 +200,20 @@ class Session:
         await self._interrupt()
         self._commit_text(text, None, time.perf_counter(), {})
 
+    async def greet(self, text: str | None = None) -> None:
+        """Speak first, as a call is answered (the persona's greeting unless ``text``); it goes into the history.
+
+        In duplex mode the greeting also gives the echo canceller the seconds of far-end speech it needs to learn
+        the room before the user can barge in.
+        """
+        text = text or self.persona.greeting
+        r = _Response(f"resp_{next(_ids)}", "", t_end=time.perf_counter())
+        r.task = asyncio.create_task(self._run_response(r, [], self.persona.language, fixed=text))
+        self._responses.add(r.task)
+        r.task.add_done_callback(self._responses.discard)
+        await self._interrupt()
+        self._open_gate(r, r.t_end, {})
+
     async def push_audio(self, audio: np.ndarray, sample_rate: int = INPUT_RATE) -> None:
         """Streaming input: any frame size and rate, mono or (n, channels)."""
         try:
@@ -211,13 +229,27 @@ class Session:
             return
         if self._vad is None:
             self._vad = SileroVad()
+        raw = None
         if self._aec is not None:
-            x = self._aec.process(x)
+            x, raw = self._aec.process(x)
+            self._pending_raw = np.concatenate([self._pending_raw, raw])
         self._pending = np.concatenate([self._pending, x.astype(np.float32, copy=False)])
         n = len(self._pending) // WINDOW
         for i in range(n):
-            self._window(self._pending[i * WINDOW : (i + 1) * WINDOW])
+            w = self._pending[i * WINDOW : (i + 1) * WINDOW]
+            is_echo = False
+            if raw is not None and self._playout is not None and (
+                    self._playout.audible
+                    or time.perf_counter() - self._playout.last_release < self.settings.duplex.echo_tail_ms / 1000):
+                assert self._aec is not None
+                r = self._pending_raw[i * WINDOW : (i + 1) * WINDOW]
+                p_raw, p_clean = float(np.mean(r * r)) + 1e-10, float(np.mean(w * w)) + 1e-10
+                # our own voice: the canceller is still learning the room, or it removed most of this window
+                is_echo = (not self._aec.ready
+                           or 10 * np.log10(p_raw / p_clean) > self.settings.duplex.echo_removed_db)
+            self._window(w, is_echo)
         self._pending = self._pending[n * WINDOW :]
+        self._pending_raw = self._pending_raw[n * WINDOW :]
 
     async def end_audio(self) -> None:
         """The input stream ended: an utterance still open is answered now."""
@@ -281,9 +313,9 @@ class Session:
         await self.cancel()
         if self._eval is not None and self._eval.speculation is not None:
             await self._drop_speculation(self._eval)
-        for t in list(self._tasks):
+        for t in [*self._tasks, *self._responses]:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._responses, return_exceptions=True)
         if self._playout is not None:
             self._playout.close()
         self._queue.put_nowait(None)
@@ -303,16 +335,19 @@ class Session:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _window(self, window: np.ndarray) -> None:
+    def _window(self, window: np.ndarray, is_echo: bool = False) -> None:
+        """One 32 ms window; ``is_echo``: the echo canceller's verdict that it holds our own voice, not the user."""
         assert self._vad is not None
         p = self._vad(window)
         self._pos += WINDOW
         vcfg, dcfg, tcfg = self.settings.vad, self.settings.duplex, self.settings.turn
-        over_us = self._playout is not None and self._playout.audible
+        # still "over us" for a moment after the last frame: the client's buffer and the room's reverberation
+        over_us = self._playout is not None and (
+            self._playout.audible or time.perf_counter() - self._playout.last_release < dcfg.echo_tail_ms / 1000)
         if self._utt is None:
             self._pre.append(window)
             thr, need = (dcfg.barge_in_threshold, dcfg.barge_in_windows) if over_us else (vcfg.threshold, 1)
-            self._onset = self._onset + 1 if p >= thr else 0
+            self._onset = self._onset + 1 if p >= thr and not (over_us and is_echo) else 0
             if self._onset >= need:
                 self._open_utterance(over_us)
             return
@@ -320,7 +355,8 @@ class Session:
         if p >= vcfg.neg_threshold and not (self._silence and p < vcfg.threshold):
             if self._silence:
                 self._resumed()
-            self._speech += WINDOW
+            if p >= vcfg.threshold:
+                self._speech += WINDOW  # confident speech only: reverberation tails must not lengthen a "嗯"
             self._last_speech_end = self._pos
             if self._barge is not None and _ms(self._speech) > dcfg.backchannel_max_ms:
                 self._confirm_barge_in()  # too long for a backchannel: a real interruption
@@ -355,6 +391,8 @@ class Session:
         self._emit(SpeechStarted(_ms(self._utt_start)))
         if over_us:
             assert self._playout is not None and self._playout.rid is not None
+            log.info("speech over playback at %.2f s (aec ready=%s)", self._pos / INPUT_RATE,
+                     self._aec.ready if self._aec else None)
             heard = self._playout.pause()  # stop the sound first; judge afterwards
             self._barge = (self._playout.rid, self._utt_start)
             self._emit(PlaybackPaused(self._playout.rid, round(heard * 1000, 1)))
@@ -370,6 +408,7 @@ class Session:
 
     def _discard_utterance(self) -> None:
         barge = self._barge
+        self._emit(SpeechStopped(_ms(self._last_speech_end)))
         self._reset_utterance()
         if barge is not None:
             self._resume_playback(barge[0], "")
@@ -575,16 +614,24 @@ class Session:
             history = history[:-1]  # the user's message was just added; it goes after the note
         messages = [*self._with_note(history, lang), {"role": "user", "content": text}]
         r.task = asyncio.create_task(self._run_response(r, messages, lang))
+        self._responses.add(r.task)
+        r.task.add_done_callback(self._responses.discard)
         return r
 
-    async def _run_response(self, r: _Response, messages: list[Message], user_lang: str) -> None:
+    async def _run_response(self, r: _Response, messages: list[Message], user_lang: str,
+                            fixed: str | None = None) -> None:
+        """``fixed``: speak this text instead of asking the LLM (greetings)."""
         llm = self.stack.llm
-        assert llm is not None
+        assert llm is not None or fixed is not None
         cfg = self.settings
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[object] = asyncio.Queue()
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         stop = threading.Event()
+        # On 2 cores llama.cpp's spinning threads and Kokoro's slow each other down ~5x; speech is far slower than
+        # generation, so the LLM simply waits while a clause is being synthesized.
+        tts_idle = threading.Event()
+        tts_idle.set()
         generated: list[str] = []
         spoken: list[str] = []
         reply_lang: list[str] = []
@@ -596,15 +643,19 @@ class Session:
 
         def produce() -> None:
             """LLM thread: push deltas to the loop until done or stopped."""
-            if stop.is_set():
+            if stop.is_set() or fixed is not None:
+                if fixed is not None:
+                    loop.call_soon_threadsafe(deltas.put_nowait, fixed)
                 loop.call_soon_threadsafe(deltas.put_nowait, _END)
                 return
+            assert llm is not None
             gen = llm.stream(messages, max_tokens=cfg.llm.max_tokens, temperature=cfg.llm.temperature)
             try:
                 for d in gen:
                     if stop.is_set():
                         break
                     loop.call_soon_threadsafe(deltas.put_nowait, d)
+                    tts_idle.wait()
             except Exception as e:  # LlmError or a backend bug: reported as an event
                 loop.call_soon_threadsafe(deltas.put_nowait, e)
             finally:
@@ -655,8 +706,12 @@ class Session:
                 if not reply_lang:
                     reply_lang.append(text_language(clause) or user_lang)
                 t_clause = time.perf_counter()
-                audio = await loop.run_in_executor(self._tts_pool, self.stack.tts.synthesize, clause, self.voice,
-                                                   reply_lang[0])
+                tts_idle.clear()
+                try:
+                    audio = await loop.run_in_executor(self._tts_pool, self.stack.tts.synthesize, clause,
+                                                       self.voice, reply_lang[0])
+                finally:
+                    tts_idle.set()
                 if "tts_first_audio" not in timings:
                     timings["tts_first_audio"] = (time.perf_counter() - t_clause) * 1000
                 await r.gate.wait()  # speculative: ready, but not a word until the turn is really ours
@@ -676,12 +731,13 @@ class Session:
             if playout is not None:
                 playout.stop()
                 playout.start(r.rid)
-                if self.settings.duplex.acknowledge and self.persona.acknowledges:
+                if self.settings.duplex.acknowledge and self.persona.acknowledges and fixed is None:
                     # give the reply a moment: acknowledge only if its first clause is not about to be ready
                     await asyncio.sleep(0.05)
                     await acknowledge()
 
-        producer = loop.run_in_executor(self._llm_pool, produce)
+        producer = (loop.run_in_executor(self._llm_pool, produce) if fixed is None
+                    else asyncio.get_running_loop().run_in_executor(None, produce))
         heard: str | None = None
         played_ms: float | None = None
         try:
@@ -700,6 +756,7 @@ class Session:
             status = "cancelled"
         finally:
             stop.set()
+            tts_idle.set()
             full = "".join(generated).strip()
             if playout is not None and playout.rid == r.rid:
                 if playout.first_frame_at is not None:

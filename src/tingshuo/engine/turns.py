@@ -52,10 +52,16 @@ _BC_RE = re.compile(rf"^(?:(?:{_BC_ZH})+|(?:(?:{_BC_EN})[\s,.!?]*)+)$", re.IGNOR
 _PUNCT = re.compile(r"[\s，。！？、,.!?…~～\-]+")
 
 
-def is_backchannel(text: str, speech_ms: float, max_ms: float) -> bool:
-    """True for a short acknowledgement or a non-word (a cough Whisper heard as nothing)."""
+def is_backchannel(text: str, speech_ms: float, max_ms: float, tiny_ms: float = 350.0) -> bool:
+    """True for a short acknowledgement or a non-word (a cough Whisper heard as nothing).
+
+    Under ``tiny_ms`` of voiced sound (one syllable) the transcript is not trusted: Whisper turns a lone "对"
+    into "可以了" or worse, and a one-syllable interjection cannot carry a request anyway.
+    """
     if speech_ms > max_ms:
         return False
+    if speech_ms <= tiny_ms:
+        return True
     t = _PUNCT.sub("", text.strip().lower()) if not re.search(r"[a-z]", text.lower()) else text.strip().lower()
     if not _PUNCT.sub("", t):
         return True  # no words at all: a cough, a laugh, breath

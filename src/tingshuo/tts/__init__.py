@@ -31,6 +31,25 @@ def text_language(text: str) -> str | None:
     return None
 
 
+TARGET_RMS = 0.12  # ≈ −18 dBFS over the voiced part: Kokoro's natural level
+
+
+def level(audio: np.ndarray, volume: float = 1.0) -> np.ndarray:
+    """Bring every voice to the same loudness (Piper peaks at full scale, Kokoro ~6 dB lower).
+
+    Switching voices mid-reply must not jump in level, and a speaker driven near full scale distorts, which
+    no echo canceller can undo.
+    """
+    if audio.size == 0:
+        return audio
+    active = audio[np.abs(audio) > 0.02]
+    if active.size < 100:
+        return audio
+    gain = TARGET_RMS * volume / float(np.sqrt(np.mean(active**2)))
+    gain = min(gain, 0.9 / max(1e-6, float(np.abs(audio).max())))
+    return (audio * gain).astype(np.float32)
+
+
 class SpeechSynthesizer:
     """Routes clauses to the Chinese or English backend; backends load on first use."""
 
@@ -81,5 +100,5 @@ class SpeechSynthesizer:
             speed=base.speed * self.cfg.speed,
             volume=base.volume * self.cfg.volume,
         )
-        audio = backend.synthesize(text, s)
-        return resample(audio, backend.sample_rate, self.sample_rate)
+        audio = resample(backend.synthesize(text, s), backend.sample_rate, self.sample_rate)
+        return level(audio, s.volume)

@@ -177,6 +177,7 @@ class KokoroTTS:
         }
         if self.tone_repair:
             dur, f0 = self._prosody.run(None, feed)
+            dur, f0 = clamp_edges(dur, f0, chars)
             f0 = self.apply_tones(f0, dur, chars, zh_mask)
             audio = self._render.run(None, {**feed, "dur": dur, "f0": f0})[0]
         else:
@@ -249,6 +250,34 @@ class KokoroTTS:
             w = voiced[lo:hi]
             sm[i] = target[lo:hi][w].mean()
         return sm.reshape(f0.shape).astype(np.float32)
+
+
+_EDGE_PUNCT = set(" ,.!?;:—…\"'()")
+
+
+def clamp_edges(dur: np.ndarray, f0: np.ndarray, chars: list[str], tail: int = 8,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Shorten the silence Kokoro predicts after a clause before it is rendered.
+
+    The duration predictor gives the closing punctuation and end padding up to ~0.6 s ("当然可以！" renders
+    2.0 s) that ``trim_silence`` throws away, and rendering costs time in proportion to frames. Only the tail
+    is cut (to ``tail`` units of 25 ms, enough for the last syllable's decay): shortening the *leading* pad
+    made Kokoro swallow the first syllable ("请给我讲…" was heard as "给我讲…").
+    """
+    d = dur.reshape(-1).astype(np.float32).copy()
+    n = len(d)
+    new = d.copy()
+    i = n - 1
+    while i > 0 and (i == n - 1 or chars[i - 1] in _EDGE_PUNCT):  # end pad + closing punctuation
+        new[i] = min(d[i], tail if i < n - 1 else 1)
+        i -= 1
+    if np.array_equal(new, d):
+        return dur, f0
+    g = np.asarray(f0).reshape(-1)
+    starts = np.concatenate([[0], np.cumsum(np.round(d).astype(int) * 2)[:-1]])
+    keep = np.concatenate([np.arange(s0, s0 + int(round(k)) * 2) for s0, k in zip(starts, new)])
+    keep = keep[keep < len(g)]
+    return new.reshape(dur.shape).astype(dur.dtype), g[keep].reshape(1, -1).astype(f0.dtype)
 
 
 def trim_silence(audio: np.ndarray, lead_ms: int = 30, tail_ms: int = 120, thresh: float = 0.01) -> np.ndarray:
