@@ -60,6 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--no-duplex", action="store_true", help="skip the full-duplex scenario benchmark (bench/duplex.py)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
@@ -124,6 +125,12 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(args.out / "latency.png", dpi=120)
     print(f"\nwrote {args.out / 'results.json'} and {args.out / 'latency.png'}")
+    if not args.no_duplex:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import duplex
+
+        print("\nfull-duplex scenarios (bench/duplex.py):")
+        duplex.run(stack, args.out, ["test", "heldout"])
 
 
 if __name__ == "__main__":

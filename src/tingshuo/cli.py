@@ -259,6 +259,118 @@ def chat(
     asyncio.run(main())
 
 
+@app.command()
+def talk(
+    greet: Annotated[bool, typer.Option("--greet/--no-greet", help="the assistant speaks first")] = True,
+    aec: Annotated[bool, typer.Option("--aec/--no-aec", help="echo cancellation (off with a headset)")] = True,
+    input_device: Annotated[Optional[str], typer.Option("--input-device", help="name or index (see --list-devices)")] = None,
+    output_device: Annotated[Optional[str], typer.Option("--output-device", help="name or index")] = None,
+    list_devices: Annotated[bool, typer.Option("--list-devices", help="show audio devices and exit")] = False,
+    llm_url: LlmUrl = None,
+    llm_model: LlmModel = None,
+) -> None:
+    """Live full-duplex conversation on the microphone and speakers: interrupt it any time. Ctrl-C to stop."""
+    try:
+        import sounddevice as sd
+    except Exception as e:  # PortAudio missing
+        _fail(f"audio devices are unavailable ({e}); install libportaudio2, or use `tingshuo chat`", 2)
+    try:
+        devices = sd.query_devices()
+    except Exception as e:
+        _fail(f"cannot list audio devices: {e}", 2)
+    if list_devices:
+        typer.echo(str(devices))
+        return
+    dev_in = int(input_device) if input_device and input_device.isdigit() else input_device
+    dev_out = int(output_device) if output_device and output_device.isdigit() else output_device
+    try:
+        sd.query_devices(dev_in, kind="input")
+        sd.query_devices(dev_out, kind="output")
+    except Exception as e:
+        _fail(f"no usable microphone and speaker ({e}). `tingshuo talk --list-devices` shows what exists; "
+              "without audio devices use `tingshuo chat --speak` or the server.", 2)
+    from tingshuo.engine import Session
+
+    settings = _settings(llm_url, llm_model, **{"duplex.aec": aec})
+    stack = _stack(settings, asr=True, llm=True, tts=True)
+    rate_out = settings.tts.sample_rate
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        mic: asyncio.Queue[np.ndarray] = asyncio.Queue()
+        speaker = _SpeakerBuffer()
+
+        def on_mic(indata, frames, t, status) -> None:  # PortAudio thread
+            loop.call_soon_threadsafe(mic.put_nowait, indata[:, 0].copy())
+
+        session = Session(stack, duplex=True)
+        with sd.InputStream(samplerate=16000, channels=1, dtype="float32", blocksize=320, device=dev_in,
+                            callback=on_mic), \
+                sd.OutputStream(samplerate=rate_out, channels=1, dtype="float32", blocksize=480, device=dev_out,
+                                callback=speaker.callback):
+            async def feed() -> None:
+                while True:
+                    await session.push_audio(await mic.get())
+
+            async def show() -> None:
+                async for ev in session.events():
+                    if ev.type == "reply.audio":
+                        speaker.write(ev.audio)
+                    elif ev.type == "playback.paused":
+                        speaker.clear()  # barge-in: silence now, not after the device buffer drains
+                    elif ev.type == "transcript.partial":
+                        typer.echo(f"\r  you: {ev.text}", nl=False)
+                    elif ev.type == "transcript.final":
+                        typer.echo(f"\r  you: {ev.text}")
+                    elif ev.type == "reply.clause":
+                        typer.echo(f"  tingshuo: {ev.text}")
+                    elif ev.type == "user.backchannel":
+                        typer.secho(f"  (heard: {ev.text or '…'})", dim=True)
+                    elif ev.type == "response.done" and ev.status == "cancelled" and ev.heard_text is not None:
+                        typer.secho(f"  (interrupted after: {ev.heard_text})", dim=True)
+                    elif ev.type == "error":
+                        typer.secho(f"  [{ev.code}] {ev.message}", fg=typer.colors.RED)
+
+            typer.echo("听说 tingshuo — speak any time (Ctrl-C to stop)")
+            tasks = [asyncio.create_task(feed()), asyncio.create_task(show())]
+            if greet:
+                await session.greet()
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                await session.close()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        typer.echo("\nbye")
+
+
+class _SpeakerBuffer:
+    """Reply frames waiting for the sound card; the PortAudio callback drains it, barge-in empties it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._buf = np.zeros(0, np.float32)
+        self._lock = threading.Lock()
+
+    def write(self, audio: np.ndarray) -> None:
+        with self._lock:
+            self._buf = np.concatenate([self._buf, audio.astype(np.float32)])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._buf = np.zeros(0, np.float32)
+
+    def callback(self, outdata, frames, t, status) -> None:
+        with self._lock:
+            n = min(frames, len(self._buf))
+            outdata[:n, 0] = self._buf[:n]
+            outdata[n:, 0] = 0.0
+            self._buf = self._buf[n:]
+
+
 def _prompt() -> str | None:
     try:
         return input("you: ")

@@ -140,6 +140,7 @@ class Session:
         self._aec = None
         self._pending = np.zeros(0, np.float32)
         self._pending_raw = np.zeros(0, np.float32)  # the same samples before echo cancellation
+        self._echo_levels: deque[float] = deque(maxlen=300)  # raw mic dB in playback windows nobody spoke in
         self._pos = 0
         self._pre: deque[np.ndarray] = deque(maxlen=max(1, self.settings.vad.speech_pad_ms * INPUT_RATE // 1000 // WINDOW + 1))
         self._onset = 0
@@ -241,12 +242,7 @@ class Session:
             if raw is not None and self._playout is not None and (
                     self._playout.audible
                     or time.perf_counter() - self._playout.last_release < self.settings.duplex.echo_tail_ms / 1000):
-                assert self._aec is not None
-                r = self._pending_raw[i * WINDOW : (i + 1) * WINDOW]
-                p_raw, p_clean = float(np.mean(r * r)) + 1e-10, float(np.mean(w * w)) + 1e-10
-                # our own voice: the canceller is still learning the room, or it removed most of this window
-                is_echo = (not self._aec.ready
-                           or 10 * np.log10(p_raw / p_clean) > self.settings.duplex.echo_removed_db)
+                is_echo = self._echo_verdict(w, self._pending_raw[i * WINDOW : (i + 1) * WINDOW])
             self._window(w, is_echo)
         self._pending = self._pending[n * WINDOW :]
         self._pending_raw = self._pending_raw[n * WINDOW :]
@@ -334,6 +330,28 @@ class Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def _echo_verdict(self, clean: np.ndarray, raw: np.ndarray) -> bool:
+        """Is this window (during our playback) our own voice rather than the user's?
+
+        Three tests, any of which says echo: the canceller is still learning the room; it removed most of the
+        window's energy; or the microphone is no louder than our echo usually is. The last one is what stops
+        self-interruption when AEC3 leaks (it does, for a few hundred ms after playback restarts): the echo
+        level is learnt from playback windows with nobody talking, and a user cutting in is louder than that.
+        """
+        assert self._aec is not None
+        dcfg = self.settings.duplex
+        raw_db = 10 * np.log10(float(np.mean(raw * raw)) + 1e-10)
+        removed = raw_db - 10 * np.log10(float(np.mean(clean * clean)) + 1e-10)
+        if not self._aec.ready or removed > dcfg.echo_removed_db:
+            verdict = True
+        elif len(self._echo_levels) >= 30:
+            verdict = raw_db < float(np.percentile(self._echo_levels, 90)) + dcfg.echo_margin_db
+        else:
+            verdict = False
+        if self._utt is None and self._onset == 0:
+            self._echo_levels.append(raw_db)  # nobody is talking: this is what our echo sounds like here
+        return verdict
 
     def _window(self, window: np.ndarray, is_echo: bool = False) -> None:
         """One 32 ms window; ``is_echo``: the echo canceller's verdict that it holds our own voice, not the user."""
@@ -466,6 +484,12 @@ class Session:
             return None
         return t
 
+    def _conversation_language(self) -> str:
+        for t in reversed(self.conversation.turns):
+            if t["role"] == "user":
+                return text_language(t["content"]) or self.persona.language
+        return self.persona.language
+
     def _history(self) -> list[Message]:
         llm = self.stack.llm
         assert llm is not None
@@ -506,7 +530,9 @@ class Session:
         turn_model = self.stack.turn
         audio_job = (asyncio.ensure_future(self._run(self._turn_pool, turn_model.probability, ev.audio))
                      if turn_model is not None and tcfg.mode == "semantic_vad" else None)
-        ev.transcript = await self._transcribe(ev.audio, None)
+        # Speech over our reply is judged in the conversation's language: Whisper's language ID on a lone
+        # "对" picks English about as often as not ("Twainer").
+        ev.transcript = await self._transcribe(ev.audio, self._conversation_language() if self._barge else None)
         p_audio = await audio_job if audio_job is not None else None
         p_text = None
         if ev.transcript is not None and tcfg.mode == "semantic_vad" and self._barge is None:
@@ -763,9 +789,10 @@ class Session:
                     timings["first_audio"] = (playout.first_frame_at - r.t_end) * 1000
                 if playout.first_reply_frame_at is not None:
                     timings["first_reply_audio"] = (playout.first_reply_frame_at - r.t_end) * 1000
-                heard_s = playout.stop()
+                heard_s = playout.pause()
                 played_ms = round(heard_s * 1000, 1)
                 heard = playout.heard_text(heard_s + 1.0) if status == "completed" else playout.heard_text(heard_s)
+                playout.stop()
             if r.gate.is_set():
                 # What the user actually received: on a cut-off reply only what was heard (or delivered).
                 kept = full if status == "completed" else (heard if heard is not None else "".join(spoken))

@@ -58,6 +58,7 @@ class Outcome:
     reply: str = ""
     events: list[str] = field(default_factory=list)
     timings: list[dict[str, float]] = field(default_factory=list)  # per response, from response.done
+    turn_scores: list[tuple] = field(default_factory=list)  # (p_audio, p_text, waited_ms) per turn taken
 
 
 def speech_bounds(audio: np.ndarray) -> tuple[float, float]:
@@ -179,16 +180,18 @@ async def run_scenario(session: Session, sc: Scenario, greet: bool = True) -> Ou
         delay = t0 + k / RATE - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+    t_close = time.perf_counter()
     await session.close()
     await consumer
-    _score(sc, out, events, times, onsets, ends, t0 + int(state["start"] or 0) / RATE)  # type: ignore[arg-type]
+    _score(sc, out, events, times, onsets, ends, t0 + int(state["start"] or 0) / RATE, t_close)  # type: ignore[arg-type]
     return out
 
 
 def _score(sc: Scenario, out: Outcome, events: list, times: list[float], onsets: list[float], ends: list[float],
-           t0: float) -> None:
+           t0: float, t_close: float) -> None:
     out.events = [e.type for e in events]
     out.timings = [e.timings_ms for e in events if e.type == "response.done"]
+    out.turn_scores = [(e.p_audio, e.p_text, e.waited_ms) for e in events if e.type == "turn.detected"]
     finals = [e.text for e in events if e.type == "transcript.final"]
     out.transcript = " | ".join(finals)
     dones = [e for e in events if e.type == "response.done"]
@@ -233,11 +236,13 @@ def _score(sc: Scenario, out: Outcome, events: list, times: list[float], onsets:
                 if nxt:
                     out.paused_ms = (nxt[0] - after[0][1]) * 1000
         first_resp = dones[0] if dones else None
-        out.stopped = first_resp is not None and first_resp.status == "cancelled"
+        t_done = times[events.index(first_resp)] if first_resp is not None else None
+        # stopped by the user, not by the end of the scenario (which closes the session mid-reply)
+        out.stopped = (first_resp is not None and first_resp.status == "cancelled" and t_done is not None
+                       and t_done < t_close)
         out.took_turn = out.stopped
-        if first_resp is not None and out.stopped:
-            t_done = times[events.index(first_resp)]
-            stop_t = next((t for e, t in pauses if t >= (onset or 0) - 0.2), t_done)
+        if out.stopped and t_done is not None:
+            stop_t = next((t for e, t in pauses if t >= (onset or 0) - 0.2 and t <= t_done), t_done)
             out.frames_after_stop = sum(1 for e, t in frames if e.response_id == first_resp.response_id and t > stop_t)
 
 

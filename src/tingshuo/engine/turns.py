@@ -30,7 +30,10 @@ class TurnScore:
             return float(self.p_audio)  # type: ignore[arg-type]
         if self.p_audio is None:
             return self.p_text
-        return self.weight * self.p_text + (1 - self.weight) * self.p_audio
+        # weighted geometric mean: answering fast needs *both* to agree the turn is over; either one saying
+        # "unfinished" (smart-turn hears a held syllable; the LLM reads "如果明天不下雨的话") stretches the wait
+        pt, pa = max(self.p_text, 1e-4), max(self.p_audio, 1e-4)
+        return float(pt**self.weight * pa ** (1 - self.weight))
 
 
 def required_silence_ms(cfg: TurnConfig, score: TurnScore | None) -> float:
@@ -52,7 +55,7 @@ _BC_RE = re.compile(rf"^(?:(?:{_BC_ZH})+|(?:(?:{_BC_EN})[\s,.!?]*)+)$", re.IGNOR
 _PUNCT = re.compile(r"[\s，。！？、,.!?…~～\-]+")
 
 
-def is_backchannel(text: str, speech_ms: float, max_ms: float, tiny_ms: float = 350.0) -> bool:
+def is_backchannel(text: str, speech_ms: float, max_ms: float, tiny_ms: float = 450.0) -> bool:
     """True for a short acknowledgement or a non-word (a cough Whisper heard as nothing).
 
     Under ``tiny_ms`` of voiced sound (one syllable) the transcript is not trusted: Whisper turns a lone "对"

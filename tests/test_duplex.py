@@ -1,0 +1,242 @@
+"""The real-time engine: turn-taking policy, paced playout, echo cancellation, the end-of-turn models, and the
+duplex scenario suite (real clips and our own TTS, fed in real time through a simulated room)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from conftest import run
+from tingshuo.audio.io import load_audio
+from tingshuo.config import TurnConfig
+from tingshuo.engine.playout import Playout
+from tingshuo.engine.turns import TurnScore, is_backchannel, required_silence_ms
+
+
+# ---------------------------------------------------------------- policy (no models)
+def test_wait_grows_as_completeness_falls_and_eagerness_scales_it():
+    cfg = TurnConfig()
+    waits = [required_silence_ms(cfg, TurnScore(p, p)) for p in (0.95, 0.6, 0.3, 0.05)]
+    assert waits == sorted(waits) and waits[0] < 350 and waits[-1] > 1300
+    # either model saying "unfinished" is enough to wait long
+    assert required_silence_ms(cfg, TurnScore(0.95, 0.02)) > 1200
+    assert required_silence_ms(cfg, TurnScore(0.02, 0.95)) > 1000
+    high = required_silence_ms(TurnConfig(eagerness="high"), TurnScore(0.5, 0.5))
+    low = required_silence_ms(TurnConfig(eagerness="low"), TurnScore(0.5, 0.5))
+    assert high < required_silence_ms(cfg, TurnScore(0.5, 0.5)) < low
+    assert required_silence_ms(TurnConfig(mode="server_vad", silence_ms=420), TurnScore(0.1, 0.1)) == 420
+
+
+@pytest.mark.parametrize("text", ["嗯", "嗯嗯。", "对对对", "好的", "是的", "Mm-hm.", "Yeah, right.", "okay", "", "…"])
+def test_backchannels(text):
+    assert is_backchannel(text, 500, 900)
+
+
+@pytest.mark.parametrize("text", ["等一下", "不对", "wait", "嗯，我想问一下", "what about tomorrow"])
+def test_interruptions_are_not_backchannels(text):
+    assert not is_backchannel(text, 500, 900)
+
+
+def test_long_speech_is_never_a_backchannel():
+    assert not is_backchannel("嗯", 1500, 900)
+
+
+# ---------------------------------------------------------------- playout (real asyncio clock)
+def test_playout_paces_in_real_time_pauses_resumes_and_knows_what_was_heard():
+    async def go():
+        got: list[tuple[float, str]] = []
+        p = Playout(24000, 40, 80, lambda rid, frame, text: got.append((time.perf_counter(), text)))
+        p.start("r1")
+        p.enqueue("一二三四。", np.full(24000, 0.1, np.float32))  # 1.0 s
+        p.enqueue("五六七八。", np.full(24000, 0.1, np.float32))
+        t0 = time.perf_counter()
+        await asyncio.sleep(0.5)
+        heard = p.pause()
+        n_at_pause = len(got)
+        await asyncio.sleep(0.3)
+        assert len(got) == n_at_pause  # nothing released while paused
+        assert 0.4 <= heard <= 0.6
+        assert p.heard_text(heard).startswith("一二") and p.heard_text(heard).endswith("…")
+        p.resume()
+        await asyncio.sleep(0.2)
+        final = p.stop()
+        n_at_stop = len(got)
+        await asyncio.sleep(0.2)
+        assert len(got) == n_at_stop  # nothing after a stop
+        p.close()
+        # paced: ~25 frames per second plus the 80 ms lead, not the whole 2 s at once
+        assert n_at_pause <= int((0.5 + 0.08) / 0.04) + 2
+        assert 0.6 <= final <= 0.8
+        # released ahead of the ear: at most lead + one frame at each (re)start, the unheard part re-sent once
+        assert len(got) * 0.04 <= final + 2 * (0.08 + 0.04) + 1e-6
+        return t0
+
+    run(go())
+
+
+def test_playout_drains_after_the_last_frame_is_heard():
+    async def go():
+        got = []
+        p = Playout(24000, 40, 80, lambda *a: got.append(a))
+        p.start("r")
+        p.enqueue("好。", np.zeros(12000, np.float32))  # 0.5 s
+        p.finish()
+        t0 = time.perf_counter()
+        await asyncio.wait_for(p.drained(), 3)
+        p.close()
+        return time.perf_counter() - t0, len(got)
+
+    dt, n = run(go())
+    assert 0.45 <= dt <= 0.8 and n == 13
+
+
+# ---------------------------------------------------------------- models
+pytestmark_slow = pytest.mark.slow
+
+
+@pytest.mark.slow
+def test_smart_turn_separates_finished_from_cut_sentences(en_clips):
+    from tingshuo.audio.smart_turn import SmartTurn
+
+    st = SmartTurn()
+    sil = np.zeros(3200, np.float32)
+    full, cut = [], []
+    for path in en_clips:
+        x = load_audio(path, 16000)
+        full.append(st.probability(np.concatenate([x, sil])))
+        cut.append(st.probability(np.concatenate([x[: int(0.6 * len(x))], sil])))
+    assert np.mean(full) - np.mean(cut) > 0.2, (full, cut)
+
+
+@pytest.mark.slow
+def test_llm_reads_whether_the_words_are_finished(stack):
+    from tingshuo.dialogue.persona import COMPANION
+
+    llm = stack.llm
+    history = [{"role": "system", "content": COMPANION.system_prompt}]
+    done = ["你能给我讲个故事吗", "今天天气怎么样", "Can you tell me a joke"]
+    open_ = ["帮我订一张明天去北京的", "因为我觉得", "I was thinking that maybe we could", "我的电话号码是一三八"]
+    p_done = [llm.turn_end_probability(history, t) for t in done]
+    p_open = [llm.turn_end_probability(history, t) for t in open_]
+    assert min(p_done) > 0.3 and max(p_open) < 0.1, (p_done, p_open)
+
+
+@pytest.mark.slow
+def test_echo_canceller_learns_the_room_and_removes_our_voice(tts):
+    from tingshuo.audio.aec import EchoCanceller
+    from tingshuo.engine.simulate import _Room
+
+    reply = np.concatenate([tts.synthesize(t, lang="zh") for t in
+                            ["北京有很多好玩的地方，", "比如故宫、颐和园和天安门广场。", "你可以先去故宫看看。"]])
+    room, aec = _Room(tts.sample_rate), EchoCanceller(tts.sample_rate, lead_ms=80)
+    mic = np.zeros(int(len(reply) / tts.sample_rate * 16000) + 16000, np.float32)
+    raw, out, pos = [], [], 0
+    for i in range(0, len(reply), 960):
+        frame = reply[i : i + 960]
+        aec.played(frame)
+        e = room.echo(frame)
+        j = pos + room.delay + 80 * 16
+        mic[j : j + len(e)] += e[: len(mic) - j]
+        o, r = aec.process(mic[pos : pos + 640])
+        out.append(o)
+        raw.append(r)
+        pos += 640
+    o, r = np.concatenate(out), np.concatenate(raw)
+    tail = slice(len(o) // 2, None)  # after convergence
+    erle = 10 * np.log10(np.mean(r[tail] ** 2) / (np.mean(o[tail] ** 2) + 1e-12))
+    assert aec.ready and erle > 15, erle
+
+
+# ---------------------------------------------------------------- the duplex scenario suite
+@pytest.fixture(scope="module")
+def suite(stack, en_clips):
+    """The "test" set in real time (the benchmark adds the held-out set)."""
+    from tingshuo.engine import Session
+    from tingshuo.engine.simulate import build_suite, run_scenario
+
+    async def go():
+        outcomes = {}
+        for sc in build_suite(stack, sorted(map(str, en_clips)), "test"):
+            s = Session(stack, duplex=True)
+            await asyncio.sleep(0.3)  # the session's warm-up on the LLM thread
+            outcomes[sc.name] = (await run_scenario(s, sc), s)
+        return outcomes
+
+    return run(go())
+
+
+@pytest.mark.slow
+def test_completed_questions_are_answered(suite):
+    for name, (o, _) in suite.items():
+        if o.kind in ("question", "echo"):
+            assert o.took_turn and o.latency_ms is not None and o.latency_ms < 2500, (name, o)
+
+
+@pytest.mark.slow
+def test_a_mid_sentence_pause_is_not_taken_over(suite):
+    o, _ = suite["test/pause_zh"]
+    assert not o.took_turn, o
+    assert "|" not in o.transcript  # the two halves were answered as one turn
+
+
+@pytest.mark.slow
+def test_interruption_stops_playback_and_truncates_the_turn_to_what_was_heard(suite):
+    o, s = suite["test/interrupt_zh"]
+    assert o.stopped and o.stop_ms is not None and o.stop_ms < 400, o
+    assert o.frames_after_stop == 0
+    turns = s.conversation.turns
+    heard = [t["content"] for t in turns if t["role"] == "assistant"][1]  # [0] is the greeting
+    heard = heard.removeprefix("嗯，")  # the acknowledgement was heard too, but is not part of the LLM's text
+    full = o.reply.split(" | ")[0]
+    # what stayed in the history is what the user heard: a prefix of the reply, marked as cut
+    assert heard.rstrip("…") and full.startswith(heard.rstrip("…")) and len(heard.rstrip("…")) < len(full)
+    assert "换个话题" in o.transcript.split(" | ")[-1]
+
+
+@pytest.mark.slow
+def test_backchannels_do_not_stop_the_reply(suite):
+    for name, (o, _) in suite.items():
+        if o.kind == "backchannel":
+            assert not o.stopped, (name, o)
+
+
+@pytest.mark.slow
+def test_our_own_echo_never_interrupts_us(suite):
+    o, _ = suite["test/echo_zh"]
+    assert o.self_interruptions == 0 and o.took_turn, o
+
+
+@pytest.mark.slow
+def test_a_cancelled_response_stops_burning_cpu(stack):
+    import psutil
+
+    from tingshuo.engine import Session
+
+    async def go():
+        s = Session(stack, duplex=True)
+        first = asyncio.Event()
+
+        async def watch():
+            async for ev in s.events():
+                if ev.type == "reply.audio":
+                    first.set()
+
+        w = asyncio.create_task(watch())
+        await asyncio.sleep(0.5)
+        await s.push_text("请给我讲一个很长很长的故事，至少二十句话。")
+        await asyncio.wait_for(first.wait(), 30)
+        proc = psutil.Process()
+        await s.cancel()
+        c0 = sum(proc.cpu_times()[:2])
+        await asyncio.sleep(2.0)
+        burned = sum(proc.cpu_times()[:2]) - c0
+        await s.close()
+        await w
+        return burned
+
+    burned = run(go())
+    # a running reply keeps ~2 cores busy (LLM + TTS); after cancel at most the clause in flight finishes
+    assert burned < 1.0, burned
