@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import librivox  # noqa: E402
 
 from tingshuo.engine import ModelStack, Session  # noqa: E402
-from tingshuo.engine.simulate import build_suite, run_scenario, summarize  # noqa: E402
+from tingshuo.engine.simulate import build_suite, cancel_cpu, run_scenario, summarize  # noqa: E402
 
 STAGES = ("turn_wait", "turn_eval", "asr", "llm_first_token", "tts_first_audio", "first_audio", "first_reply_audio")
 
@@ -43,35 +43,6 @@ async def run_set(stack: ModelStack, which: str) -> list:
               f"reply={o.reply_latency_ms or float('nan'):6.0f} stop={o.stop_ms or float('nan'):5.0f} "
               f"self={o.self_interruptions}  {o.transcript[:40]}", flush=True)
     return outs
-
-
-async def cancel_cpu(stack: ModelStack) -> dict:
-    """CPU seconds burned in the 2 s after a reply is cancelled, vs. 2 s of the same reply running."""
-    import psutil
-
-    proc = psutil.Process()
-    out = {}
-    for mode in ("running", "cancelled"):
-        s = Session(stack, duplex=True)
-        first = asyncio.Event()
-
-        async def watch(s=s, first=first):
-            async for ev in s.events():
-                if ev.type == "reply.audio":
-                    first.set()
-
-        w = asyncio.create_task(watch())
-        await asyncio.sleep(0.5)
-        await s.push_text("请给我讲一个很长很长的故事，至少二十句话。")
-        await asyncio.wait_for(first.wait(), 30)
-        if mode == "cancelled":
-            await s.cancel()
-        c0 = sum(proc.cpu_times()[:2])
-        await asyncio.sleep(2.0)
-        out[mode] = round(sum(proc.cpu_times()[:2]) - c0, 3)
-        await s.close()
-        await w
-    return out
 
 
 def table(name: str, summ: dict) -> None:

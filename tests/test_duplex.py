@@ -94,9 +94,6 @@ def test_playout_drains_after_the_last_frame_is_heard():
 
 
 # ---------------------------------------------------------------- models
-pytestmark_slow = pytest.mark.slow
-
-
 @pytest.mark.slow
 def test_smart_turn_separates_finished_from_cut_sentences(en_clips):
     from tingshuo.audio.smart_turn import SmartTurn
@@ -211,32 +208,8 @@ def test_our_own_echo_never_interrupts_us(suite):
 
 @pytest.mark.slow
 def test_a_cancelled_response_stops_burning_cpu(stack):
-    import psutil
+    from tingshuo.engine.simulate import cancel_cpu
 
-    from tingshuo.engine import Session
-
-    async def go():
-        s = Session(stack, duplex=True)
-        first = asyncio.Event()
-
-        async def watch():
-            async for ev in s.events():
-                if ev.type == "reply.audio":
-                    first.set()
-
-        w = asyncio.create_task(watch())
-        await asyncio.sleep(0.5)
-        await s.push_text("请给我讲一个很长很长的故事，至少二十句话。")
-        await asyncio.wait_for(first.wait(), 30)
-        proc = psutil.Process()
-        await s.cancel()
-        c0 = sum(proc.cpu_times()[:2])
-        await asyncio.sleep(2.0)
-        burned = sum(proc.cpu_times()[:2]) - c0
-        await s.close()
-        await w
-        return burned
-
-    burned = run(go())
+    cpu = run(cancel_cpu(stack))
     # a running reply keeps ~2 cores busy (LLM + TTS); after cancel at most the clause in flight finishes
-    assert burned < 1.0, burned
+    assert cpu["running"] > 1.5 and cpu["cancelled"] < 1.0, cpu

@@ -346,7 +346,7 @@ class Session:
         if not self._aec.ready or removed > dcfg.echo_removed_db:
             verdict = True
         elif len(self._echo_levels) >= 30:
-            verdict = raw_db < float(np.percentile(self._echo_levels, 90)) + dcfg.echo_margin_db
+            verdict = raw_db < float(np.percentile(self._echo_levels, 95)) + dcfg.echo_margin_db
         else:
             verdict = False
         if self._utt is None and self._onset == 0:

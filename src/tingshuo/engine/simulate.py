@@ -339,3 +339,36 @@ def summarize(outcomes: list[Outcome]) -> dict[str, object]:
         "self_interruptions": sum(o.self_interruptions for o in outcomes),
         "frames_after_stop": sum(o.frames_after_stop for o in outcomes),
     }
+
+
+async def cancel_cpu(stack, seconds: float = 2.0) -> dict[str, float]:
+    """Process CPU seconds in the ``seconds`` after a long reply starts playing: left running vs. cancelled.
+
+    What "cancellation really cancels" means in numbers: a running reply keeps the LLM and TTS threads busy;
+    a cancelled one may only finish the clause already being synthesized.
+    """
+    import psutil
+
+    proc = psutil.Process()
+    out: dict[str, float] = {}
+    for mode in ("running", "cancelled"):
+        s = Session(stack, duplex=True)
+        first = asyncio.Event()
+
+        async def watch(s: Session = s, first: asyncio.Event = first) -> None:
+            async for ev in s.events():
+                if ev.type == "reply.audio":
+                    first.set()
+
+        w = asyncio.create_task(watch())
+        await asyncio.sleep(0.5)
+        await s.push_text("请给我讲一个很长很长的故事，至少二十句话。")
+        await asyncio.wait_for(first.wait(), 30)
+        if mode == "cancelled":
+            await s.cancel()
+        c0 = sum(proc.cpu_times()[:2])
+        await asyncio.sleep(seconds)
+        out[mode] = round(sum(proc.cpu_times()[:2]) - c0, 3)
+        await s.close()
+        await w
+    return out
