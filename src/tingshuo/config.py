@@ -61,10 +61,10 @@ class DuplexConfig(BaseModel):
     frame_ms: int = 40  # playback frame size sent to the speaker / client
     lead_ms: int = 80  # how far playback may run ahead of the wall clock (client jitter buffer)
     aec: bool = True  # WebRTC AEC3 on the input with the played audio as reference (speaker playback)
-    barge_in_threshold: float = 0.6  # VAD probability that counts as the user starting to speak over us
+    barge_in_threshold: float = 0.5  # VAD probability (on the echo-cancelled signal) that counts as speech over us
     barge_in_windows: int = 2  # consecutive 32 ms windows above it (~64 ms; echo leaks are gated by level)
     echo_removed_db: float = 10.0  # a window the canceller took more than this out of is our own echo
-    echo_margin_db: float = 3.0  # speech over playback must be this much louder than our echo's usual peak
+    echo_margin_db: float = 3.0  # speech over playback must raise the mic/reference ratio this far above pure echo's
     echo_tail_ms: int = 700  # after the last frame is heard, input may still be our echo (buffers, reverb)
     backchannel_max_ms: int = 900  # speech over us shorter than this may be a backchannel ("嗯", "对")
     resume_after_ms: int = 300  # silence after a short interjection before playback resumes

@@ -15,6 +15,8 @@ then the session does not treat speech over its own playback as barge-in (a call
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import soxr
 
@@ -34,6 +36,7 @@ class EchoCanceller:
         self._ref = np.zeros(0, np.float32)  # reference on the mic clock, starting at sample _ref_start
         self._ref_start = 0
         self._mic = np.zeros(0, np.float32)
+        self._ref_pow: deque[float] = deque(maxlen=35)  # the last 350 ms of reference power: delay + reverb
         self.far_active_s = 0.0  # how long the far end has carried sound so far
         self._removed: list[float] = []  # dB removed on recent far-end-active blocks
         self.ready = False
@@ -56,6 +59,11 @@ class EchoCanceller:
             seg = np.concatenate([np.zeros(min(n, -i), np.float32), seg])[:n]
         return np.pad(seg, (0, n - len(seg))) if len(seg) < n else seg
 
+    @property
+    def recent_ref_db(self) -> float:
+        """Level of what the speaker played over the last 350 ms, on the mic clock (what the echo is made of)."""
+        return 10 * np.log10((sum(self._ref_pow) / len(self._ref_pow) if self._ref_pow else 0.0) + 1e-8)
+
     def process(self, mic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Whole 10 ms blocks of 16 kHz audio (the remainder is kept): (echo-cancelled, raw).
 
@@ -68,6 +76,7 @@ class EchoCanceller:
         for i in range(n):
             near = self._mic[i * BLOCK : (i + 1) * BLOCK]
             ref = self._take_ref(self._n_mic + i * BLOCK, BLOCK)
+            self._ref_pow.append(float(np.mean(ref * ref)))
             clean = np.asarray(self._aec.process(near, ref), np.float32)
             out[i * BLOCK : (i + 1) * BLOCK] = clean
             if not self.ready and float(np.mean(ref * ref)) > 1e-6:

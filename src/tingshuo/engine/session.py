@@ -140,7 +140,7 @@ class Session:
         self._aec = None
         self._pending = np.zeros(0, np.float32)
         self._pending_raw = np.zeros(0, np.float32)  # the same samples before echo cancellation
-        self._echo_levels: deque[float] = deque(maxlen=300)  # raw mic dB in playback windows nobody spoke in
+        self._echo_levels: deque[float] = deque(maxlen=300)  # mic-to-reference dB in playback windows nobody spoke in
         self._pos = 0
         self._pre: deque[np.ndarray] = deque(maxlen=max(1, self.settings.vad.speech_pad_ms * INPUT_RATE // 1000 // WINDOW + 1))
         self._onset = 0
@@ -335,22 +335,26 @@ class Session:
         """Is this window (during our playback) our own voice rather than the user's?
 
         Three tests, any of which says echo: the canceller is still learning the room; it removed most of the
-        window's energy; or the microphone is no louder than our echo usually is. The last one is what stops
-        self-interruption when AEC3 leaks (it does, for a few hundred ms after playback restarts): the echo
-        level is learnt from playback windows with nobody talking, and a user cutting in is louder than that.
+        window's energy; or the microphone is no louder, relative to what the speaker just played, than our echo
+        usually is. The last one is what stops self-interruption when AEC3 leaks (it does, for a few hundred ms
+        after playback restarts). It is a double-talk test in the spirit of Geigel's: the mic-to-reference level
+        ratio of pure echo is learnt from playback windows nobody spoke in, and a user cutting in raises it.
+        Normalising by the reference lets a user be heard in the quiet moments of the reply, not only over its
+        loudest syllables.
         """
         assert self._aec is not None
         dcfg = self.settings.duplex
         raw_db = 10 * np.log10(float(np.mean(raw * raw)) + 1e-10)
         removed = raw_db - 10 * np.log10(float(np.mean(clean * clean)) + 1e-10)
+        ratio = raw_db - self._aec.recent_ref_db
         if not self._aec.ready or removed > dcfg.echo_removed_db:
             verdict = True
         elif len(self._echo_levels) >= 30:
-            verdict = raw_db < float(np.percentile(self._echo_levels, 95)) + dcfg.echo_margin_db
+            verdict = ratio < float(np.percentile(self._echo_levels, 95)) + dcfg.echo_margin_db
         else:
             verdict = False
         if self._utt is None and self._onset == 0:
-            self._echo_levels.append(raw_db)  # nobody is talking: this is what our echo sounds like here
+            self._echo_levels.append(ratio)  # nobody is talking: this is what our echo looks like here
         return verdict
 
     def _window(self, window: np.ndarray, is_echo: bool = False) -> None:
@@ -407,15 +411,13 @@ class Session:
         self._last_speech_end = self._pos
         self._partial_at = self._pos
         self._emit(SpeechStarted(_ms(self._utt_start)))
-        if over_us:
-            assert self._playout is not None and self._playout.rid is not None
+        # over us but nothing left to pause (the echo tail after a reply ended): an ordinary new turn
+        if over_us and self._playout is not None and self._playout.rid is not None and self._playout.audible:
             log.info("speech over playback at %.2f s (aec ready=%s)", self._pos / INPUT_RATE,
                      self._aec.ready if self._aec else None)
             heard = self._playout.pause()  # stop the sound first; judge afterwards
             self._barge = (self._playout.rid, self._utt_start)
             self._emit(PlaybackPaused(self._playout.rid, round(heard * 1000, 1)))
-        elif self._response is not None and not self.duplex:
-            pass  # half-duplex: a reply being written keeps going until the new turn is taken
 
     def _resumed(self) -> None:
         """Speech after a pause: the turn was not over. Drop the verdict and any speculative reply."""
