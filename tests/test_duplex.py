@@ -194,6 +194,13 @@ def test_interruption_stops_playback_and_truncates_the_turn_to_what_was_heard(su
 
 
 @pytest.mark.slow
+def test_every_interruption_stops_the_reply_and_nothing_plays_after(suite):
+    for name, (o, _) in suite.items():
+        if o.kind == "interrupt":
+            assert o.stopped and o.frames_after_stop == 0, (name, o)
+
+
+@pytest.mark.slow
 def test_backchannels_do_not_stop_the_reply(suite):
     for name, (o, _) in suite.items():
         if o.kind == "backchannel":

@@ -9,7 +9,8 @@ every reply while it re-estimated the delay.) ERLE ~19–24 dB, ~0.1 ms per 10 m
 
 AEC3 starts conservative and switches to its adaptive filter after ~1.5 s of far-end speech; around the switch it
 passed echo through unchanged for ~0.4 s in our room simulation. ``ready`` turns true once the far end has been
-active for ``WARMUP_S`` and the canceller has removed ≥ 12 dB (median) over the last half second of it; until
+active for ``WARMUP_S`` and the canceller has removed ≥ 10 dB (median) over the last half second of it (or after
+``GIVE_UP_S`` regardless); until
 then the session does not treat speech over its own playback as barge-in (a call's greeting covers this).
 """
 
@@ -23,6 +24,7 @@ import soxr
 RATE = 16000
 BLOCK = 160  # AEC3 works on 10 ms blocks
 WARMUP_S = 2.5
+GIVE_UP_S = 5.0
 
 
 class EchoCanceller:
@@ -84,8 +86,10 @@ class EchoCanceller:
                 pm = float(np.mean(near * near))
                 if pm > 1e-7:
                     self._removed = (self._removed + [10 * np.log10(pm / (float(np.mean(clean * clean)) + 1e-12))])[-50:]
+                # converged, or — in a room where AEC3 never gets 10 dB — after long enough that waiting longer
+                # would only keep the user from interrupting (the session's echo-ratio gate still applies)
                 self.ready = (self.far_active_s >= WARMUP_S and len(self._removed) >= 25
-                              and float(np.median(self._removed)) >= 12.0)
+                              and float(np.median(self._removed)) >= 10.0) or self.far_active_s >= GIVE_UP_S
         raw = self._mic[: n * BLOCK].copy()
         self._mic = self._mic[n * BLOCK :]
         self._n_mic += n * BLOCK

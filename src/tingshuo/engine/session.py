@@ -328,8 +328,16 @@ class Session:
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """A background step that crashed is reported, never silently lost (the session goes on)."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            e = task.exception()
+            log.error("engine task failed", exc_info=e)
+            self._emit(ErrorEvent("internal_error", f"{type(e).__name__}: {e}"))
 
     def _echo_verdict(self, clean: np.ndarray, raw: np.ndarray) -> bool:
         """Is this window (during our playback) our own voice rather than the user's?

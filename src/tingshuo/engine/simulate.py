@@ -275,8 +275,13 @@ SETS: dict[str, dict[str, object]] = {
 
 def build_suite(session_stack, en_clips: list, which: str = "test", pause_s: float = 1.0) -> list[Scenario]:
     """Scenarios for one set. ``en_clips``: paths of real English utterances (LibriVox)."""
-    from tingshuo.audio.io import load_audio, resample
-    from tingshuo.tts import VoiceSettings
+    from tingshuo.audio.io import load_audio as _load, resample
+    from tingshuo.tts import VoiceSettings, level
+
+    def load_audio(path, rate: int) -> np.ndarray:
+        # recordings come at arbitrary levels; the user speaks at the same level as the TTS user (≈ −18 dBFS),
+        # ~6 dB above the echo of our voice at the microphone
+        return level(_load(path, rate))
 
     tts = session_stack.tts
     spec = SETS[which]
@@ -304,6 +309,10 @@ def build_suite(session_stack, en_clips: list, which: str = "test", pause_s: flo
     cut = say(spec["interrupt_zh"])  # type: ignore[arg-type]
     out.append(Scenario(f"{which}/interrupt_zh", "interrupt", [Cue(story, at_s=0.5), Cue(cut, after_reply_s=1.5)],
                         0.5 + len(story) / RATE + 9.0))
+    # a real English speaker cutting in later in the reply (LibriVox), after a Chinese request
+    en_cut = load_audio(Path(en_clips[spec["en_clips"][1]]), RATE)  # type: ignore[index]
+    out.append(Scenario(f"{which}/interrupt_en", "interrupt", [Cue(story, at_s=0.5), Cue(en_cut, after_reply_s=2.5)],
+                        0.5 + len(story) / RATE + 3.5 + len(en_cut) / RATE + 5.0))
     for bc in spec["backchannels"]:  # type: ignore[union-attr]
         out.append(Scenario(f"{which}/backchannel_{bc.rstrip('。')}", "backchannel",
                             [Cue(story, at_s=0.5), Cue(say(bc), after_reply_s=1.5)], 0.5 + len(story) / RATE + 8.0))
