@@ -197,7 +197,7 @@ def test_interruption_stops_playback_and_truncates_the_turn_to_what_was_heard(su
 def test_every_interruption_stops_the_reply_and_nothing_plays_after(suite):
     for name, (o, _) in suite.items():
         if o.kind == "interrupt":
-            assert o.stopped and o.frames_after_stop == 0, (name, o)
+            assert o.stopped and o.frames_after_stop == 0, (name, o.stop_ms, o.transcript, o.reply, o.events)
 
 
 @pytest.mark.slow

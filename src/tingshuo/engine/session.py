@@ -388,8 +388,11 @@ class Session:
             if p >= vcfg.threshold:
                 self._speech += WINDOW  # confident speech only: reverberation tails must not lengthen a "嗯"
             self._last_speech_end = self._pos
-            if self._barge is not None and _ms(self._speech) > dcfg.backchannel_max_ms:
-                self._confirm_barge_in()  # too long for a backchannel: a real interruption
+            if self._barge is not None and (_ms(self._speech) > dcfg.backchannel_max_ms
+                                            or _ms(self._pos - self._barge[1]) > 1.5 * dcfg.backchannel_max_ms):
+                # too long for a backchannel: a real interruption (the second test covers speech that the VAD
+                # scores 0.35–0.5 throughout, which continues an utterance without counting as confident speech)
+                self._confirm_barge_in()
             if (self.partials and not self._partial_busy
                     and self._pos - self._partial_at >= tcfg.partial_every_ms * INPUT_RATE // 1000):
                 self._partial_at = self._pos

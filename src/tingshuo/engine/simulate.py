@@ -264,7 +264,7 @@ SETS: dict[str, dict[str, object]] = {
     "heldout": {
         "question_zh": "周末下雨的话，我们可以去哪里玩？",
         "pause_zh": "因为我最近工作特别忙，所以一直没时间去健身房。",
-        "story_zh": "你能给我讲一个关于小狐狸的故事吗？",
+        "story_zh": "你能给我讲一个关于小狐狸的长故事吗？",
         "interrupt_zh": "不好意思打断一下，我刚才没听清楚你说的第一句话。",
         "backchannels": ["好的。", "是的。"],
         "echo_zh": "我最近睡不好，你有什么建议吗？",
@@ -311,8 +311,8 @@ def build_suite(session_stack, en_clips: list, which: str = "test", pause_s: flo
                         0.5 + len(story) / RATE + 9.0))
     # a real English speaker cutting in later in the reply (LibriVox), after a Chinese request
     en_cut = load_audio(Path(en_clips[spec["en_clips"][1]]), RATE)  # type: ignore[index]
-    out.append(Scenario(f"{which}/interrupt_en", "interrupt", [Cue(story, at_s=0.5), Cue(en_cut, after_reply_s=2.5)],
-                        0.5 + len(story) / RATE + 3.5 + len(en_cut) / RATE + 5.0))
+    out.append(Scenario(f"{which}/interrupt_en", "interrupt", [Cue(story, at_s=0.5), Cue(en_cut, after_reply_s=2.0)],
+                        0.5 + len(story) / RATE + 3.0 + len(en_cut) / RATE + 5.0))
     for bc in spec["backchannels"]:  # type: ignore[union-attr]
         out.append(Scenario(f"{which}/backchannel_{bc.rstrip('。')}", "backchannel",
                             [Cue(story, at_s=0.5), Cue(say(bc), after_reply_s=1.5)], 0.5 + len(story) / RATE + 8.0))
