@@ -164,11 +164,13 @@ class VadSegmenter:
         self._voiced = 0
 
 
+def window_probs(audio: np.ndarray) -> np.ndarray:
+    """Silero's speech probability for each whole 32 ms window of a recording (fresh state)."""
+    vad = SileroVad()
+    return np.array([vad(audio[i * WINDOW : (i + 1) * WINDOW]) for i in range(len(audio) // WINDOW)], np.float32)
+
+
 def speech_fraction(audio: np.ndarray, threshold: float = 0.5) -> float:
     """Share of 32 ms windows that Silero scores as speech: how we tell "silence only" from an utterance."""
-    vad = SileroVad()
-    n = len(audio) // WINDOW
-    if n == 0:
-        return 0.0
-    hits = sum(vad(audio[i * WINDOW : (i + 1) * WINDOW]) >= threshold for i in range(n))
-    return hits / n
+    probs = window_probs(audio)
+    return float(np.mean(probs >= threshold)) if len(probs) else 0.0

@@ -209,9 +209,7 @@ class Session:
         """
         text = text or self.persona.greeting
         r = _Response(f"resp_{next(_ids)}", "", t_end=time.perf_counter())
-        r.task = asyncio.create_task(self._run_response(r, [], self.persona.language, fixed=text))
-        self._responses.add(r.task)
-        r.task.add_done_callback(self._responses.discard)
+        self._launch(r, self._run_response(r, [], self.persona.language, fixed=text))
         await self._interrupt()
         self._open_gate(r, r.t_end, {})
 
@@ -562,7 +560,7 @@ class Session:
                 return
         elif (self.stack.llm is not None and self._barge is None and tcfg.mode != "manual"
               and ev.score.p >= tcfg.speculate_above):
-            ev.speculation = self._start_response(ev.transcript.text, ev.transcript.language, {}, gated=True)
+            ev.speculation = self._start_response(ev.transcript.text, ev.transcript.language, {})
         self._maybe_commit()
 
     async def _drop_speculation(self, ev: _Evaluation) -> None:
@@ -630,7 +628,7 @@ class Session:
             self._emit(ErrorEvent("no_llm", "this session was started without a language model"))
             return
         self.conversation.add_user(text)
-        r = self._start_response(text, language, timings, gated=True, committed=True)
+        r = self._start_response(text, language, timings, committed=True)
         self._open_gate(r, t_end, timings)
 
     def _open_gate(self, r: _Response, t_end: float, timings: dict[str, float]) -> None:
@@ -644,7 +642,7 @@ class Session:
         r.held.clear()
 
     # ------------------------------------------------------------------ the response task tree
-    def _start_response(self, text: str, language: str | None, timings: dict[str, float], *, gated: bool,
+    def _start_response(self, text: str, language: str | None, timings: dict[str, float], *,
                         committed: bool = False) -> _Response:
         r = _Response(f"resp_{next(_ids)}", text, timings=dict(timings), t_end=time.perf_counter())
         lang = language or text_language(text) or self.persona.language
@@ -652,10 +650,14 @@ class Session:
         if committed:
             history = history[:-1]  # the user's message was just added; it goes after the note
         messages = [*self._with_note(history, lang), {"role": "user", "content": text}]
-        r.task = asyncio.create_task(self._run_response(r, messages, lang))
+        self._launch(r, self._run_response(r, messages, lang))
+        return r
+
+    def _launch(self, r: _Response, coro) -> None:
+        """Every response task is tracked, so ``close()`` can cancel speculative ones too."""
+        r.task = asyncio.create_task(coro)
         self._responses.add(r.task)
         r.task.add_done_callback(self._responses.discard)
-        return r
 
     async def _run_response(self, r: _Response, messages: list[Message], user_lang: str,
                             fixed: str | None = None) -> None:
@@ -804,7 +806,8 @@ class Session:
                     timings["first_reply_audio"] = (playout.first_reply_frame_at - r.t_end) * 1000
                 heard_s = playout.pause()
                 played_ms = round(heard_s * 1000, 1)
-                heard = playout.heard_text(heard_s + 1.0) if status == "completed" else playout.heard_text(heard_s)
+                if status != "completed":
+                    heard = playout.heard_text(heard_s)
                 playout.stop()
             if r.gate.is_set():
                 # What the user actually received: on a cut-off reply only what was heard (or delivered).

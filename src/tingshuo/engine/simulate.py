@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import soxr
 
-from tingshuo.audio.vad import WINDOW, SileroVad
+from tingshuo.audio.vad import WINDOW, window_probs
 from tingshuo.engine.session import Session
 
 RATE = 16000
@@ -63,10 +63,8 @@ class Outcome:
 
 def speech_bounds(audio: np.ndarray) -> tuple[float, float]:
     """(first, last) speech time in seconds by Silero (for ground-truth turn ends and onsets)."""
-    vad = SileroVad()
-    probs = [vad(audio[i : i + WINDOW]) for i in range(0, len(audio) - WINDOW + 1, WINDOW)]
-    on = [i for i, p in enumerate(probs) if p >= 0.5]
-    if not on:
+    on = np.flatnonzero(window_probs(audio) >= 0.5)
+    if not len(on):
         return 0.0, 0.0
     return on[0] * WINDOW / RATE, (on[-1] + 1) * WINDOW / RATE
 
@@ -76,9 +74,7 @@ def split_at_pause(audio: np.ndarray, pause_s: float) -> tuple[np.ndarray, float
 
     Returns the new audio and the (start, end) of the pause in it.
     """
-    vad = SileroVad()
-    probs = np.array([vad(audio[i : i + WINDOW]) for i in range(0, len(audio) - WINDOW + 1, WINDOW)])
-    speech = np.flatnonzero(probs >= 0.5)
+    speech = np.flatnonzero(window_probs(audio) >= 0.5)
     if len(speech) < 2:
         raise ValueError("no speech to split")
     gaps = np.diff(speech)
