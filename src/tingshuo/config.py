@@ -61,6 +61,7 @@ class DuplexConfig(BaseModel):
     frame_ms: int = 40  # playback frame size sent to the speaker / client
     lead_ms: int = 80  # how far playback may run ahead of the wall clock (client jitter buffer)
     aec: bool = True  # WebRTC AEC3 on the input with the played audio as reference (speaker playback)
+    barge_in: bool = True  # speech over the reply pauses it (OpenAI's ``interrupt_response``)
     barge_in_threshold: float = 0.5  # VAD probability (on the echo-cancelled signal) that counts as speech over us
     barge_in_windows: int = 2  # consecutive 32 ms windows above it (~64 ms; echo leaks are gated by level)
     echo_removed_db: float = 10.0  # a window the canceller took more than this out of is our own echo
@@ -135,6 +136,25 @@ class DialogueConfig(BaseModel):
     history_tokens: int = 2000  # oldest turns are dropped past this (the system prompt is always kept)
 
 
+class ServerConfig(BaseModel):
+    """``tingshuo serve``: the OpenAI-Realtime-compatible WebSocket API and the call page."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Bearer keys accepted on /v1/realtime (browsers: subprotocol "openai-insecure-api-key.KEY"). Empty: open,
+    # which is allowed on a loopback address only unless ``allow_open`` (anyone who can reach the port could talk).
+    api_keys: list[str] = Field(default_factory=list)
+    allow_open: bool = False
+    max_event_bytes: int = 15 * 2**20  # per client event, as OpenAI (an append of ~5 min of 24 kHz PCM)
+    max_frame_bytes: int = 64 * 2**20  # transport limit: bigger frames close the socket (code 1009)
+    max_input_buffer_s: float = 300.0  # push-to-talk buffer (turn detection off) before commit
+    max_sessions_per_key: int = 4
+    max_sessions: int = 16
+    lead_ms: int = 200  # paced output runs this far ahead of real time (network jitter vs stopping fast)
+    aec: bool = False  # browsers cancel echo themselves; the server does not know when the client plays
+    db_path: Path | None = None  # transcripts; None: <cache_dir>/transcripts.sqlite3
+
+
 class Settings(BaseSettings):
     """All of tingshuo's configuration."""
 
@@ -148,6 +168,7 @@ class Settings(BaseSettings):
     dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
     turn: TurnConfig = Field(default_factory=TurnConfig)
     duplex: DuplexConfig = Field(default_factory=DuplexConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
     @classmethod
     def settings_customise_sources(

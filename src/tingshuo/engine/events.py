@@ -17,18 +17,21 @@ class Event:
 @dataclass
 class SpeechStarted(Event):
     at_ms: float  # position in the input audio stream
+    item_id: str = ""  # the user turn this speech becomes if it is committed
     type: str = field(init=False, default="speech.started")
 
 
 @dataclass
 class SpeechStopped(Event):
     at_ms: float
+    item_id: str = ""
     type: str = field(init=False, default="speech.stopped")
 
 
 @dataclass
 class TranscriptPartial(Event):
     text: str
+    item_id: str = ""
     type: str = field(init=False, default="transcript.partial")
 
 
@@ -37,6 +40,7 @@ class TranscriptFinal(Event):
     text: str
     language: str
     audio_seconds: float
+    item_id: str = ""  # the user turn's id in the conversation
     type: str = field(init=False, default="transcript.final")
 
 
@@ -44,6 +48,8 @@ class TranscriptFinal(Event):
 class ResponseStarted(Event):
     response_id: str
     user_text: str
+    item_id: str = ""  # the assistant turn this response becomes
+    speak: bool = True  # whether audio follows (a text-only response has none)
     type: str = field(init=False, default="response.started")
 
 
@@ -82,6 +88,8 @@ class ResponseDone(Event):
     # full duplex: what the listener actually heard before a barge-in (the turn kept in the history)
     heard_text: str | None = None
     played_ms: float | None = None
+    item_id: str = ""
+    usage: dict[str, int] = field(default_factory=dict)  # input/output tokens (as counted by the LLM's tokenizer)
     type: str = field(init=False, default="response.done")
 
 
@@ -122,4 +130,5 @@ class Backchannel(Event):
 class ErrorEvent(Event):
     code: str
     message: str
+    item_id: str = ""  # the user turn it concerns (a committed turn with no words in it), if any
     type: str = field(init=False, default="error")

@@ -35,7 +35,8 @@ import numpy as np
 from tingshuo.audio.io import INPUT_RATE, AudioError, resample, to_mono
 from tingshuo.audio.vad import WINDOW, SileroVad, speech_fraction
 from tingshuo.asr.base import Transcript
-from tingshuo.dialogue.memory import Conversation
+from tingshuo.config import Settings
+from tingshuo.dialogue.memory import Conversation, new_item_id
 from tingshuo.dialogue.persona import get_persona
 from tingshuo.dialogue.speech import ClauseSplitter
 from tingshuo.engine.events import (
@@ -93,9 +94,27 @@ class _Evaluation:
 
 
 @dataclass
+class ResponseOptions:
+    """Per-response overrides (the Realtime API's ``response.create``); None = the session's setting."""
+
+    instructions: str | None = None  # replaces the system prompt for this response only
+    speak: bool | None = None  # False: text only
+    voice: VoiceSettings | None = None
+    max_tokens: int | None = None
+    history: list[Message] | None = None  # answer these turns instead of the conversation (out-of-band)
+    fixed: str | None = None  # say exactly this (no LLM)
+    record: bool = True  # the reply becomes an assistant turn in the conversation
+
+
+@dataclass
 class _Response:
     rid: str
     user_text: str
+    speak: bool = True
+    voice: VoiceSettings | None = None
+    max_tokens: int | None = None
+    record: bool = True
+    item_id: str = field(default_factory=new_item_id)
     task: asyncio.Task[None] | None = None
     gate: asyncio.Event = field(default_factory=asyncio.Event)  # set when the turn is confirmed
     held: list[Event] = field(default_factory=list)  # events produced before the gate opened
@@ -111,9 +130,10 @@ class _Response:
 
 class Session:
     def __init__(self, stack: ModelStack, *, speak: bool = True, persona: str | None = None,
-                 partials: bool = True, duplex: bool = False) -> None:
+                 partials: bool = True, duplex: bool = False, settings: Settings | None = None) -> None:
+        """``settings``: this session's own configuration (turn detection, duplex…); default: the stack's."""
         self.stack = stack
-        self.settings = stack.settings
+        self.settings = settings or stack.settings
         if speak and stack.tts is None:
             raise ValueError("speak=True needs a model stack loaded with TTS")
         self.speak = speak
@@ -123,14 +143,18 @@ class Session:
         self.conversation = Conversation(prompt)
         self.voice = VoiceSettings(voice=self.persona.voice)
         self.partials = partials
+        # False: a finished user turn is only added to the conversation; ``respond()`` answers it (Realtime
+        # clients with ``create_response: false`` or push-to-talk)
+        self.auto_respond = True
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._response: _Response | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._responses: set[asyncio.Task[None]] = set()  # every response task, speculative ones included
-        self._asr_pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
-        self._llm_pool = ThreadPoolExecutor(1, thread_name_prefix="llm")
-        self._tts_pool = ThreadPoolExecutor(1, thread_name_prefix="tts")
-        self._turn_pool = ThreadPoolExecutor(1, thread_name_prefix="turn")
+        # One thread per model, shared by every session on the stack: the models are not thread-safe.
+        self._asr_pool = stack.pool("asr")
+        self._llm_pool = stack.pool("llm")
+        self._tts_pool = stack.pool("tts")
+        self._turn_pool = stack.pool("turn")
         if stack.llm is not None:
             # Fill the prefix cache on the LLM thread: a Session is usually built inside the event loop, which
             # must not block for the ~1 s this takes; the first response queues behind it on the same thread.
@@ -146,6 +170,7 @@ class Session:
         self._onset = 0
         self._utt: list[np.ndarray] | None = None  # the open user utterance (None: nobody is talking)
         self._utt_start = 0
+        self._utt_id = ""  # the conversation item id the open utterance becomes
         self._speech = 0  # speech samples in the open utterance
         self._silence = 0  # trailing silence samples
         self._last_speech_end = 0
@@ -192,14 +217,52 @@ class Session:
             self._ack_audio[lang] = self.stack.tts.synthesize(text, self.voice, lang)
 
     # ------------------------------------------------------------------ input
-    async def push_text(self, text: str) -> None:
+    async def push_text(self, text: str, item_id: str | None = None) -> None:
         """A typed user turn (text→text, or text→speech with ``speak``)."""
         text = text.strip()
         if not text:
             self._emit(ErrorEvent("empty_input", "the message is empty"))
             return
         await self._interrupt()
-        self._commit_text(text, None, time.perf_counter(), {})
+        self._commit_text(text, None, time.perf_counter(), {}, item_id or new_item_id())
+
+    async def respond(self, options: ResponseOptions | None = None) -> str:
+        """Answer the conversation as it stands (``response.create``); returns the response id.
+
+        The last user turn (if the conversation ends with one) gets the per-turn language note before it, as
+        in an automatic reply; ``options`` override the session's prompt, voice and output for this one.
+        """
+        o = options or ResponseOptions()
+        await self._interrupt()
+        if o.fixed is None and self.stack.llm is None:
+            self._emit(ErrorEvent("no_llm", "this session was started without a language model"))
+            return ""
+        history = o.history if o.history is not None else (self._history() if self.stack.llm else [])
+        if history and history[0]["role"] == "system":
+            history = history[1:]
+        system: Message = {"role": "system", "content": o.instructions or self.conversation.system_prompt}
+        last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
+        lang = text_language(last_user) or self._conversation_language()
+        if history and history[-1]["role"] == "user":
+            messages = [*self._with_note([system, *history[:-1]], lang), history[-1]]
+        else:
+            messages = [system, *history]
+        r = self._new_response(last_user, o)
+        self._launch(r, self._run_response(r, messages, lang, fixed=o.fixed))
+        self._open_gate(r, time.perf_counter(), {})
+        return r.rid
+
+    def _new_response(self, user_text: str, o: ResponseOptions | None = None) -> _Response:
+        o = o or ResponseOptions()
+        return _Response(f"resp_{next(_ids)}", user_text, speak=self.speak if o.speak is None else o.speak,
+                         voice=o.voice, max_tokens=o.max_tokens, record=o.record, t_end=time.perf_counter())
+
+    def clear_input(self) -> None:
+        """Forget the utterance in progress (``input_audio_buffer.clear``)."""
+        if self._utt is not None:
+            self._reset_utterance()
+        self._pre.clear()
+        self._onset = 0
 
     async def greet(self, text: str | None = None) -> None:
         """Speak first, as a call is answered (the persona's greeting unless ``text``); it goes into the history.
@@ -208,7 +271,7 @@ class Session:
         the room before the user can barge in.
         """
         text = text or self.persona.greeting
-        r = _Response(f"resp_{next(_ids)}", "", t_end=time.perf_counter())
+        r = self._new_response("")
         self._launch(r, self._run_response(r, [], self.persona.language, fixed=text))
         await self._interrupt()
         self._open_gate(r, r.t_end, {})
@@ -245,6 +308,15 @@ class Session:
         self._pending = self._pending[n * WINDOW :]
         self._pending_raw = self._pending_raw[n * WINDOW :]
 
+    async def transcribe(self, audio: np.ndarray, sample_rate: int = INPUT_RATE) -> Transcript | None:
+        """Transcribe audio on the session's ASR thread without making it a turn (items given as audio)."""
+        try:
+            x = resample(to_mono(np.asarray(audio)), sample_rate, INPUT_RATE)
+        except AudioError as e:
+            self._emit(ErrorEvent("invalid_audio", str(e)))
+            return None
+        return await self._transcribe(x)
+
     async def end_audio(self) -> None:
         """The input stream ended: an utterance still open is answered now."""
         if self._utt is not None:
@@ -254,8 +326,9 @@ class Session:
         """Push-to-talk: the user says the turn is over (``turn.mode = manual``, or any time)."""
         await self.end_audio()
 
-    async def push_utterance(self, audio: np.ndarray, sample_rate: int = INPUT_RATE) -> None:
+    async def push_utterance(self, audio: np.ndarray, sample_rate: int = INPUT_RATE, item_id: str | None = None) -> None:
         """A whole recorded turn (a file): answered as one turn however many pauses it holds."""
+        item_id = item_id or new_item_id()
         t_end = time.perf_counter()
         try:
             x = resample(to_mono(np.asarray(audio)), sample_rate, INPUT_RATE)
@@ -266,17 +339,19 @@ class Session:
             if len(x) < INPUT_RATE // 10:
                 raise AudioError("the recording is shorter than 0.1 s")
         except AudioError as e:
-            self._emit(ErrorEvent("invalid_audio", str(e)))
+            self._emit(ErrorEvent("invalid_audio", str(e), item_id))
             return
         frac = await asyncio.get_running_loop().run_in_executor(self._asr_pool, speech_fraction, x)
         if frac < 0.02:
-            self._emit(ErrorEvent("no_speech", "no speech was detected in the audio (silence or noise only)"))
+            self._emit(ErrorEvent("no_speech", "no speech was detected in the audio (silence or noise only)", item_id))
             return
         t = await self._transcribe(x)
-        if t is not None:
-            await self._interrupt()
-            self._emit(TranscriptFinal(t.text, t.language, t.audio_seconds))
-            self._commit_text(t.text, t.language, t_end, {"asr": t.decode_ms})
+        if t is None:
+            self._emit(ErrorEvent("no_speech", "no words were recognized in the audio", item_id))
+            return
+        await self._interrupt()
+        self._emit(TranscriptFinal(t.text, t.language, t.audio_seconds, item_id))
+        self._commit_text(t.text, t.language, t_end, {"asr": t.decode_ms}, item_id)
 
     # ------------------------------------------------------------------ control
     async def cancel(self) -> None:
@@ -313,8 +388,6 @@ class Session:
         if self._playout is not None:
             self._playout.close()
         self._queue.put_nowait(None)
-        for pool in (self._asr_pool, self._llm_pool, self._tts_pool, self._turn_pool):
-            pool.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> "Session":
         return self
@@ -395,7 +468,7 @@ class Session:
                     and self._pos - self._partial_at >= tcfg.partial_every_ms * INPUT_RATE // 1000):
                 self._partial_at = self._pos
                 self._partial_busy = True
-                self._spawn(self._partial(np.concatenate(self._utt)))
+                self._spawn(self._partial(np.concatenate(self._utt), self._utt_id))
             return
         self._silence += WINDOW
         if self._speech < vcfg.min_speech_ms * INPUT_RATE // 1000:
@@ -415,13 +488,15 @@ class Session:
         self._pre.clear()
         self._onset = 0
         self._utt_start = self._pos - WINDOW * len(self._utt)
+        self._utt_id = new_item_id()
         self._speech = WINDOW
         self._silence = 0
         self._last_speech_end = self._pos
         self._partial_at = self._pos
-        self._emit(SpeechStarted(_ms(self._utt_start)))
+        self._emit(SpeechStarted(_ms(self._utt_start), self._utt_id))
         # over us but nothing left to pause (the echo tail after a reply ended): an ordinary new turn
-        if over_us and self._playout is not None and self._playout.rid is not None and self._playout.audible:
+        if (over_us and self.settings.duplex.barge_in and self._playout is not None and self._playout.rid is not None
+                and self._playout.audible):
             log.info("speech over playback at %.2f s (aec ready=%s)", self._pos / INPUT_RATE,
                      self._aec.ready if self._aec else None)
             heard = self._playout.pause()  # stop the sound first; judge afterwards
@@ -437,7 +512,7 @@ class Session:
 
     def _discard_utterance(self) -> None:
         barge = self._barge
-        self._emit(SpeechStopped(_ms(self._last_speech_end)))
+        self._emit(SpeechStopped(_ms(self._last_speech_end), self._utt_id))
         self._reset_utterance()
         if barge is not None:
             self._resume_playback(barge[0], "")
@@ -501,6 +576,17 @@ class Session:
                 return text_language(t["content"]) or self.persona.language
         return self.persona.language
 
+    def _usage(self, messages: list[Message], output: str) -> dict[str, int]:
+        llm = self.stack.llm
+        if llm is None:
+            return {}
+        try:
+            n_in = sum(llm.count_tokens(m["content"]) + 4 for m in messages)
+            n_out = llm.count_tokens(output) if output else 0
+        except Exception:  # a remote backend without a tokenizer
+            return {}
+        return {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}
+
     def _history(self) -> list[Message]:
         llm = self.stack.llm
         assert llm is not None
@@ -523,12 +609,12 @@ class Session:
         except LlmError:
             return None
 
-    async def _partial(self, audio: np.ndarray) -> None:
+    async def _partial(self, audio: np.ndarray, item_id: str) -> None:
         try:
             t = await self._transcribe(audio, None)
-            if t is None or self._utt is None:
+            if t is None or self._utt is None or self._utt_id != item_id:
                 return
-            self._emit(TranscriptPartial(t.text))
+            self._emit(TranscriptPartial(t.text, item_id))
             if self._response is None or self._response.task is None or self._response.task.done():
                 await self._score_text(t.text, t.language)  # pre-fills the LLM cache with the user's words
         finally:
@@ -558,7 +644,7 @@ class Session:
             if self._barge is not None or self._speech < 0.5 * INPUT_RATE:
                 self._discard_utterance()  # noise, a cough, breath: no words
                 return
-        elif (self.stack.llm is not None and self._barge is None and tcfg.mode != "manual"
+        elif (self.stack.llm is not None and self._barge is None and tcfg.mode != "manual" and self.auto_respond
               and ev.score.p >= tcfg.speculate_above):
             ev.speculation = self._start_response(ev.transcript.text, ev.transcript.language, {})
         self._maybe_commit()
@@ -577,17 +663,17 @@ class Session:
         audio = np.concatenate(self._utt)
         pad = self.settings.vad.speech_pad_ms * INPUT_RATE // 1000
         audio = audio[: max(0, len(audio) - max(0, self._silence - pad))]
-        snap = (end_sample, t_end, audio, self._eval, self._barge)
+        snap = (end_sample, t_end, audio, self._eval, self._barge, self._utt_id)
         self._utt = None
         self._eval = None
         self._barge = None
         self._speech = self._silence = 0
-        self._emit(SpeechStopped(_ms(end_sample)))
+        self._emit(SpeechStopped(_ms(end_sample), self._utt_id))
         return snap
 
     async def _finish_commit(self, snap: tuple) -> None:
         """Take the turn: the utterance becomes the user's message and the (speculative) reply is released."""
-        end_sample, t_end, audio, ev, barge = snap
+        end_sample, t_end, audio, ev, barge, item_id = snap
         if ev is not None and ev.end_sample == end_sample and not ev.done and ev.task is not None:
             await asyncio.gather(ev.task, return_exceptions=True)
         if ev is None or not ev.done or ev.end_sample != end_sample:
@@ -596,7 +682,7 @@ class Session:
             t = await self._transcribe(audio, None)
             ev = _Evaluation(end_sample, audio, t)
         if ev.transcript is None:
-            self._emit(ErrorEvent("no_speech", "no words were recognized in the audio"))
+            self._emit(ErrorEvent("no_speech", "no words were recognized in the audio", item_id))
             if barge is not None:
                 self._resume_playback(barge[0], "")
             return
@@ -605,29 +691,32 @@ class Session:
         t = ev.transcript
         self._emit(TurnDetected(ev.score.p_audio if ev.score else None, ev.score.p_text if ev.score else None,
                                 round((time.perf_counter() - t_end) * 1000, 1)))
-        self._emit(TranscriptFinal(t.text, t.language, t.audio_seconds))
+        self._emit(TranscriptFinal(t.text, t.language, t.audio_seconds, item_id))
         timings = {"asr": t.decode_ms, "turn_wait": (time.perf_counter() - t_end) * 1000}
         if ev.eval_ms is not None:
             timings["turn_eval"] = ev.eval_ms
         spec = ev.speculation
         if spec is not None and spec.task is not None and not spec.task.done():
             await self._interrupt(keep=spec)
-            self.conversation.add_user(t.text)
+            self.conversation.add_user(t.text, item_id)
             self._open_gate(spec, t_end, timings)
         else:
             await self._interrupt()
-            self._commit_text(t.text, t.language, t_end, timings)
+            self._commit_text(t.text, t.language, t_end, timings, item_id)
 
     async def _interrupt(self, keep: _Response | None = None) -> None:
         """A new user turn supersedes an unfinished reply."""
         if self._response is not None and self._response is not keep:
             await self.cancel()
 
-    def _commit_text(self, text: str, language: str | None, t_end: float, timings: dict[str, float]) -> None:
+    def _commit_text(self, text: str, language: str | None, t_end: float, timings: dict[str, float],
+                     item_id: str) -> None:
+        self.conversation.add_user(text, item_id)
+        if not self.auto_respond:
+            return
         if self.stack.llm is None:
             self._emit(ErrorEvent("no_llm", "this session was started without a language model"))
             return
-        self.conversation.add_user(text)
         r = self._start_response(text, language, timings, committed=True)
         self._open_gate(r, t_end, timings)
 
@@ -635,7 +724,7 @@ class Session:
         r.t_end = t_end
         r.timings.update(timings)
         self._response = r
-        self._emit(ResponseStarted(r.rid, r.user_text))
+        self._emit(ResponseStarted(r.rid, r.user_text, r.item_id, r.speak))
         r.gate.set()
         for e in r.held:
             self._emit(e)
@@ -644,7 +733,8 @@ class Session:
     # ------------------------------------------------------------------ the response task tree
     def _start_response(self, text: str, language: str | None, timings: dict[str, float], *,
                         committed: bool = False) -> _Response:
-        r = _Response(f"resp_{next(_ids)}", text, timings=dict(timings), t_end=time.perf_counter())
+        r = self._new_response(text)
+        r.timings.update(timings)
         lang = language or text_language(text) or self.persona.language
         history = self._history()
         if committed:
@@ -679,7 +769,7 @@ class Session:
         status = "completed"
         timings = r.timings
         t_llm = time.perf_counter()
-        playout = self._playout
+        playout = self._playout if r.speak else None
         acked = [False]
 
         def produce() -> None:
@@ -690,7 +780,7 @@ class Session:
                 loop.call_soon_threadsafe(deltas.put_nowait, _END)
                 return
             assert llm is not None
-            gen = llm.stream(messages, max_tokens=cfg.llm.max_tokens, temperature=cfg.llm.temperature)
+            gen = llm.stream(messages, max_tokens=r.max_tokens or cfg.llm.max_tokens, temperature=cfg.llm.temperature)
             try:
                 for d in gen:
                     if stop.is_set():
@@ -740,7 +830,7 @@ class Session:
                     clause = _LEADING_ACK.sub("", clause) or clause
                 first = False
                 r.emit(self, ReplyClause(r.rid, clause))
-                if not self.speak:
+                if not r.speak:
                     spoken.append(clause)
                     continue
                 assert self.stack.tts is not None
@@ -750,7 +840,7 @@ class Session:
                 tts_idle.clear()
                 try:
                     audio = await loop.run_in_executor(self._tts_pool, self.stack.tts.synthesize, clause,
-                                                       self.voice, reply_lang[0])
+                                                       r.voice or self.voice, reply_lang[0])
                 finally:
                     tts_idle.set()
                 if "tts_first_audio" not in timings:
@@ -812,12 +902,13 @@ class Session:
             if r.gate.is_set():
                 # What the user actually received: on a cut-off reply only what was heard (or delivered).
                 kept = full if status == "completed" else (heard if heard is not None else "".join(spoken))
-                if kept:
-                    self.conversation.add_assistant(kept)
+                if kept and r.record:
+                    self.conversation.add_assistant(kept, r.item_id)
                 timings["total"] = (time.perf_counter() - r.t_end) * 1000
                 lang = reply_lang[0] if reply_lang else (text_language(full) if full else None)
                 self._emit(ResponseDone(r.rid, full, status, lang, {k: round(v, 1) for k, v in timings.items()},
-                                        heard if status != "completed" else None, played_ms))
+                                        heard if status != "completed" else None, played_ms, r.item_id,
+                                        self._usage(messages, full)))
             if self._response is r:
                 self._response = None
         try:

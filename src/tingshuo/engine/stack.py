@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tingshuo.asr import Recognizer, load_recognizer
@@ -21,6 +22,17 @@ class ModelStack:
     turn: SmartTurn | None = None  # acoustic end-of-turn model, loaded with ASR
     load_ms: dict[str, float] = field(default_factory=dict)
     _warm_prompts: set[str] = field(default_factory=set)
+    _pools: dict[str, ThreadPoolExecutor] = field(default_factory=dict)
+
+    def pool(self, name: str) -> ThreadPoolExecutor:
+        """The one worker thread of a model (``asr``, ``llm``, ``tts``, ``turn``), shared by every session.
+
+        The models are not thread-safe (llama.cpp's context least of all), so sessions queue on the same thread
+        instead of each owning one. Idle workers cost nothing; they live as long as the stack.
+        """
+        if name not in self._pools:
+            self._pools[name] = ThreadPoolExecutor(1, thread_name_prefix=name)
+        return self._pools[name]
 
     def warm(self, system_prompt: str) -> None:
         """Fill the LLM's prefix cache with a session's system prompt (once per prompt)."""

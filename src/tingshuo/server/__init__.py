@@ -1,0 +1,1 @@
+"""The OpenAI-Realtime-compatible server (``tingshuo serve``) and the transcript store."""

@@ -1,0 +1,1 @@
+"""The call page: static files served by ``tingshuo serve`` (no build step)."""
