@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# ./run.sh [COMMAND ARGS…]   install everything if needed, then run `tingshuo COMMAND` (default: chat)
+# ./run.sh [COMMAND ARGS…]   install everything if needed, then run `tingshuo COMMAND` (default: serve, the call page)
 # ./run.sh test [PYTEST ARGS…] install everything if needed, then run the whole test suite
 set -euo pipefail
 cd "$(dirname "$0")"
+if [ "${1:-}" = "test" ]; then export TINGSHUO_TEST_DEPS=1; fi
 bash scripts/setup.sh
 if [ "${1:-}" = "test" ]; then
   shift
   exec .venv/bin/python -m pytest "$@"
 fi
-if [ $# -eq 0 ]; then set -- chat --speak; fi
+if [ $# -eq 0 ]; then set -- serve; fi
 exec .venv/bin/tingshuo "$@"

@@ -394,6 +394,88 @@ def _player():
 
 
 @app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option("--host", help="address to bind (default server.host, 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="port (default server.port, 8000)")] = None,
+    api_key: Annotated[Optional[list[str]], typer.Option("--api-key", help="accept this Bearer key (repeatable)")] = None,
+    llm_url: LlmUrl = None,
+    llm_model: LlmModel = None,
+) -> None:
+    """The call page at http://HOST:PORT/ and the OpenAI-Realtime-compatible API at ws://HOST:PORT/v1/realtime."""
+    from tingshuo.server.app import check_bind, serve as run_server
+
+    more: dict[str, Any] = {"server.host": host, "server.port": port}
+    if api_key:
+        more["server.api_keys"] = list(api_key)
+    settings = _settings(llm_url, llm_model, **more)
+    reason = check_bind(settings)
+    if reason:
+        _fail(reason, EXIT_INPUT)
+    stack = _stack(settings, asr=True, llm=True, tts=True)
+    cfg = settings.server
+    shown = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+    typer.secho(f"tingshuo: call page http://{shown}:{cfg.port}/  ·  Realtime API base_url=http://{shown}:{cfg.port}/v1"
+                f"  ·  transcripts {settings.server.db_path or settings.cache_dir / 'transcripts.sqlite3'}",
+                err=True, fg=typer.colors.GREEN)
+    try:
+        run_server(settings, stack)
+    except OSError as e:  # the port is taken, the address does not exist here
+        _fail(f"cannot serve on {cfg.host}:{cfg.port}: {e}", EXIT_INPUT)
+
+
+sessions_app = typer.Typer(help="Stored call transcripts (the server writes every turn to SQLite as it happens).")
+app.add_typer(sessions_app, name="sessions")
+
+
+@sessions_app.command("list")
+def sessions_list() -> None:
+    """One line per stored session: id, start time, turns, first words."""
+    from tingshuo.server.app import db_path
+    from tingshuo.server.store import export_sessions
+
+    for s in export_sessions(db_path(_settings())):
+        first = next((t["text"] for t in s["turns"] if t["role"] == "user"), "")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["started"]))
+        typer.echo(f"{s['id']}  {when}  {len(s['turns']):3d} turns  {first[:40]}")
+
+
+@sessions_app.command("export")
+def sessions_export(
+    session: Annotated[Optional[str], typer.Option("--session", help="only this session id")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="json | jsonl (one session per line) | text")] = "json",
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="write here instead of stdout")] = None,
+    deleted: Annotated[bool, typer.Option("--include-deleted", help="also turns a client deleted")] = False,
+) -> None:
+    """Export transcripts (text, timings, language, emotion) of every session, or one."""
+    from tingshuo.server.app import db_path
+    from tingshuo.server.store import export_sessions
+
+    if fmt not in ("json", "jsonl", "text"):
+        _fail(f"unknown format {fmt!r}: use json, jsonl or text", EXIT_INPUT)
+    path = db_path(_settings())
+    data = export_sessions(path, session, deleted)
+    if session and not data:
+        _fail(f"no session {session!r} in {path}", EXIT_INPUT)
+    if fmt == "json":
+        body = json.dumps(data, ensure_ascii=False, indent=2)
+    elif fmt == "jsonl":
+        body = "\n".join(json.dumps(s, ensure_ascii=False) for s in data)
+    else:
+        lines = []
+        for s in data:
+            lines.append(f"# {s['id']}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(s['started']))}")
+            lines += [f"{'用户' if t['role'] == 'user' else '助手' if t['role'] == 'assistant' else t['role']}: {t['text']}"
+                      for t in s["turns"]]
+            lines.append("")
+        body = "\n".join(lines)
+    if out:
+        out.write_text(body + "\n", encoding="utf-8")
+        typer.echo(f"{len(data)} session(s) → {out}", err=True)
+    else:
+        typer.echo(body)
+
+
+@app.command()
 def models() -> None:
     """List backends and model files: where they are, size, licence, and whether they are ready."""
     settings = _settings()

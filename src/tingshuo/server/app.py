@@ -41,7 +41,7 @@ _WEB_FILES = {"index.html": "text/html", "app.js": "text/javascript", "capture-w
 
 
 def is_loopback(host: str) -> bool:
-    if host in ("localhost", "testclient"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -193,6 +193,7 @@ def create_app(settings: Settings, stack: ModelStack | None = None) -> Starlette
         Route("/", srv.page),
         Route("/static/{name}", srv.page),
         Route("/healthz", srv.health),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/v1/tingshuo/options", srv.options),
         WebSocketRoute("/v1/realtime", srv.realtime),
     ], lifespan=srv.lifespan)
@@ -213,5 +214,5 @@ def serve(settings: Settings, stack: ModelStack | None = None) -> None:
     import uvicorn
 
     cfg = settings.server
-    uvicorn.run(create_app(settings, stack), host=cfg.host, port=cfg.port, ws="websockets",
+    uvicorn.run(create_app(settings, stack), host=cfg.host, port=cfg.port, ws="websockets-sansio",
                 ws_max_size=cfg.max_frame_bytes, log_level="info")

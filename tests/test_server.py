@@ -1,0 +1,375 @@
+"""The Realtime server, checked the way its users meet it: the unmodified OpenAI SDK (GA and beta clients) over a
+real socket, raw WebSocket abuse, auth and limits, transcripts exported from SQLite, and the call page in Debian's
+Chromium with a fake microphone playing a real Mandarin clip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import ZH_CLIP, ZH_REF, run
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def cer(ref: str, hyp: str) -> float:
+    import jiwer
+
+    return jiwer.cer(ref, hyp)
+
+
+def pcm24(x16k: np.ndarray) -> bytes:
+    from tingshuo.audio.io import float_to_pcm16, resample
+
+    return float_to_pcm16(resample(x16k, 16000, 24000)).tobytes()
+
+
+def b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+@pytest.fixture(scope="module")
+def server(stack, settings, tmp_path_factory):
+    """A real uvicorn server on a free loopback port, sharing the test session's models."""
+    import uvicorn
+
+    from tingshuo.server.app import create_app
+
+    db = tmp_path_factory.mktemp("srv") / "transcripts.sqlite3"
+    s = settings.model_copy(deep=True)
+    s.server.db_path = db
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    srv = uvicorn.Server(uvicorn.Config(create_app(s, stack), host="127.0.0.1", port=port, ws="websockets-sansio",
+                                        ws_max_size=s.server.max_frame_bytes, log_level="warning"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    t0 = time.time()
+    while not srv.started:
+        assert th.is_alive() and time.time() - t0 < 30, "server did not start"
+        time.sleep(0.05)
+    yield {"port": port, "db": db, "settings": s}
+    srv.should_exit = True
+    th.join(10)
+
+
+def client(server, beta: bool = False):
+    import openai
+
+    port = server["port"]
+    # The beta client always builds wss:// from base_url; websocket_base_url is its documented override.
+    return openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local",
+                              websocket_base_url=f"ws://127.0.0.1:{port}/v1" if beta else None)
+
+
+async def collect(conn, until: str, limit_s: float = 120.0, on=None) -> list:
+    events = []
+    t0 = time.time()
+    async for ev in conn:
+        events.append(ev)
+        if on is not None:
+            await on(ev, events)
+        if ev.type == until:
+            return events
+        assert time.time() - t0 < limit_s, f"no {until} within {limit_s} s; last: {[e.type for e in events[-8:]]}"
+    raise AssertionError(f"connection closed before {until}")
+
+
+def audio_of(events, name: str) -> np.ndarray:
+    from tingshuo.audio.io import pcm16_to_float
+
+    data = b"".join(base64.b64decode(e.delta) for e in events if e.type == name)
+    return pcm16_to_float(data)
+
+
+def test_ga_sdk_push_to_talk_speech_in_speech_out(server, recognizer, zh_clip):
+    """client.realtime.connect: a real clip in, the reply's audio transcribes back to its transcript."""
+    from tingshuo.audio.io import load_audio, resample
+
+    async def main():
+        async with client(server).realtime.connect(model="tingshuo-local") as conn:
+            first = await conn.recv()
+            assert first.type == "session.created" and first.session.type == "realtime"
+            assert first.session.audio.output.format.type == "audio/pcm"
+            await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+            pcm = pcm24(load_audio(zh_clip))
+            for i in range(0, len(pcm), 4800):  # 100 ms appends, as a microphone client sends
+                await conn.input_audio_buffer.append(audio=b64(pcm[i : i + 4800]))
+            await conn.input_audio_buffer.commit()
+            await conn.response.create()
+            return await collect(conn, "response.done")
+
+    events = run(main())
+    types = [e.type for e in events]
+    assert types[0] == "session.updated" and events[0].session.audio.input.turn_detection is None
+    assert "input_audio_buffer.committed" in types and "conversation.item.added" in types
+    heard = next(e for e in events if e.type == "conversation.item.input_audio_transcription.completed")
+    assert cer(ZH_REF, heard.transcript) < 0.2, heard.transcript
+    # the GA order of a spoken reply
+    order = ["response.created", "response.output_item.added", "response.content_part.added",
+             "response.output_audio.delta", "response.output_audio.done", "response.output_audio_transcript.done",
+             "response.content_part.done", "response.output_item.done", "response.done"]
+    idx = [types.index(t) for t in order]
+    assert idx == sorted(idx), types
+    done = events[-1].response
+    assert done.status == "completed" and done.usage.output_tokens > 0 and done.usage.input_tokens > 0
+    transcript = next(e for e in events if e.type == "response.output_audio_transcript.done").transcript
+    deltas = "".join(e.delta for e in events if e.type == "response.output_audio_transcript.delta")
+    assert transcript == deltas and len(transcript) >= 4
+    audio = audio_of(events, "response.output_audio.delta")
+    assert len(audio) > 24000, "less than a second of reply audio"
+    back = recognizer.transcribe(resample(audio, 24000, 16000), "zh").text
+    assert cer(transcript, back) < 0.35, (transcript, back)
+
+
+def test_beta_sdk_server_vad_cancel_and_truncate(server, zh_clip):
+    """client.beta.realtime.connect with server VAD: the turn is found in the stream; the client interrupts with
+    response.cancel and truncates the assistant item to what it played."""
+    from tingshuo.audio.io import load_audio
+
+    async def main():
+        async with client(server, beta=True).beta.realtime.connect(model="tingshuo-local") as conn:
+            first = await conn.recv()
+            assert first.type == "session.created" and first.session.input_audio_format == "pcm16"
+            await conn.session.update(session={"turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
+                                               "input_audio_transcription": {"model": "whisper-1"}})
+            x = np.concatenate([np.zeros(8000, np.float32), load_audio(zh_clip), np.zeros(32000, np.float32)])
+            pcm = pcm24(x)
+            for i in range(0, len(pcm), 4800):
+                await conn.input_audio_buffer.append(audio=b64(pcm[i : i + 4800]))
+            state = {"cancelled": False}
+
+            async def on(ev, events):
+                # cancel once ~1 s of reply audio has arrived (a client whose user started talking)
+                if ev.type == "response.audio.delta" and not state["cancelled"]:
+                    if len(audio_of(events, "response.audio.delta")) >= 24000:
+                        state["cancelled"] = True
+                        await conn.response.cancel()
+
+            events = await collect(conn, "response.done", on=on)
+            item_id = next(e for e in events if e.type == "response.output_item.added").item.id
+            played_ms = int(len(audio_of(events, "response.audio.delta")) / 24)
+            await conn.conversation.item.truncate(item_id=item_id, content_index=0, audio_end_ms=played_ms // 2)
+            events += await collect(conn, "conversation.item.truncated")
+            await conn.conversation.item.retrieve(item_id=item_id)
+            events += await collect(conn, "conversation.item.retrieved")
+            await conn.conversation.item.truncate(item_id=item_id, content_index=0, audio_end_ms=10**7)
+            events += await collect(conn, "error")
+            return events
+
+    events = run(main())
+    types = [e.type for e in events]
+    for t in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+              "input_audio_buffer.committed", "conversation.item.created",
+              "conversation.item.input_audio_transcription.completed", "response.audio.delta"):
+        assert t in types, (t, types)
+    assert types.index("input_audio_buffer.speech_stopped") < types.index("response.created")
+    heard = next(e for e in events if e.type == "conversation.item.input_audio_transcription.completed")
+    assert cer(ZH_REF, heard.transcript) < 0.2, heard.transcript
+    done = next(e for e in events if e.type == "response.done").response
+    assert done.status == "cancelled"
+    full = next(e for e in events if e.type == "response.audio_transcript.done").transcript
+    kept = next(e for e in events if e.type == "conversation.item.retrieved").item
+    assert kept.content[0].transcript and len(kept.content[0].transcript) <= len(full), (kept, full)
+    assert kept.content[0].audio, "retrieve returns the item's audio"
+    err = events[-1]
+    assert err.type == "error" and err.error.param == "audio_end_ms"
+
+
+def test_text_in_text_out_items_and_out_of_band(server):
+    """T2T on the same engine: item.create + response.create(text); item ops; an out-of-band response leaves
+    the conversation alone."""
+
+    async def main():
+        async with client(server).realtime.connect(model="tingshuo-local") as conn:
+            await conn.recv()
+            await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": "用一句话介绍一下北京。"}]})
+            await conn.response.create(response={"output_modalities": ["text"]})
+            ev1 = await collect(conn, "response.done")
+            await conn.response.create(response={"conversation": "none", "output_modalities": ["text"],
+                                                 "metadata": {"purpose": "title"},
+                                                 "input": [{"type": "message", "role": "user", "content": [
+                                                     {"type": "input_text", "text": "Say OK."}]}]})
+            ev2 = await collect(conn, "response.done")
+            user_id = next(e for e in ev1 if e.type == "conversation.item.added").item.id
+            await conn.conversation.item.delete(item_id=user_id)
+            ev3 = await collect(conn, "conversation.item.deleted")
+            await conn.conversation.item.retrieve(item_id=user_id)
+            ev3 += await collect(conn, "error")
+            return ev1, ev2, ev3
+
+    ev1, ev2, ev3 = run(main())
+    text = "".join(e.delta for e in ev1 if e.type == "response.output_text.delta")
+    done_text = next(e for e in ev1 if e.type == "response.output_text.done").text
+    assert text == done_text and "北京" in text, text
+    assert not any(e.type == "response.output_audio.delta" for e in ev1)
+    oob = ev2[-1].response
+    assert oob.conversation_id is None and oob.metadata == {"purpose": "title"}
+    assert not any(e.type == "conversation.item.added" and e.item.role == "user" for e in ev2)
+    assert ev3[0].type == "conversation.item.deleted" and ev3[-1].error.code == "item_not_found"
+
+
+def test_bad_input_gets_errors_and_the_session_survives(server):
+    """Malformed JSON, unknown types, bad base64, odd PCM, binary and 20 MiB frames: error events, same socket."""
+    import websockets
+
+    async def main():
+        url = f"ws://127.0.0.1:{server['port']}/v1/realtime?model=x"
+        async with websockets.connect(url, max_size=None) as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            bad = [
+                "{not json",
+                json.dumps([1, 2]),
+                json.dumps({"type": "no.such.event", "event_id": "e1"}),
+                json.dumps({"type": "input_audio_buffer.append", "audio": "%%%not-base64%%%"}),
+                json.dumps({"type": "input_audio_buffer.append", "audio": b64(b"\x00\x01\x02")}),
+                json.dumps({"type": "session.update", "session": {"audio": {"output": {"voice": "nobody"}}}}),
+                json.dumps({"type": "session.update", "session": {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}}),
+                json.dumps({"type": "conversation.item.truncate", "item_id": "item_nope", "audio_end_ms": 10}),
+                json.dumps({"type": "response.cancel"}),
+                json.dumps({"type": "input_audio_buffer.commit"}),
+                b"\x00binary",
+                json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (20 * 2**20)}),
+            ]
+            codes = []
+            for frame in bad:
+                await ws.send(frame)
+                ev = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                assert ev["type"] == "error", ev
+                codes.append(ev["error"]["code"])
+            await ws.send(json.dumps({"type": "session.update", "session": {"instructions": "你是测试助手。"}}))
+            ok = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            return codes, ok
+
+    codes, ok = run(main())
+    assert codes == ["invalid_json", "invalid_event", "unknown_event_type", "invalid_audio", "invalid_audio",
+                     "invalid_value", "invalid_value", "item_not_found", "response_cancel_not_active",
+                     "input_audio_buffer_commit_empty", "invalid_event", "event_too_large"], codes
+    assert ok["type"] == "session.updated" and ok["session"]["instructions"] == "你是测试助手。"
+
+
+def test_auth_keys_open_mode_and_session_limit(stack, settings, tmp_path):
+    """Wrong or missing key: refused handshake (401). Open mode refuses non-loopback clients. Per-key limit."""
+    from starlette.testclient import TestClient, WebSocketDenialResponse
+
+    from tingshuo.server.app import check_bind, create_app
+
+    s = settings.model_copy(deep=True)
+    s.server.db_path = tmp_path / "t.sqlite3"
+    s.server.api_keys = ["sk-right"]
+    s.server.max_sessions_per_key = 1
+    with TestClient(create_app(s, stack)) as tc:
+        for headers in ({}, {"Authorization": "Bearer sk-wrong"}):
+            with pytest.raises(WebSocketDenialResponse) as denied:
+                with tc.websocket_connect("/v1/realtime", headers=headers):
+                    pass
+            assert denied.value.status_code == 401 and "key" in denied.value.json()["error"]["message"]
+        with tc.websocket_connect("/v1/realtime", headers={"Authorization": "Bearer sk-right"}) as ws:
+            assert ws.receive_json()["type"] == "session.created"
+            with tc.websocket_connect("/v1/realtime", subprotocols=["realtime", "openai-insecure-api-key.sk-right"]) as ws2:
+                ev = ws2.receive_json()
+                assert ev["type"] == "error" and ev["error"]["code"] == "session_limit_reached"
+        # the slot is free again once the first session closed
+        with tc.websocket_connect("/v1/realtime", subprotocols=["realtime", "openai-insecure-api-key.sk-right"]) as ws:
+            assert ws.receive_json()["type"] == "session.created"
+    s.server.api_keys = []
+    with TestClient(create_app(s, stack)) as tc:  # TestClient's peer is "testclient", not a loopback address
+        with pytest.raises(WebSocketDenialResponse) as denied:
+            with tc.websocket_connect("/v1/realtime"):
+                pass
+        assert denied.value.status_code == 403
+        assert tc.get("/").status_code == 200 and "听说" in tc.get("/").text
+        assert tc.get("/static/app.js").status_code == 200 and tc.get("/static/../cli.py").status_code == 404
+    s.server.host = "0.0.0.0"
+    assert check_bind(s) is not None and "api_keys" in check_bind(s)
+
+
+def test_transcripts_persist_and_export(server):
+    """Every turn of the sessions above is in SQLite and `tingshuo sessions export` prints it."""
+    import os
+
+    time.sleep(0.5)  # the store writes on its own thread
+    env = {**os.environ, "TINGSHUO_SERVER__DB_PATH": str(server["db"])}
+    out = subprocess.run([sys.executable, "-m", "tingshuo.cli", "sessions", "export", "--format", "json"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    turns = [t for s in data for t in s["turns"]]
+    users = [t for t in turns if t["role"] == "user"]
+    assert any(cer(ZH_REF, t["text"]) < 0.2 and t["language"] == "zh" for t in users), users
+    assert any(t["role"] == "assistant" and t["timings_ms"] and t["text"] for t in turns)
+    assert not any("北京" in t["text"] for t in users), "a turn the client deleted is not exported by default"
+    full = subprocess.run([sys.executable, "-m", "tingshuo.cli", "sessions", "export", "--include-deleted"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    deleted = [t for s in json.loads(full.stdout) for t in s["turns"] if t["deleted"]]
+    assert any("北京" in t["text"] and t["role"] == "user" for t in deleted), deleted
+    text = subprocess.run([sys.executable, "-m", "tingshuo.cli", "sessions", "export", "--format", "text"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert text.returncode == 0 and "用户:" in text.stdout and "助手:" in text.stdout
+
+
+def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
+    """Chromium with a fake microphone playing the Mandarin clip: click call, the page shows the user's caption
+    and plays the assistant's audio. The screenshot is kept in test-artifacts/."""
+    from playwright.sync_api import sync_playwright
+
+    from tingshuo.audio.io import load_audio
+
+    chromium = Path("/usr/bin/chromium")
+    assert chromium.is_file(), "Debian's chromium is missing: run ./run.sh test (installs it)"
+    mic = tmp_path / "mic.wav"
+    # silence while the greeting plays, the clip, then silence while the reply plays
+    x = load_audio(zh_clip)
+    sf.write(mic, np.concatenate([np.zeros(16000 * 6, np.float32), x, np.zeros(16000 * 30, np.float32)]), 16000,
+             subtype="PCM_16")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={mic}",
+            "--autoplay-policy=no-user-gesture-required"])
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844}, locale="zh-CN")
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{server['port']}/")
+            assert page.locator("#call").inner_text() == "开始通话"
+            page.click("#call")
+            t0 = time.time()
+            st: dict = {}
+            while time.time() - t0 < 90:
+                st = page.evaluate("() => window.tingshuo")
+                replies = [a for a in st["assistantCaptions"] if a]
+                if st["userCaptions"] and len(replies) >= 2 and st["played"] > 24000:
+                    break
+                page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / "call-page.png"), full_page=True)
+            page.click("#lang")
+            assert page.locator("#call").inner_text() == "Hang up"
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert st["userCaptions"] and cer(ZH_REF, st["userCaptions"][0]) < 0.2, st
+    replies = [a for a in st["assistantCaptions"] if a]
+    assert len(replies) >= 2, st  # the greeting and the answer
+    assert st["played"] > 24000, f"the page played only {st['played']} samples"
+    assert st["latencyMs"], "no latency figure shown"
+    assert not st["errors"], st["errors"]
