@@ -308,6 +308,11 @@ class Session:
         self._pending = self._pending[n * WINDOW :]
         self._pending_raw = self._pending_raw[n * WINDOW :]
 
+    @property
+    def open_utterance_s(self) -> float | None:
+        """Length of the user's utterance in progress (None when nobody is talking)."""
+        return None if self._utt is None else (self._pos - self._utt_start) / INPUT_RATE
+
     async def transcribe(self, audio: np.ndarray, sample_rate: int = INPUT_RATE) -> Transcript | None:
         """Transcribe audio on the session's ASR thread without making it a turn (items given as audio)."""
         try:

@@ -20,6 +20,7 @@ import binascii
 import itertools
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,7 +52,6 @@ from tingshuo.tts import VoiceSettings
 
 log = logging.getLogger("tingshuo.server")
 _event_ids = itertools.count(1)
-_session_ids = itertools.count(1)
 MIN_COMMIT_MS = 100  # like OpenAI: "buffer too small. Expected at least 100ms of audio"
 
 
@@ -84,7 +84,7 @@ class RealtimeConnection:
                  beta: bool, store: TranscriptStore | None = None, model: str = "tingshuo",
                  client: str = "", key_label: str = "") -> None:
         self.stack, self.server, self._send, self.beta, self.store = stack, server, send, beta, store
-        self.id = f"sess_{int(time.time())}_{next(_session_ids)}"
+        self.id = f"sess_{secrets.token_hex(8)}"
         self.settings: Settings = stack.settings.model_copy(deep=True)
         self.settings.duplex.aec = server.aec
         self.settings.duplex.lead_ms = server.lead_ms
@@ -99,6 +99,7 @@ class RealtimeConnection:
         self._resampler: soxr.ResampleStream | None = None
         self._resampler_fmt = ""
         self._input_ms = 0.0
+        self._forced = False  # a commit forced by the utterance length limit is running
         self._announced: set[str] = set()  # user items already sent as conversation.item.added
         self._kinds: dict[str, str] = {}  # item id → "audio" | "text" (how its content was given)
         self._out: dict[str, _Out] = {}  # response id → output state (kept after done, for truncate/retrieve)
@@ -292,12 +293,20 @@ class RealtimeConnection:
                 await self.session.push_audio(y[i : i + INPUT_RATE], INPUT_RATE)
                 if len(y) > INPUT_RATE:
                     await asyncio.sleep(0)
+            open_s = self.session.open_utterance_s
+            if open_s is not None and open_s > self.server.max_input_buffer_s and not self._forced:
+                # a stream that never pauses (noise the VAD takes for speech, a monologue): answer what is there
+                self._forced = True
+                self._spawn(self._force_commit(), ev.get("event_id"), pending=True)
+                await self.error("input_audio_buffer_full",
+                                 f"{open_s:.0f} s of continuous speech: the turn was committed at the "
+                                 f"{self.server.max_input_buffer_s:.0f} s limit", param="audio")
         self._input_ms += seconds * 1000
 
     async def _commit(self, ev: dict[str, Any]) -> None:
         eid = ev.get("event_id")
         if self.cfg.turn_detection is not None:
-            if self.session._utt is None:  # noqa: SLF001 — the engine has no open utterance to close
+            if self.session.open_utterance_s is None:
                 raise ProtocolError("input_audio_buffer_commit_empty",
                                     "buffer too small: no speech is in progress (turn detection commits on its own)")
             self._spawn(self.session.commit(), eid, pending=True)
@@ -311,6 +320,12 @@ class RealtimeConnection:
         item_id = new_item_id()
         await self._announce_user(item_id, "audio", None)
         self._spawn(self.session.push_utterance(audio, INPUT_RATE, item_id), eid, pending=True)
+
+    async def _force_commit(self) -> None:
+        try:
+            await self.session.commit()
+        finally:
+            self._forced = False
 
     async def _clear(self, ev: dict[str, Any]) -> None:
         self._buffer, self._buffer_s = [], 0.0
@@ -446,7 +461,7 @@ class RealtimeConnection:
     async def _item_delete(self, ev: dict[str, Any]) -> None:
         out = self._by_item.get(ev.get("item_id", ""))
         if out is not None and out.rid == self._active:
-            await self.session.cancel()
+            await self._cancel_active()
         item_id = self._find(ev)
         self.session.conversation.remove(item_id)
         if self.store is not None:
@@ -468,7 +483,7 @@ class RealtimeConnection:
             raise ProtocolError("invalid_value", f"audio_end_ms {end} is beyond the item's audio ({total_ms:.0f} ms)",
                                 "audio_end_ms")
         if out.rid == self._active:
-            await self.session.cancel()  # the client stopped playing it: the response is over
+            await self._cancel_active()  # the client stopped playing it: the response is over
         heard = self._heard_text(out, float(end))
         conv = self.session.conversation
         if item_id in conv.ids:
@@ -579,12 +594,19 @@ class RealtimeConnection:
             raise ProtocolError("response_cancel_not_active", "there is no response in progress to cancel")
         if rid is not None and rid != self._active:
             raise ProtocolError("response_not_found", f"response {rid!r} is not in progress", "response_id")
+        await self._cancel_active()
+
+    async def _cancel_active(self) -> None:
+        """Cancel the response in progress and wait until it is over, so a ``response.create`` right behind the
+        cancel is not refused as concurrent (its ``response.done`` may still be on its way to the client)."""
         await self.session.cancel()
+        self._active = None
 
     async def _output_clear(self, ev: dict[str, Any]) -> None:
-        if self._active is not None:
-            await self.session.cancel()
-        await self.emit("output_audio_buffer.cleared", response_id=self._active)
+        rid = self._active
+        if rid is not None:
+            await self._cancel_active()
+        await self.emit("output_audio_buffer.cleared", response_id=rid)
 
     # ------------------------------------------------------------------ engine → client
     async def _pump_events(self) -> None:
@@ -649,6 +671,8 @@ class RealtimeConnection:
                                     content_index=0, error={"type": "transcription_error", "code": ev.code,
                                                             "message": ev.message})
                     return
+                if ev.code == "no_speech" and td is not None:
+                    return  # the VAD heard a noise that held no words: not the client's error, nothing to commit
             server_side = ev.code in ("internal_error", "response_failed", "asr_failed", "llm_failed")
             await self.error(ev.code, ev.message, error_type="server_error" if server_side else "invalid_request_error")
 
