@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--no-duplex", action="store_true", help="skip the full-duplex scenario benchmark (bench/duplex.py)")
+    ap.add_argument("--no-server", action="store_true", help="skip the Realtime API benchmark (bench/server.py)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
@@ -131,6 +132,12 @@ def main() -> None:
 
         print("\nfull-duplex scenarios (bench/duplex.py):")
         duplex.run(stack, args.out, ["test", "heldout"])
+    if not args.no_server:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import server
+
+        print("\nRealtime API (bench/server.py):")
+        server.run(stack, args.out)
 
 
 if __name__ == "__main__":

@@ -149,10 +149,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--clips", type=int, default=6)
     args = ap.parse_args()
-    settings = load_settings({"llm.temperature": 0.0, "llm.seed": 0})
-    settings.server.db_path = args.out / "bench-transcripts.sqlite3"
-    stack = ModelStack.load(settings)
-    paths = [ZH_CLIP, *sorted(librivox())][: args.clips]
+    stack = ModelStack.load(load_settings({"llm.temperature": 0.0, "llm.seed": 0}))
+    run(stack, args.out, args.clips)
+
+
+def run(stack: ModelStack, out: Path, n_clips: int = 6) -> dict:
+    """The whole benchmark on a loaded stack (also called by bench/run.py)."""
+    settings = stack.settings.model_copy(deep=True)
+    out.mkdir(parents=True, exist_ok=True)
+    settings.server.db_path = out / "bench-transcripts.sqlite3"
+    paths = [ZH_CLIP, *sorted(librivox())][:n_clips]
     clips = [load_audio(p) for p in paths]
     port, srv, th = start_server(settings, stack)
     print(f"server on :{port}; {len(clips)} clips, streamed in real time")
@@ -179,10 +185,9 @@ def main() -> None:
         s = summary[key]
         print(f"| {label} | {s['p50']} | {s['p90']} | {s['n']} |")
     print(f"| barge-ins that cancelled the reply | {summary['barge_cancelled']} / {len(raw['barge'])} | | |")
-    args.out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d %H:%M")}
-    (args.out / "server.json").write_text(json.dumps({"meta": meta, "summary": summary, "raw": raw}, indent=2,
+    (out / "server.json").write_text(json.dumps({"meta": meta, "summary": summary, "raw": raw}, indent=2,
                                                      default=float))
     try:
         import matplotlib
@@ -200,9 +205,10 @@ def main() -> None:
         ax.set_ylabel("ms")
         ax.set_title("tingshuo Realtime API, client-side latency (2-core CPU)")
         fig.tight_layout()
-        fig.savefig(args.out / "server.png", dpi=110)
+        fig.savefig(out / "server.png", dpi=110)
     except Exception as e:  # plotting is a convenience; the JSON and table are the results
         print(f"(no plot: {e})")
+    return summary
 
 
 if __name__ == "__main__":
