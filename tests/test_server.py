@@ -339,6 +339,16 @@ def test_transcripts_persist_and_export(server):
     assert text.returncode == 0 and "用户:" in text.stdout and "助手:" in text.stdout
 
 
+def chromium_with_mic(p, mic: Path):
+    chromium = Path("/usr/bin/chromium")
+    assert chromium.is_file(), "Debian's chromium is missing: run ./run.sh test (installs it)"
+    return p.chromium.launch(executable_path=str(chromium), headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={mic}",
+        "--autoplay-policy=no-user-gesture-required"])
+
+
 def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
     """Chromium with a fake microphone playing the Mandarin clip: click call, the page shows the user's caption
     and plays the assistant's audio. The screenshot is kept in test-artifacts/."""
@@ -346,8 +356,6 @@ def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
 
     from tingshuo.audio.io import load_audio
 
-    chromium = Path("/usr/bin/chromium")
-    assert chromium.is_file(), "Debian's chromium is missing: run ./run.sh test (installs it)"
     mic = tmp_path / "mic.wav"
     # silence while the greeting plays, the clip, then silence while the reply plays
     x = load_audio(zh_clip)
@@ -355,11 +363,7 @@ def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
              subtype="PCM_16")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={mic}",
-            "--autoplay-policy=no-user-gesture-required"])
+        browser = chromium_with_mic(p, mic)
         try:
             page = browser.new_page(viewport={"width": 390, "height": 844}, locale="zh-CN")
             errors: list[str] = []
@@ -389,3 +393,43 @@ def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
     assert st["played"] > 24000, f"the page played only {st['played']} samples"
     assert st["latencyMs"], "no latency figure shown"
     assert not st["errors"], st["errors"]
+
+
+def test_call_page_stops_playback_on_barge_in(server, zh_clip, tmp_path):
+    """The user talks over the reply: the page silences it at once (nothing more of it is played after the stop)
+    and the server cancels it; the interruption is answered as the next turn."""
+    from playwright.sync_api import sync_playwright
+
+    from tingshuo.audio.io import load_audio
+
+    x = load_audio(zh_clip)
+    mic = tmp_path / "mic.wav"
+    # greeting; the question; 2.5 s later (the reply is playing) the user speaks again; then quiet
+    parts = [np.zeros(16000 * 6), x, np.zeros(int(16000 * 2.5)), x, np.zeros(16000 * 30)]
+    sf.write(mic, np.concatenate(parts).astype(np.float32), 16000, subtype="PCM_16")
+    with sync_playwright() as p:
+        browser = chromium_with_mic(p, mic)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(f"http://127.0.0.1:{server['port']}/")
+            page.click("#call")
+            t0 = time.time()
+            st: dict = {}
+            while time.time() - t0 < 90:
+                st = page.evaluate("() => window.tingshuo")
+                cancelled = [r for r, s in st["statuses"].items() if s == "cancelled"]
+                if len(st["userCaptions"]) >= 2 and cancelled and "completed" in list(st["statuses"].values())[-1:]:
+                    break
+                page.wait_for_timeout(500)
+            page.wait_for_timeout(1000)
+            st = page.evaluate("() => window.tingshuo")
+        finally:
+            browser.close()
+    cancelled = [r for r, s in st["statuses"].items() if s == "cancelled"]
+    assert cancelled, f"no reply was interrupted: {st['statuses']} {st['events'][-30:]}"
+    stops = [s for s in st["stops"] if s["responseId"] in cancelled and s.get("playedAtClear")]
+    assert stops, f"the page never stopped a playing reply: {st['stops']}"
+    for s in stops:
+        after = st["playedById"][s["responseId"]] - s["playedAtClear"]
+        assert after <= 24000 * 0.05, f"{after / 24:.0f} ms of the interrupted reply played after the stop"
+    assert len(st["userCaptions"]) >= 2, st["userCaptions"]

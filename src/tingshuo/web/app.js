@@ -29,7 +29,8 @@ const state = {
   items: {}, responses: {}, active: null, speechStoppedAt: null, waitingFirstAudio: false,
 };
 // What tests read: counters and the last events, nothing the page itself depends on.
-window.tingshuo = { played: 0, audioDeltas: 0, userCaptions: [], assistantCaptions: [], errors: [], events: [], latencyMs: [] };
+window.tingshuo = { played: 0, playedById: {}, audioDeltas: 0, userCaptions: [], assistantCaptions: [], errors: [],
+  events: [], latencyMs: [], stops: [], statuses: {} };
 
 function t(key, vars) {
   let s = (I18N[state.lang] || I18N.zh)[key] || key;
@@ -123,12 +124,7 @@ async function startAudio() {
   await ctx.audioWorklet.addModule("/static/capture-worklet.js");
   state.player = new AudioWorkletNode(ctx, "player", { outputChannelCount: [1] });
   state.player.connect(ctx.destination);
-  state.player.port.onmessage = (e) => {
-    if (e.data.type === "played") {
-      const total = Object.values(e.data.played).reduce((a, b) => a + b, 0);
-      window.tingshuo.played = total;
-    }
-  };
+  state.player.port.onmessage = onPlayer;
   state.stream = await navigator.mediaDevices.getUserMedia({
     audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
   });
@@ -151,9 +147,19 @@ async function ensurePlayer() {
   await ctx.audioWorklet.addModule("/static/capture-worklet.js");
   state.player = new AudioWorkletNode(ctx, "player", { outputChannelCount: [1] });
   state.player.connect(ctx.destination);
-  state.player.port.onmessage = (e) => {
-    if (e.data.type === "played") window.tingshuo.played = Object.values(e.data.played).reduce((a, b) => a + b, 0);
-  };
+  state.player.port.onmessage = onPlayer;
+}
+
+function onPlayer(e) {
+  const m = e.data;
+  if (m.type === "played" || m.type === "cleared") {
+    window.tingshuo.playedById = m.played;
+    window.tingshuo.played = Object.values(m.played).reduce((a, b) => a + b, 0);
+  }
+  if (m.type === "cleared") {
+    const stop = window.tingshuo.stops[window.tingshuo.stops.length - 1];
+    if (stop && stop.playedAtClear === undefined) stop.playedAtClear = m.played[stop.responseId] || 0;
+  }
 }
 
 function stopAudio() {
@@ -186,7 +192,9 @@ function play(delta, responseId) {
 }
 
 function stopPlayback() {
-  if (state.player) state.player.port.postMessage({ type: "clear" });
+  if (!state.player) return;
+  if (state.active) window.tingshuo.stops.push({ responseId: state.active, at: performance.now() });
+  state.player.port.postMessage({ type: "clear" });
 }
 
 // ---------------------------------------------------------------- events
@@ -271,6 +279,7 @@ function handle(ev) {
         window.tingshuo.assistantCaptions.push(text || "");
       }
       if (state.active === resp.id) state.active = null;
+      window.tingshuo.statuses[resp.id] = resp.status;
       const tm = resp.tingshuo && resp.tingshuo.timings_ms;
       if (tm) showTimings(tm);
       setStatus(state.inCall ? "listening" : "idle");
