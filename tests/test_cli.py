@@ -84,3 +84,56 @@ def test_talk_without_audio_devices_says_so():
     assert "microphone" in r.stderr and "Traceback" not in r.stderr
     r = cli("talk", "--list-devices", timeout=60)
     assert r.returncode == 0
+
+
+def test_serve_refuses_an_open_public_address():
+    r = cli("serve", "--host", "0.0.0.0", timeout=60)
+    assert r.returncode == 2 and "api_keys" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_starts_the_page_and_the_api_and_stops_on_ctrl_c(tmp_path):
+    """The main job as `./run.sh` starts it: a real process, the page, a Realtime handshake, a clean Ctrl-C."""
+    import asyncio
+    import os
+    import signal
+    import socket
+    import time
+
+    import httpx
+    import openai
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "TINGSHUO_SERVER__DB_PATH": str(tmp_path / "t.sqlite3")}
+    proc = subprocess.Popen([*TINGSHUO, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.time() - t0 < 120, "the server did not come up in 120 s"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        page = httpx.get(f"http://127.0.0.1:{port}/")
+        assert page.status_code == 200 and "听说" in page.text
+
+        async def handshake() -> str:
+            c = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="any")
+            async with c.realtime.connect(model="tingshuo") as conn:
+                return (await conn.recv()).type
+
+        assert asyncio.run(handshake()) == "session.created"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and f"http://127.0.0.1:{port}/" in err

@@ -433,3 +433,34 @@ def test_call_page_stops_playback_on_barge_in(server, zh_clip, tmp_path):
         after = st["playedById"][s["responseId"]] - s["playedAtClear"]
         assert after <= 24000 * 0.05, f"{after / 24:.0f} ms of the interrupted reply played after the stop"
     assert len(st["userCaptions"]) >= 2, st["userCaptions"]
+
+
+def test_audio_item_and_g711_telephony_format(server, recognizer, zh_clip):
+    """A spoken user item (no transcript) is transcribed before the reply; μ-law 8 kHz in and out, as a phone
+    gateway sends it."""
+    from tingshuo.audio.io import load_audio, resample
+    from tingshuo.server.protocol import decode_audio, encode_audio
+
+    async def main():
+        async with client(server).realtime.connect(model="tingshuo-local") as conn:
+            await conn.recv()
+            await conn.session.update(session={"type": "realtime", "audio": {
+                "input": {"format": {"type": "audio/pcmu"}, "turn_detection": None},
+                "output": {"format": {"type": "audio/pcmu"}}}})
+            ulaw = encode_audio(resample(load_audio(zh_clip), 16000, 8000), "g711_ulaw")
+            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                {"type": "input_audio", "audio": b64(ulaw)}]})
+            await conn.response.create()
+            return await collect(conn, "response.done")
+
+    events = run(main())
+    assert events[0].type == "session.updated" and events[0].session.audio.output.format.type == "audio/pcmu"
+    added = next(e for e in events if e.type == "conversation.item.added" and e.item.role == "user")
+    assert cer(ZH_REF, added.item.content[0].transcript) < 0.25, added.item
+    assert events[-1].response.status == "completed"
+    data = b"".join(base64.b64decode(e.delta) for e in events if e.type == "response.output_audio.delta")
+    audio, rate = decode_audio(data, "g711_ulaw")
+    assert rate == 8000 and len(audio) > 8000
+    transcript = next(e for e in events if e.type == "response.output_audio_transcript.done").transcript
+    back = recognizer.transcribe(resample(audio, 8000, 16000), "zh").text
+    assert cer(transcript, back) < 0.45, (transcript, back)  # 8 kHz telephone band: a looser bar

@@ -150,6 +150,7 @@ class ServerConfig(BaseModel):
     max_input_buffer_s: float = 300.0  # push-to-talk buffer (turn detection off) before commit
     max_sessions_per_key: int = 4
     max_sessions: int = 16
+    max_outbox_events: int = 3000  # events queued for a client that does not read (~2 min of audio) → disconnect
     lead_ms: int = 200  # paced output runs this far ahead of real time (network jitter vs stopping fast)
     aec: bool = False  # browsers cancel echo themselves; the server does not know when the client plays
     db_path: Path | None = None  # transcripts; None: <cache_dir>/transcripts.sqlite3

@@ -142,6 +142,12 @@ class RealtimeServer:
         outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
         async def send(ev: dict[str, Any]) -> None:
+            if outbox.qsize() > cfg.max_outbox_events:
+                # the client stopped reading (paced audio alone is 25 events/s): drop it rather than buffer forever
+                if not writer_task.done():
+                    writer_task.cancel()
+                    asyncio.ensure_future(ws.close(code=1008, reason="the client is not reading its events"))
+                return
             outbox.put_nowait(ev)
 
         async def writer() -> None:
@@ -215,4 +221,4 @@ def serve(settings: Settings, stack: ModelStack | None = None) -> None:
 
     cfg = settings.server
     uvicorn.run(create_app(settings, stack), host=cfg.host, port=cfg.port, ws="websockets-sansio",
-                ws_max_size=cfg.max_frame_bytes, log_level="info")
+                ws_max_size=cfg.max_frame_bytes, log_level="info", timeout_graceful_shutdown=3)
