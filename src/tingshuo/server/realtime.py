@@ -52,6 +52,7 @@ from tingshuo.tts import VoiceSettings
 
 log = logging.getLogger("tingshuo.server")
 _event_ids = itertools.count(1)
+KEEP_AUDIO_RESPONSES = 32  # replies whose audio stays retrievable / truncatable
 MIN_COMMIT_MS = 100  # like OpenAI: "buffer too small. Expected at least 100ms of audio"
 
 
@@ -478,6 +479,11 @@ class RealtimeConnection:
             raise ProtocolError("invalid_value", "audio_end_ms must be a non-negative number", "audio_end_ms")
         if ev.get("content_index", 0) != 0:
             raise ProtocolError("invalid_value", "content_index must be 0", "content_index")
+        if not out.speak:
+            raise ProtocolError("invalid_value", f"{item_id!r} is a text reply; only audio can be truncated", "item_id")
+        if not out.audio and out.rid != self._active:
+            raise ProtocolError("item_audio_expired", f"the audio of {item_id!r} is no longer kept (only the last "
+                                f"{KEEP_AUDIO_RESPONSES} replies are)", "item_id")
         total_ms = len(out.audio_bytes) * 1000 / bytes_per_second(out.fmt)
         if end > total_ms + 1:
             raise ProtocolError("invalid_value", f"audio_end_ms {end} is beyond the item's audio ({total_ms:.0f} ms)",
@@ -703,6 +709,9 @@ class RealtimeConnection:
             out.resampler = soxr.ResampleStream(tts_rate, format_rate(out.fmt), 1, dtype="float32", quality="HQ")
         self._out[out.rid] = out
         self._by_item[out.item_id] = out
+        for old in list(self._out.values())[:-KEEP_AUDIO_RESPONSES]:
+            old.audio_bytes = bytearray()  # a long call must not keep every reply's audio (~48 kB/s) forever
+            old.audio = []
         self._kinds[out.item_id] = "audio" if ev.speak else "text"
         self._active = out.rid
         style = {"voice": self.session.voice.voice or self.cfg.voice, "speed": self.session.voice.speed,
