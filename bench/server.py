@@ -40,14 +40,14 @@ FRAME_S = 0.02
 def start_server(settings, stack) -> tuple[int, object, threading.Thread]:
     import uvicorn
 
-    from tingshuo.server.app import create_app
+    from tingshuo.server.app import WS_IMPL, create_app
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
     srv = uvicorn.Server(uvicorn.Config(create_app(settings, stack), host="127.0.0.1", port=port,
-                                        ws="websockets-sansio", log_level="warning"))
+                                        ws=WS_IMPL, log_level="warning"))
     th = threading.Thread(target=srv.run, daemon=True)
     th.start()
     while not srv.started:

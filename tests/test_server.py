@@ -47,7 +47,7 @@ def server(stack, settings, tmp_path_factory):
     """A real uvicorn server on a free loopback port, sharing the test session's models."""
     import uvicorn
 
-    from tingshuo.server.app import create_app
+    from tingshuo.server.app import WS_IMPL, create_app
 
     db = tmp_path_factory.mktemp("srv") / "transcripts.sqlite3"
     s = settings.model_copy(deep=True)
@@ -57,7 +57,7 @@ def server(stack, settings, tmp_path_factory):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    srv = uvicorn.Server(uvicorn.Config(create_app(s, stack), host="127.0.0.1", port=port, ws="websockets-sansio",
+    srv = uvicorn.Server(uvicorn.Config(create_app(s, stack), host="127.0.0.1", port=port, ws=WS_IMPL,
                                         ws_max_size=s.server.max_frame_bytes, log_level="warning"))
     th = threading.Thread(target=srv.run, daemon=True)
     th.start()
@@ -359,9 +359,9 @@ def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
     from tingshuo.audio.io import load_audio
 
     mic = tmp_path / "mic.wav"
-    # silence while the greeting plays, the clip, then silence while the reply plays
+    # silence while the greeting plays (~1 s to synthesize + ~3.5 s), the clip, then silence while the reply plays
     x = load_audio(zh_clip)
-    sf.write(mic, np.concatenate([np.zeros(16000 * 6, np.float32), x, np.zeros(16000 * 30, np.float32)]), 16000,
+    sf.write(mic, np.concatenate([np.zeros(16000 * 9, np.float32), x, np.zeros(16000 * 30, np.float32)]), 16000,
              subtype="PCM_16")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
@@ -381,6 +381,8 @@ def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
                 if st["userCaptions"] and len(replies) >= 2 and st["played"] > 24000:
                     break
                 page.wait_for_timeout(500)
+            page.wait_for_timeout(3000)  # a turn cut at a pause shows up as a second caption; let it arrive
+            st = page.evaluate("() => window.tingshuo")
             page.screenshot(path=str(ARTIFACTS / "call-page.png"), full_page=True)
             page.click("#lang")
             assert page.locator("#call").inner_text() == "Hang up"
@@ -389,7 +391,8 @@ def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
     assert not errors, errors
     # Chromium's capture path (WebRTC noise suppression, AGC) changes the clip; Whisper base then slips on a
     # word or two (seen: 交易几乎 → 交绾绮绮, CER 0.38), so the bar is looser than for the SDK's clean PCM.
-    assert st["userCaptions"] and cer(ZH_REF, st["userCaptions"][0]) < 0.45, st
+    # The words are what matters here, not where the turn was cut (seen once: "甚至出现交几" + the rest).
+    assert st["userCaptions"] and cer(ZH_REF, "".join(st["userCaptions"])) < 0.45, st
     replies = [a for a in st["assistantCaptions"] if a]
     assert len(replies) >= 2, st  # the greeting and the answer
     assert st["played"] > 24000, f"the page played only {st['played']} samples"
@@ -466,3 +469,41 @@ def test_audio_item_and_g711_telephony_format(server, recognizer, zh_clip):
     transcript = next(e for e in events if e.type == "response.output_audio_transcript.done").transcript
     back = recognizer.transcribe(resample(audio, 8000, 16000), "zh").text
     assert cer(transcript, back) < 0.45, (transcript, back)  # 8 kHz telephone band: a looser bar
+
+
+def test_refused_handshake_over_a_real_socket(settings, tmp_path, caplog):
+    """uvicorn sends our 401 with its JSON reason (and logs no error for it)."""
+    import uvicorn
+    import websockets
+
+    from tingshuo.engine.stack import ModelStack
+    from tingshuo.server.app import WS_IMPL, create_app
+
+    s = settings.model_copy(deep=True)
+    s.server.api_keys, s.server.db_path = ["k1"], tmp_path / "t.sqlite3"
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    srv = uvicorn.Server(uvicorn.Config(create_app(s, ModelStack(s)), host="127.0.0.1", port=port, ws=WS_IMPL,
+                                        log_level="warning"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    while not srv.started:
+        time.sleep(0.05)
+
+    async def main():
+        out = []
+        for headers in ({}, {"Authorization": "Bearer nope"}):
+            with pytest.raises(websockets.exceptions.InvalidStatus) as e:
+                async with websockets.connect(f"ws://127.0.0.1:{port}/v1/realtime", additional_headers=headers):
+                    pass
+            out.append((e.value.response.status_code, json.loads(e.value.response.body)["error"]["code"]))
+        return out
+
+    try:
+        assert run(main()) == [(401, "invalid_api_key"), (401, "invalid_api_key")]
+    finally:
+        srv.should_exit = True
+        th.join(10)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.records

@@ -637,7 +637,11 @@ class Session:
         ev.transcript = await self._transcribe(ev.audio, self._conversation_language() if self._barge else None)
         p_audio = await audio_job if audio_job is not None else None
         p_text = None
-        if ev.transcript is not None and tcfg.mode == "semantic_vad" and self._barge is None:
+        # An interruption (speech over our reply that is not a backchannel) is a turn like any other: without the
+        # LLM's completeness score, smart-turn alone ends it at its first mid-sentence pause.
+        interrupting = self._barge is not None and ev.transcript is not None and not is_backchannel(
+            ev.transcript.text, _ms(self._speech), self.settings.duplex.backchannel_max_ms)
+        if ev.transcript is not None and tcfg.mode == "semantic_vad" and (self._barge is None or interrupting):
             p_text = await self._score_text(ev.transcript.text, ev.transcript.language)
         ev.score = TurnScore(p_audio, p_text, tcfg.text_weight)
         ev.required_ms = required_silence_ms(tcfg, ev.score) if tcfg.mode != "manual" else None

@@ -36,6 +36,9 @@ from tingshuo.server.store import TranscriptStore
 
 log = logging.getLogger("tingshuo.server")
 KEY_PROTOCOL = "openai-insecure-api-key."
+# uvicorn's websockets (legacy) protocol: its sans-io successor logs "ASGI callable returned without completing
+# handshake" as an ERROR for every refused key, although the client correctly gets the 401 we send.
+WS_IMPL = "websockets"
 _WEB_FILES = {"index.html": "text/html", "app.js": "text/javascript", "capture-worklet.js": "text/javascript",
               "style.css": "text/css"}
 
@@ -220,5 +223,5 @@ def serve(settings: Settings, stack: ModelStack | None = None) -> None:
     import uvicorn
 
     cfg = settings.server
-    uvicorn.run(create_app(settings, stack), host=cfg.host, port=cfg.port, ws="websockets-sansio",
+    uvicorn.run(create_app(settings, stack), host=cfg.host, port=cfg.port, ws=WS_IMPL,
                 ws_max_size=cfg.max_frame_bytes, log_level="info", timeout_graceful_shutdown=3)
