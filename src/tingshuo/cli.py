@@ -398,23 +398,30 @@ def serve(
     host: Annotated[Optional[str], typer.Option("--host", help="address to bind (default server.host, 127.0.0.1)")] = None,
     port: Annotated[Optional[int], typer.Option("--port", help="port (default server.port, 8000)")] = None,
     api_key: Annotated[Optional[list[str]], typer.Option("--api-key", help="accept this Bearer key (repeatable)")] = None,
+    ssl_certfile: Annotated[Optional[Path], typer.Option("--ssl-certfile", help="serve https/wss (phones need it)")] = None,
+    ssl_keyfile: Annotated[Optional[Path], typer.Option("--ssl-keyfile", help="the certificate's key")] = None,
     llm_url: LlmUrl = None,
     llm_model: LlmModel = None,
 ) -> None:
     """The call page at http://HOST:PORT/ and the OpenAI-Realtime-compatible API at ws://HOST:PORT/v1/realtime."""
     from tingshuo.server.app import check_bind, serve as run_server
 
-    more: dict[str, Any] = {"server.host": host, "server.port": port}
+    more: dict[str, Any] = {"server.host": host, "server.port": port, "server.ssl_certfile": ssl_certfile,
+                            "server.ssl_keyfile": ssl_keyfile}
     if api_key:
         more["server.api_keys"] = list(api_key)
     settings = _settings(llm_url, llm_model, **more)
     reason = check_bind(settings)
     if reason:
         _fail(reason, EXIT_INPUT)
-    stack = _stack(settings, asr=True, llm=True, tts=True)
     cfg = settings.server
+    for f in (cfg.ssl_certfile, cfg.ssl_keyfile):
+        if f is not None and not Path(f).is_file():
+            _fail(f"{f} does not exist", EXIT_INPUT)
+    stack = _stack(settings, asr=True, llm=True, tts=True)
     shown = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
-    typer.secho(f"tingshuo: call page http://{shown}:{cfg.port}/  ·  Realtime API base_url=http://{shown}:{cfg.port}/v1"
+    scheme = "https" if cfg.ssl_certfile else "http"
+    typer.secho(f"tingshuo: call page {scheme}://{shown}:{cfg.port}/  ·  Realtime API base_url={scheme}://{shown}:{cfg.port}/v1"
                 f"  ·  transcripts {settings.server.db_path or settings.cache_dir / 'transcripts.sqlite3'}",
                 err=True, fg=typer.colors.GREEN)
     try:

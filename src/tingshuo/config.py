@@ -154,6 +154,10 @@ class ServerConfig(BaseModel):
     lead_ms: int = 200  # paced output runs this far ahead of real time (network jitter vs stopping fast)
     aec: bool = False  # browsers cancel echo themselves; the server does not know when the client plays
     db_path: Path | None = None  # transcripts; None: <cache_dir>/transcripts.sqlite3
+    # Browsers give the microphone only to https pages (or localhost): for phones on the LAN, a certificate here
+    # (or a TLS reverse proxy in front)
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
 
 
 class Settings(BaseSettings):

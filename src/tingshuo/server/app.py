@@ -224,4 +224,6 @@ def serve(settings: Settings, stack: ModelStack | None = None) -> None:
 
     cfg = settings.server
     uvicorn.run(create_app(settings, stack), host=cfg.host, port=cfg.port, ws=WS_IMPL,
-                ws_max_size=cfg.max_frame_bytes, log_level="info", timeout_graceful_shutdown=3)
+                ws_max_size=cfg.max_frame_bytes, log_level="info", timeout_graceful_shutdown=3,
+                ssl_certfile=str(cfg.ssl_certfile) if cfg.ssl_certfile else None,
+                ssl_keyfile=str(cfg.ssl_keyfile) if cfg.ssl_keyfile else None)
