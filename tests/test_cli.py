@@ -91,38 +91,53 @@ def test_serve_refuses_an_open_public_address():
     assert r.returncode == 2 and "api_keys" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_serve_starts_the_page_and_the_api_and_stops_on_ctrl_c(tmp_path):
-    """The main job as `./run.sh` starts it: a real process, the page, a Realtime handshake, a clean Ctrl-C."""
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_serve_starts_the_page_and_the_api_and_stops_on_ctrl_c(tmp_path, tls):
+    """The main job as `./run.sh` starts it: a real process, the page, a Realtime handshake, a clean Ctrl-C;
+    and the same over TLS with a self-signed certificate (what a phone on the LAN needs for its microphone)."""
     import asyncio
     import os
     import signal
     import socket
+    import ssl
     import time
 
     import httpx
     import openai
+    import websockets
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
     env = {**os.environ, "TINGSHUO_SERVER__DB_PATH": str(tmp_path / "t.sqlite3")}
-    proc = subprocess.Popen([*TINGSHUO, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    args = ["serve", "--port", str(port)]
+    if tls:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                        "/CN=127.0.0.1", "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+                       check=True, capture_output=True)
+        args += ["--ssl-certfile", str(tmp_path / "cert.pem"), "--ssl-keyfile", str(tmp_path / "key.pem")]
+    scheme = "https" if tls else "http"
+    proc = subprocess.Popen([*TINGSHUO, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         t0 = time.time()
         while True:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             assert time.time() - t0 < 120, "the server did not come up in 120 s"
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{scheme}://127.0.0.1:{port}/healthz", timeout=1, verify=False).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        page = httpx.get(f"http://127.0.0.1:{port}/")
+        page = httpx.get(f"{scheme}://127.0.0.1:{port}/", verify=False)
         assert page.status_code == 200 and "听说" in page.text
 
         async def handshake() -> str:
+            if tls:
+                ctx = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+                ctx.check_hostname = False
+                async with websockets.connect(f"wss://127.0.0.1:{port}/v1/realtime", ssl=ctx) as ws:
+                    return json.loads(await ws.recv())["type"]
             c = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="any")
             async with c.realtime.connect(model="tingshuo") as conn:
                 return (await conn.recv()).type
@@ -136,4 +151,4 @@ def test_serve_starts_the_page_and_the_api_and_stops_on_ctrl_c(tmp_path):
             proc.kill()
             raise
     assert proc.returncode == 0, err
-    assert "Traceback" not in err and f"http://127.0.0.1:{port}/" in err
+    assert "Traceback" not in err and f"{scheme}://127.0.0.1:{port}/" in err
