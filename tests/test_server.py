@@ -507,3 +507,39 @@ def test_refused_handshake_over_a_real_socket(settings, tmp_path, caplog):
         srv.should_exit = True
         th.join(10)
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.records
+
+
+def test_dead_llm_endpoint_is_an_error_and_the_call_goes_on(stack, settings, tmp_path):
+    """The LLM server is down: the client gets llm_failed and a failed response.done; the user's turn is kept
+    (in the conversation and the transcript store) and the session keeps working."""
+    from starlette.testclient import TestClient
+
+    from tingshuo.engine.stack import ModelStack
+    from tingshuo.llm.openai_compat import OpenAICompatChat
+    from tingshuo.server.app import create_app
+    from tingshuo.server.store import export_sessions
+
+    s = settings.model_copy(deep=True)
+    s.server.db_path = tmp_path / "t.sqlite3"
+    s.server.allow_open = True
+    s.llm.backend, s.llm.base_url, s.llm.timeout_s = "openai", "http://127.0.0.1:9/v1", 2.0  # port 9: nobody
+    dead = ModelStack(s, asr=stack.asr, llm=OpenAICompatChat(s.llm), tts=stack.tts, turn=stack.turn)
+    with TestClient(create_app(s, dead)) as tc:
+        with tc.websocket_connect("/v1/realtime") as ws:
+            assert ws.receive_json()["type"] == "session.created"
+            ws.send_json({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                                        "content": [{"type": "input_text", "text": "你好"}]}})
+            ws.send_json({"type": "response.create"})
+            events = []
+            while not events or events[-1]["type"] != "response.done":
+                events.append(ws.receive_json())
+            ws.send_json({"type": "session.update", "session": {"instructions": "还在吗"}})
+            while (ev := ws.receive_json())["type"] != "session.updated":
+                pass
+        app_server = tc.app.state.server
+        app_server.store.flush()
+    errors = [e["error"] for e in events if e["type"] == "error"]
+    assert errors and errors[0]["code"] == "llm_failed" and errors[0]["type"] == "server_error", errors
+    assert events[-1]["response"]["status"] == "failed"
+    turns = [t for x in export_sessions(s.server.db_path) for t in x["turns"]]
+    assert any(t["role"] == "user" and t["text"] == "你好" for t in turns), turns
