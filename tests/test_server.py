@@ -114,9 +114,14 @@ def test_ga_sdk_push_to_talk_speech_in_speech_out(server, recognizer, zh_clip):
                 await conn.input_audio_buffer.append(audio=b64(pcm[i : i + 4800]))
             await conn.input_audio_buffer.commit()
             await conn.response.create()
-            return await collect(conn, "response.done")
+            events = await collect(conn, "response.done")
+            user_id = next(e for e in events if e.type == "input_audio_buffer.committed").item_id
+            await conn.conversation.item.retrieve(item_id=user_id)
+            return events, (await collect(conn, "conversation.item.retrieved"))[-1]
 
-    events = run(main())
+    events, retrieved = run(main())
+    said = base64.b64decode(retrieved.item.content[0].audio)
+    assert abs(len(said) / 48000 - len(load_audio(zh_clip)) / 16000) < 0.05, "retrieve returns the user's audio"
     types = [e.type for e in events]
     assert types[0] == "session.updated" and events[0].session.audio.input.turn_detection is None
     assert "input_audio_buffer.committed" in types and "conversation.item.added" in types

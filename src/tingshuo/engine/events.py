@@ -41,6 +41,7 @@ class TranscriptFinal(Event):
     language: str
     audio_seconds: float
     item_id: str = ""  # the user turn's id in the conversation
+    audio: np.ndarray | None = field(default=None, repr=False)  # the turn's audio (16 kHz), for clients that keep it
     type: str = field(init=False, default="transcript.final")
 
 

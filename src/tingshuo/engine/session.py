@@ -355,7 +355,7 @@ class Session:
             self._emit(ErrorEvent("no_speech", "no words were recognized in the audio", item_id))
             return
         await self._interrupt()
-        self._emit(TranscriptFinal(t.text, t.language, t.audio_seconds, item_id))
+        self._emit(TranscriptFinal(t.text, t.language, t.audio_seconds, item_id, x))
         self._commit_text(t.text, t.language, t_end, {"asr": t.decode_ms}, item_id)
 
     # ------------------------------------------------------------------ control
@@ -700,7 +700,7 @@ class Session:
         t = ev.transcript
         self._emit(TurnDetected(ev.score.p_audio if ev.score else None, ev.score.p_text if ev.score else None,
                                 round((time.perf_counter() - t_end) * 1000, 1)))
-        self._emit(TranscriptFinal(t.text, t.language, t.audio_seconds, item_id))
+        self._emit(TranscriptFinal(t.text, t.language, t.audio_seconds, item_id, audio))
         timings = {"asr": t.decode_ms, "turn_wait": (time.perf_counter() - t_end) * 1000}
         if ev.eval_ms is not None:
             timings["turn_eval"] = ev.eval_ms

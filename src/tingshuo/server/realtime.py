@@ -103,6 +103,7 @@ class RealtimeConnection:
         self._forced = False  # a commit forced by the utterance length limit is running
         self._announced: set[str] = set()  # user items already sent as conversation.item.added
         self._kinds: dict[str, str] = {}  # item id → "audio" | "text" (how its content was given)
+        self._user_audio: dict[str, np.ndarray] = {}  # item id → the user's audio (16 kHz), last replies only
         self._out: dict[str, _Out] = {}  # response id → output state (kept after done, for truncate/retrieve)
         self._by_item: dict[str, _Out] = {}
         self._active: str | None = None  # the in-progress response id
@@ -457,6 +458,9 @@ class RealtimeConnection:
         item = self._item(item_id, msg["role"], msg["content"], "completed")
         if out is not None and out.speak and out.audio_bytes:
             item["content"][0]["audio"] = _b64(bytes(out.audio_bytes))
+        elif item_id in self._user_audio:  # what the user said, in the session's input format
+            x = resample(self._user_audio[item_id], INPUT_RATE, format_rate(self.cfg.input_format))
+            item["content"][0]["audio"] = _b64(encode_audio(x, self.cfg.input_format))
         await self.emit("conversation.item.retrieved", item=item)
 
     async def _item_delete(self, ev: dict[str, Any]) -> None:
@@ -635,6 +639,10 @@ class RealtimeConnection:
                 await self.emit("tingshuo.input_audio_transcription.partial", item_id=ev.item_id, transcript=ev.text)
         elif isinstance(ev, E.TranscriptFinal):
             await self._announce_user(ev.item_id, "audio", ev.text)
+            if ev.audio is not None:
+                self._user_audio[ev.item_id] = ev.audio
+                for old in list(self._user_audio)[:-KEEP_AUDIO_RESPONSES]:
+                    del self._user_audio[old]
             if self.cfg.transcription is not None:
                 await self.emit("conversation.item.input_audio_transcription.completed", item_id=ev.item_id,
                                 content_index=0, transcript=ev.text,
