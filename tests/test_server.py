@@ -548,3 +548,28 @@ def test_dead_llm_endpoint_is_an_error_and_the_call_goes_on(stack, settings, tmp
     assert events[-1]["response"]["status"] == "failed"
     turns = [t for x in export_sessions(s.server.db_path) for t in x["turns"]]
     assert any(t["role"] == "user" and t["text"] == "你好" for t in turns), turns
+
+
+def test_two_sessions_at_once_share_the_models_safely(server):
+    """Two callers at the same moment: both replies complete and each answers its own question (the models run
+    on one thread each, shared by the sessions; two threads on one llama.cpp context would crash or mix)."""
+
+    async def ask(text: str) -> list:
+        async with client(server).realtime.connect(model="tingshuo-local") as conn:
+            await conn.recv()
+            await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": text}]})
+            await conn.response.create(response={"output_modalities": ["audio"]})
+            return await collect(conn, "response.done")
+
+    async def main():
+        return await asyncio.gather(ask("北京是哪个国家的首都？"), ask("What is the capital of France?"))
+
+    zh, en = run(main())
+    for events in (zh, en):
+        assert events[-1].response.status == "completed", [e.type for e in events[-5:]]
+        assert len(audio_of(events, "response.output_audio.delta")) > 24000
+    zh_text = next(e for e in zh if e.type == "response.output_audio_transcript.done").transcript
+    en_text = next(e for e in en if e.type == "response.output_audio_transcript.done").transcript
+    assert "中国" in zh_text or "中华人民共和国" in zh_text, zh_text
+    assert "Paris" in en_text, en_text
