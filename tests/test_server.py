@@ -402,6 +402,11 @@ def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
     assert len(replies) >= 2, st  # the greeting and the answer
     assert st["played"] > 24000, f"the page played only {st['played']} samples"
     assert st["latencyMs"], "no latency figure shown"
+    ev = st["events"]
+    assert "tingshuo.input_audio_transcription.partial" in ev, "no live caption while the user spoke"
+    assert "conversation.item.input_audio_transcription.delta" in ev, "no standard transcription delta"
+    assert ev.index("conversation.item.input_audio_transcription.delta") < ev.index(
+        "conversation.item.input_audio_transcription.completed")
     assert not st["errors"], st["errors"]
 
 

@@ -103,6 +103,7 @@ class RealtimeConnection:
         self._forced = False  # a commit forced by the utterance length limit is running
         self._announced: set[str] = set()  # user items already sent as conversation.item.added
         self._kinds: dict[str, str] = {}  # item id → "audio" | "text" (how its content was given)
+        self._partial_sent: dict[str, str] = {}  # item id → transcript already sent as deltas
         self._user_audio: dict[str, np.ndarray] = {}  # item id → the user's audio (16 kHz), last replies only
         self._out: dict[str, _Out] = {}  # response id → output state (kept after done, for truncate/retrieve)
         self._by_item: dict[str, _Out] = {}
@@ -637,7 +638,16 @@ class RealtimeConnection:
         elif isinstance(ev, E.TranscriptPartial):
             if self.cfg.transcription is not None:
                 await self.emit("tingshuo.input_audio_transcription.partial", item_id=ev.item_id, transcript=ev.text)
+                # The standard event is append-only: send what extends the text already sent; a partial that
+                # revises earlier words (Whisper re-decodes the whole utterance) waits for the final transcript.
+                sent = self._partial_sent.get(ev.item_id, "")
+                text = ev.text.rstrip("。.，,！!？?")
+                if text.startswith(sent) and len(text) > len(sent):
+                    self._partial_sent[ev.item_id] = text
+                    await self.emit("conversation.item.input_audio_transcription.delta", item_id=ev.item_id,
+                                    content_index=0, delta=text[len(sent):])
         elif isinstance(ev, E.TranscriptFinal):
+            self._partial_sent.pop(ev.item_id, None)
             await self._announce_user(ev.item_id, "audio", ev.text)
             if ev.audio is not None:
                 self._user_audio[ev.item_id] = ev.audio
