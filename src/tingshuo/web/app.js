@@ -26,7 +26,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   lang: localStorage.getItem("tingshuo.lang") || ((navigator.language || "zh").toLowerCase().startsWith("zh") ? "zh" : "en"),
   ws: null, ready: null, ctx: null, stream: null, capture: null, player: null, inCall: false,
-  items: {}, responses: {}, active: null, speechStoppedAt: null, waitingFirstAudio: false,
+  items: {}, responses: {}, active: null, speechStoppedAt: null, waitingFirstAudio: false, personaNames: {},
 };
 // What tests read: counters and the last events, nothing the page itself depends on.
 window.tingshuo = { played: 0, playedById: {}, audioDeltas: 0, userCaptions: [], assistantCaptions: [], errors: [],
@@ -300,7 +300,7 @@ function showEmotion(emotion) {
 function showStyle(style) {
   if (!style) return;
   const parts = [];
-  if (style.persona) parts.push(style.persona);
+  if (style.persona) parts.push(state.personaNames[style.persona] || style.persona);
   if (style.voice) parts.push(style.voice);
   if (style.speed) parts.push(`${t("speed")} ×${Number(style.speed).toFixed(2)}`);
   if (style.emotion) parts.push(style.emotion);
@@ -362,7 +362,10 @@ async function sendTyped(e) {
 async function loadOptions() {
   try {
     const o = await (await fetch("/v1/tingshuo/options")).json();
-    for (const p of o.personas) $("persona").add(new Option(`${p.name} (${p.key})`, p.key));
+    for (const p of o.personas) {
+      $("persona").add(new Option(`${p.name} (${p.key})`, p.key));
+      state.personaNames[p.key] = p.name;
+    }
     for (const v of o.voices) $("voice").add(new Option(v, v, v === o.default_voice, v === o.default_voice));
     if (o.auth) { $("keybox").hidden = false; $("key").value = localStorage.getItem("tingshuo.key") || ""; }
   } catch (e) {
