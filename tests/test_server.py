@@ -347,13 +347,24 @@ def test_transcripts_persist_and_export(server):
 
 
 def chromium_with_mic(p, mic: Path):
+    import psutil
+
     chromium = Path("/usr/bin/chromium")
     assert chromium.is_file(), "Debian's chromium is missing: run ./run.sh test (installs it)"
-    return p.chromium.launch(executable_path=str(chromium), headless=True, args=[
+    browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=[
         "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={mic}",
         "--autoplay-policy=no-user-gesture-required"])
+    # A caller's browser has its own CPU; here it shares 2 cores with the models, and a starved fake-capture thread
+    # garbled the clip now and then (1 run in ~8). Give the browser priority, as its own machine would.
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "chrom" in proc.name():
+                proc.nice(-5)
+        except (psutil.Error, OSError):
+            pass  # not permitted (not root): the test still runs, only less steadily
+    return browser
 
 
 def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
@@ -389,6 +400,7 @@ def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
             page.wait_for_timeout(3000)  # a turn cut at a pause shows up as a second caption; let it arrive
             st = page.evaluate("() => window.tingshuo")
             page.screenshot(path=str(ARTIFACTS / "call-page.png"), full_page=True)
+            (ARTIFACTS / "call-page.json").write_text(json.dumps(st, ensure_ascii=False, indent=1))
             page.click("#lang")
             assert page.locator("#call").inner_text() == "Hang up"
         finally:
