@@ -58,6 +58,7 @@ def test_turn_detection_null_and_semantic_eagerness():
     ({"type": "transcription"}, "session.type"),
     ({"max_output_tokens": 0}, "session.max_output_tokens"),
     ({"tools": [{"type": "function", "name": "f"}]}, "session.tools"),
+    ({"turn_detection": {"type": "semantic_vad", "idle_timeout_ms": 5000}}, "session.turn_detection.idle_timeout_ms"),
 ])
 def test_invalid_updates_are_refused_and_change_nothing(update, param):
     c = cfg()

@@ -590,3 +590,32 @@ def test_two_sessions_at_once_share_the_models_safely(server):
     en_text = next(e for e in en if e.type == "response.output_audio_transcript.done").transcript
     assert "中国" in zh_text or "中华人民共和国" in zh_text, zh_text
     assert "Paris" in en_text, en_text
+
+
+def test_idle_timeout_checks_in_after_silence(server):
+    """server_vad idle_timeout_ms: after a reply and that much silence, timeout_triggered and a short check-in
+    reply; at most two in a row while the user stays silent."""
+
+    async def main():
+        async with client(server).realtime.connect(model="tingshuo-local") as conn:
+            await conn.recv()
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "audio": {
+                "input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 1500}}}})
+            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "我今天有点累。"}]})
+            await conn.response.create()
+            events = await collect(conn, "response.done")
+            t_done = time.perf_counter()
+            events += await collect(conn, "input_audio_buffer.timeout_triggered")
+            waited = time.perf_counter() - t_done
+            events += await collect(conn, "response.done")
+            return events, waited
+
+    events, waited = run(main())
+    assert events[0].type == "session.updated"
+    assert events[0].session.audio.input.turn_detection.idle_timeout_ms == 1500
+    assert 1.3 < waited < 6, waited
+    check_in = events[-1].response
+    text = check_in.output[0].content[0].text
+    assert check_in.status == "completed" and check_in.metadata == {"tingshuo_reason": "idle_timeout"}
+    assert text and any(c in text for c in "？?吗呢"), text  # it asks something

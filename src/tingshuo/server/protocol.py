@@ -104,6 +104,7 @@ class TurnDetection:
     silence_duration_ms: int = 500
     create_response: bool = True
     interrupt_response: bool = True
+    idle_timeout_ms: int | None = None  # server_vad: check in after this much silence following a reply
 
     def to_wire(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type, "create_response": self.create_response,
@@ -112,7 +113,7 @@ class TurnDetection:
             d["eagerness"] = self.eagerness
         else:
             d.update(threshold=self.threshold, prefix_padding_ms=self.prefix_padding_ms,
-                     silence_duration_ms=self.silence_duration_ms)
+                     silence_duration_ms=self.silence_duration_ms, idle_timeout_ms=self.idle_timeout_ms)
         return d
 
 
@@ -268,6 +269,12 @@ def _parse_turn_detection(td: Any, current: TurnDetection | None) -> TurnDetecti
             raise ProtocolError("invalid_value", "eagerness must be low, medium, high or auto",
                                 "session.turn_detection.eagerness")
         base.eagerness = td["eagerness"]
+    if "idle_timeout_ms" in td:
+        v = td["idle_timeout_ms"]
+        if v is not None and (not isinstance(v, int) or not 1000 <= v <= 600_000 or kind != "server_vad"):
+            raise ProtocolError("invalid_value", "idle_timeout_ms (server_vad only) must be 1000–600000 or null",
+                                "session.turn_detection.idle_timeout_ms")
+        base.idle_timeout_ms = v
     for key in ("create_response", "interrupt_response"):
         if td.get(key) is not None:
             base.__dict__[key] = bool(td[key])

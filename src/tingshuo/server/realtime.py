@@ -53,7 +53,13 @@ from tingshuo.tts import VoiceSettings
 log = logging.getLogger("tingshuo.server")
 _event_ids = itertools.count(1)
 KEEP_AUDIO_RESPONSES = 32  # replies whose audio stays retrievable / truncatable
-MIN_COMMIT_MS = 100  # like OpenAI: "buffer too small. Expected at least 100ms of audio"
+MIN_COMMIT_MS = 100
+MAX_IDLE_PROMPTS = 2  # check-ins in a row without the user speaking (then wait quietly)
+_IDLE_NOTE = {
+    "zh": "用户已经有一会儿没说话了。用一句简短、温和的话问问用户还在不在，或者顺着刚才的话题轻轻接一句。",
+    "en": "The user has been quiet for a while. In one short, gentle sentence, check whether they are still there "
+          "or pick the last topic back up.",
+}  # like OpenAI: "buffer too small. Expected at least 100ms of audio"
 
 
 @dataclass
@@ -111,6 +117,8 @@ class RealtimeConnection:
         self._pending: set[asyncio.Task[None]] = set()  # transcriptions that response.create must wait for
         self._tasks: set[asyncio.Task[None]] = set()
         self._meta_next: dict[str, Any] | None = None
+        self._idle: asyncio.Task[None] | None = None  # server_vad idle_timeout_ms timer (after a reply)
+        self._idle_prompts = 0
         self._pump: asyncio.Task[None] | None = None
         self._apply()
         if store is not None:
@@ -124,6 +132,7 @@ class RealtimeConnection:
         self._pump = asyncio.create_task(self._pump_events())
 
     async def close(self) -> None:
+        self._stop_idle()
         for t in [*self._tasks, *self._pending]:
             t.cancel()
         await asyncio.gather(*self._tasks, *self._pending, return_exceptions=True)
@@ -160,6 +169,8 @@ class RealtimeConnection:
             await self.error("invalid_event", "an event must be a JSON object with a string 'type'")
             return
         eid = ev.get("event_id") if isinstance(ev.get("event_id"), str) else None
+        if ev["type"] != "input_audio_buffer.append":
+            self._stop_idle()  # the client is doing something: not idle
         handler = self._handlers().get(ev["type"])
         if handler is None:
             await self.error("unknown_event_type", f"unknown event type {ev['type']!r}", param="type", event_id=eid)
@@ -308,6 +319,7 @@ class RealtimeConnection:
 
     async def _commit(self, ev: dict[str, Any]) -> None:
         eid = ev.get("event_id")
+        self._idle_prompts = 0
         if self.cfg.turn_detection is not None:
             if self.session.open_utterance_s is None:
                 raise ProtocolError("input_audio_buffer_commit_empty",
@@ -378,6 +390,8 @@ class RealtimeConnection:
         role = item.get("role")
         if role not in ("user", "assistant", "system"):
             raise ProtocolError("invalid_value", "item.role must be user, assistant or system", "item.role")
+        if role == "user":
+            self._idle_prompts = 0
         prev = ev.get("previous_item_id")
         conv = self.session.conversation
         if prev is not None and prev != "root" and prev not in conv.ids:
@@ -619,6 +633,34 @@ class RealtimeConnection:
             await self._cancel_active()
         await self.emit("output_audio_buffer.cleared", response_id=rid)
 
+    # ------------------------------------------------------------------ idle check-in (server_vad idle_timeout_ms)
+    def _stop_idle(self) -> None:
+        if self._idle is not None and not self._idle.done():
+            self._idle.cancel()
+        self._idle = None
+
+    def _start_idle(self) -> None:
+        td = self.cfg.turn_detection
+        self._stop_idle()
+        if td is None or td.type != "server_vad" or not td.idle_timeout_ms or self._idle_prompts >= MAX_IDLE_PROMPTS:
+            return
+        self._idle = asyncio.create_task(self._idle_wait(td.idle_timeout_ms))
+
+    async def _idle_wait(self, ms: int) -> None:
+        """Silence since the reply ended: say so (``input_audio_buffer.timeout_triggered``) and check in."""
+        await asyncio.sleep(ms / 1000)
+        if self._active is not None or self.session.open_utterance_s is not None:
+            return
+        self._idle_prompts += 1
+        end = int(self._input_ms)
+        await self.emit("input_audio_buffer.timeout_triggered", audio_start_ms=max(0, end - ms), audio_end_ms=end,
+                        item_id=new_item_id())
+        lang = self.session._conversation_language()  # noqa: SLF001 — the language the user last spoke
+        note = _IDLE_NOTE.get(lang, _IDLE_NOTE["en"])
+        self._meta_next = {"metadata": {"tingshuo_reason": "idle_timeout"}}
+        self._idle = None  # this task must not be cancelled by the response it starts
+        await self.session.respond(ResponseOptions(instructions=f"{self.cfg.instructions}\n{note}"))
+
     # ------------------------------------------------------------------ engine → client
     async def _pump_events(self) -> None:
         async for ev in self.session.events():
@@ -630,6 +672,8 @@ class RealtimeConnection:
     async def _on_event(self, ev: E.Event) -> None:
         td = self.cfg.turn_detection
         if isinstance(ev, E.SpeechStarted):
+            self._stop_idle()
+            self._idle_prompts = 0
             if td is not None:
                 await self.emit("input_audio_buffer.speech_started", audio_start_ms=int(ev.at_ms), item_id=ev.item_id)
         elif isinstance(ev, E.SpeechStopped):
@@ -809,3 +853,5 @@ class RealtimeConnection:
         if self.store is not None and out.meta.get("conversation_id"):
             self.store.add_turn(self.id, out.item_id, "assistant", kept, language=ev.language, source=ev.status,
                                 timings=ev.timings_ms, full_text=ev.text)
+        if ev.status == "completed":
+            self._start_idle()
