@@ -11,10 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def heard_text(spans: Iterable[tuple[str, float, float]], heard_s: float) -> str:
+    """What was heard of clauses laid out as (text, start s, end s) when playback stopped at ``heard_s``: the
+    clauses that ended, plus the played share of the one cut off, marked "…". Used by the engine's own playout
+    and by the server for a client's ``conversation.item.truncate``."""
+    out = []
+    for text, start, end in spans:
+        if end <= heard_s + 1e-3:
+            out.append(text)
+        elif start < heard_s:
+            n = int(len(text) * (heard_s - start) / max(1e-6, end - start))
+            if n:
+                out.append(text[:n] + "…")
+    return "".join(out)
 
 
 @dataclass
@@ -121,16 +136,7 @@ class Playout:
 
     def heard_text(self, heard_s: float) -> str:
         """The text the listener heard: whole clauses, plus the played share of the clause cut off."""
-        out = []
-        for seg in self._segments:
-            if seg.end_s <= heard_s + 1e-3:
-                out.append(seg.text)
-            elif seg.start_s < heard_s:
-                share = (heard_s - seg.start_s) / max(1e-6, seg.end_s - seg.start_s)
-                n = int(len(seg.text) * share)
-                if n:
-                    out.append(seg.text[:n] + "…")
-        return "".join(out)
+        return heard_text(((seg.text, seg.start_s, seg.end_s) for seg in self._segments), heard_s)
 
     def close(self) -> None:
         if self._task is not None:

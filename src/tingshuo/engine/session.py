@@ -242,7 +242,7 @@ class Session:
             history = history[1:]
         system: Message = {"role": "system", "content": o.instructions or self.conversation.system_prompt}
         last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
-        lang = text_language(last_user) or self._conversation_language()
+        lang = text_language(last_user) or self.conversation_language()
         if history and history[-1]["role"] == "user":
             messages = [*self._with_note([system, *history[:-1]], lang), history[-1]]
         else:
@@ -575,7 +575,8 @@ class Session:
             return None
         return t
 
-    def _conversation_language(self) -> str:
+    def conversation_language(self) -> str:
+        """The language of the user's last turn (the persona's before anyone spoke)."""
         for t in reversed(self.conversation.turns):
             if t["role"] == "user":
                 return text_language(t["content"]) or self.persona.language
@@ -634,7 +635,7 @@ class Session:
                      if turn_model is not None and tcfg.mode == "semantic_vad" else None)
         # Speech over our reply is judged in the conversation's language: Whisper's language ID on a lone
         # "对" picks English about as often as not ("Twainer").
-        ev.transcript = await self._transcribe(ev.audio, self._conversation_language() if self._barge else None)
+        ev.transcript = await self._transcribe(ev.audio, self.conversation_language() if self._barge else None)
         p_audio = await audio_job if audio_job is not None else None
         p_text = None
         # An interruption (speech over our reply that is not a backchannel) is a turn like any other: without the

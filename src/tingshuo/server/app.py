@@ -64,7 +64,6 @@ class RealtimeServer:
         self.stack = stack
         self.store: TranscriptStore | None = None
         self.sessions: Counter[str] = Counter()
-        self.ready = asyncio.Event() if stack is None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -21,7 +21,6 @@ import itertools
 import json
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ from tingshuo.dialogue.memory import new_item_id
 from tingshuo.dialogue.persona import PERSONAS, get_persona
 from tingshuo.engine import events as E
 from tingshuo.engine.session import ResponseOptions, Session
+from tingshuo.engine.playout import heard_text
 from tingshuo.engine.stack import ModelStack
 from tingshuo.llm.base import Message
 from tingshuo.server.protocol import (
@@ -74,12 +74,10 @@ class _Out:
     clauses: list[str] = field(default_factory=list)
     next_clause: int = 0
     transcript: list[str] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
     audio: list[tuple[int, str]] = field(default_factory=list)  # (bytes, clause) per delta
     audio_bytes: bytearray = field(default_factory=bytearray)
     resampler: soxr.ResampleStream | None = None
     last_text: str = ""
-    first_audio_at: float | None = None
 
 
 def _b64(b: bytes) -> str:
@@ -523,27 +521,16 @@ class RealtimeConnection:
         """The words in the first ``end_ms`` of the item's audio: whole clauses, and the share of the clause
         being spoken, marked "…" (what a listener heard of it; the unheard rest leaves the history)."""
         bps = bytes_per_second(out.fmt)
-        spans: list[tuple[str, float, float]] = []  # (clause, start ms, end ms) in send order
+        spans: list[tuple[str, float, float]] = []  # (clause, start s, end s) in send order
         pos = 0.0
         for n, text in out.audio:
-            dur = n * 1000 / bps
+            dur = n / bps
             if spans and spans[-1][0] == text:
                 spans[-1] = (text, spans[-1][1], pos + dur)
             else:
                 spans.append((text, pos, pos + dur))
             pos += dur
-        words: list[str] = []
-        for text, a, b in spans:
-            if end_ms >= b:
-                words.append(text)
-            elif end_ms > a:
-                k = int(len(text) * (end_ms - a) / max(1e-6, b - a))
-                if k:
-                    words.append(text[:k].rstrip() + "…")
-                break
-            else:
-                break
-        return "".join(words).strip()
+        return heard_text(spans, end_ms / 1000).strip()
 
     # ---- responses
     async def _response_create(self, ev: dict[str, Any]) -> None:
@@ -655,7 +642,7 @@ class RealtimeConnection:
         end = int(self._input_ms)
         await self.emit("input_audio_buffer.timeout_triggered", audio_start_ms=max(0, end - ms), audio_end_ms=end,
                         item_id=new_item_id())
-        lang = self.session._conversation_language()  # noqa: SLF001 — the language the user last spoke
+        lang = self.session.conversation_language()
         note = _IDLE_NOTE.get(lang, _IDLE_NOTE["en"])
         self._meta_next = {"metadata": {"tingshuo_reason": "idle_timeout"}}
         self._idle = None  # this task must not be cancelled by the response it starts
@@ -714,10 +701,8 @@ class RealtimeConnection:
             await self._response_started(ev)
         elif isinstance(ev, E.ReplyTextDelta):
             out = self._out.get(ev.response_id)
-            if out is not None:
-                out.text.append(ev.text)
-                if not out.speak:
-                    await self._delta("response.output_text.delta", out, delta=ev.text)
+            if out is not None and not out.speak:
+                await self._delta("response.output_text.delta", out, delta=ev.text)
         elif isinstance(ev, E.ReplyClause):
             out = self._out.get(ev.response_id)
             if out is not None:
@@ -810,8 +795,6 @@ class RealtimeConnection:
             return
         out.audio.append((len(data), ev.text))
         out.audio_bytes.extend(data)
-        if out.first_audio_at is None:
-            out.first_audio_at = time.perf_counter()
         await self._delta("response.output_audio.delta", out, delta=_b64(data))
 
     async def _response_done(self, ev: E.ResponseDone) -> None:
