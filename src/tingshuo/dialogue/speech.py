@@ -24,6 +24,68 @@ _HAN = re.compile(r"[\u3400-\u9fff]")
 _ABBREV = re.compile(r"(?:^|\s)(?:Mr|Mrs|Ms|Dr|St|Prof|vs|etc|e\.g|i\.e)$", re.I)
 
 
+_TAG = re.compile(r"[\[【]([^\[\]【】\n]{1,12})[\]】]")
+_TAG_OPEN_MAX = 14  # an unclosed "[" longer than this is text, not a tag
+
+
+class StyleTags:
+    """Parses the LLM's style tags (``[开心]``, ``【温柔】``, ``[happy]``) out of the token stream.
+
+    ``feed`` returns the text to show and speak (tags removed, a tag split over deltas held back until closed)
+    and the style of each tag in order: a known style name, or None for a bracketed aside that names no style
+    (it is dropped too: a voice must never read "[笑]" aloud). Markdown links ``[text](url)`` are left alone.
+    """
+
+    def __init__(self) -> None:
+        self._buf = ""
+
+    def feed(self, delta: str) -> list[tuple[str, str | None]]:
+        """[(text, None), ("", style), …] pieces in order; a style piece has empty text."""
+        from tingshuo.tts.style import resolve_style
+
+        self._buf += delta
+        out: list[tuple[str, str | None]] = []
+        while self._buf:
+            i = min((k for k in (self._buf.find("["), self._buf.find("【")) if k >= 0), default=-1)
+            if i < 0:
+                out.append((self._buf, None))
+                self._buf = ""
+                break
+            if i > 0:
+                out.append((self._buf[:i], None))
+                self._buf = self._buf[i:]
+            m = _TAG.match(self._buf)
+            if m is None:
+                if len(self._buf) < _TAG_OPEN_MAX and "]" not in self._buf and "】" not in self._buf and "\n" not in self._buf:
+                    break  # maybe a tag still arriving
+                out.append((self._buf[0], None))
+                self._buf = self._buf[1:]
+                continue
+            after = self._buf[m.end():]
+            if after.startswith("(") or (not after and self._buf.startswith("[")):
+                if not after:
+                    break  # could be a markdown link: wait for the next character
+                out.append((m.group(0), None))  # [text](url): the splitter's cleaner keeps the text
+                self._buf = after
+                continue
+            style = resolve_style(m.group(1))
+            if style is not None:
+                out.append(("", style))  # an aside that names no style is simply dropped
+            self._buf = after
+        return out
+
+    def flush(self) -> str:
+        rest, self._buf = self._buf, ""
+        return rest
+
+
+def strip_tags(text: str) -> str:
+    """Text without style tags (what a transcript or a text reply shows)."""
+    st = StyleTags()
+    out = "".join(t for t, _ in st.feed(text)) + st.flush()
+    return out
+
+
 def clean_for_speech(text: str) -> str:
     """Remove what a listener should not hear: markdown syntax, bullets, emoji, raw URLs."""
     text = _LINK.sub(r"\1", text)

@@ -30,3 +30,7 @@ class ChatModel(Protocol):
     def turn_end_probability(self, history: list[Message], user_text: str) -> float | None:
         """P(the user's words so far form a complete turn), or None where the backend cannot tell (remote APIs
         do not expose next-token probabilities of an unfinished prompt); the turn detector then uses audio only."""
+
+    def emotion_probabilities(self, history: list[Message], user_text: str, labels: list[str]) -> dict[str, float] | None:
+        """P(label) for how the user feels in ``user_text`` (after ``history``), read from the model's next-token
+        distribution over the labels' first tokens; None where the backend cannot expose it."""

@@ -84,6 +84,45 @@ class LlamaCppChat:
         for _ in self.stream(msgs, max_tokens=1, temperature=0.0):
             pass
 
+    def _logits_after(self, tokens: list[int]) -> np.ndarray:
+        """Evaluate ``tokens`` reusing the longest cached prefix; the next-token logits (caller holds the lock)."""
+        L = self.llm
+        n = 0
+        for a, b in zip(L._input_ids, tokens):
+            if a != b:
+                break
+            n += 1
+        n = min(n, len(tokens) - 1)  # re-evaluate at least the last token: its logits are what we read
+        if n > 0 and not L._ctx.kv_cache_seq_rm(-1, n, -1):
+            n = 0
+        if n == 0:
+            L.reset()
+        L.n_tokens = n
+        L.eval(tokens[n:])
+        L._requires_eval = False
+        return np.ctypeslib.as_array(L._ctx.get_logits(), shape=(L._n_vocab,)).astype(np.float64)
+
+    def emotion_probabilities(self, history: list[Message], user_text: str, labels: list[str]) -> dict[str, float]:
+        """How the user feels, as the model reads their words: P over ``labels`` (Chinese words, one token each
+        at the start) after the question below, asked *after* the user's turn so the conversation prefix (and the
+        user's words, pre-filled by the end-of-turn scorer) stays cached. One forward pass of ~30 tokens
+        (≈0.25–0.45 s on 2 cores); measured right on 8 of 8 zh/en sentences (sad, happy, angry, anxious, tired,
+        neutral), see docs/emotion.md.
+        """
+        q = "用一个词说出用户此刻的情绪（" + "、".join(labels) + "）。"
+        msgs = [*history, {"role": "user", "content": user_text.strip()}, {"role": "system", "content": q}]
+        tokens = self._tokenize(self._prompt(msgs) + "<|im_start|>assistant\n")  # type: ignore[arg-type]
+        ids = [self._tokenize(label)[0] for label in labels]
+        with self._lock:
+            try:
+                logits = self._logits_after(tokens)
+            except Exception as e:
+                raise LlmError(f"emotion scoring failed: {e}") from e
+        sel = logits[ids]
+        p = np.exp(sel - sel.max())
+        p /= p.sum()
+        return {label: float(x) for label, x in zip(labels, p)}
+
     def turn_end_probability(self, history: list[Message], user_text: str) -> float:
         """P(the user's utterance is complete), read from the next-token distribution after their words.
 
@@ -99,25 +138,11 @@ class LlamaCppChat:
         prompt = self._prompt(msgs)  # type: ignore[arg-type]
         cut = prompt.rfind(text)
         tokens = self._tokenize(prompt[: cut + len(text)])
-        L = self.llm
         with self._lock:
-            n = 0
-            for a, b in zip(L._input_ids, tokens):
-                if a != b:
-                    break
-                n += 1
-            n = min(n, len(tokens) - 1)  # re-evaluate at least the last token: its logits are what we read
-            if n > 0 and not L._ctx.kv_cache_seq_rm(-1, n, -1):
-                n = 0
-            if n == 0:
-                L.reset()
-            L.n_tokens = n
             try:
-                L.eval(tokens[n:])
+                logits = self._logits_after(tokens)
             except Exception as e:  # e.g. context overflow: no verdict rather than a crash
                 raise LlmError(f"end-of-turn scoring failed: {e}") from e
-            L._requires_eval = False
-            logits = np.ctypeslib.as_array(L._ctx.get_logits(), shape=(L._n_vocab,)).astype(np.float64)
         p = np.exp(logits - logits.max())
         return float(p[self._end_ids].sum() / p.sum())
 

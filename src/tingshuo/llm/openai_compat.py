@@ -42,6 +42,30 @@ class OpenAICompatChat:
         """Chat endpoints give no next-token distribution for an open user turn: audio-only end of turn."""
         return None
 
+    def emotion_probabilities(self, history: list[Message], user_text: str, labels: list[str]) -> dict[str, float] | None:
+        """The same question as the local backend, answered with one token and its ``top_logprobs`` (llama.cpp
+        server, vLLM and OpenAI return them); None when the endpoint gives no logprobs or fails: the emotion
+        then rests on the voice alone."""
+        q = "用一个词说出用户此刻的情绪（" + "、".join(labels) + "）。"
+        body = {"model": self.cfg.model_name, "max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 20,
+                "messages": [*history, {"role": "user", "content": user_text}, {"role": "system", "content": q}]}
+        try:
+            resp = self.client.post("/chat/completions", json=body)
+            resp.raise_for_status()
+            top = resp.json()["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError):
+            return None
+        import math
+
+        scores = {label: 0.0 for label in labels}
+        for entry in top:
+            tok = entry.get("token", "")
+            for label in labels:
+                if tok and label.startswith(tok):
+                    scores[label] += math.exp(entry.get("logprob", -100.0))
+        total = sum(scores.values())
+        return {k: v / total for k, v in scores.items()} if total > 0 else None
+
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
         body = {
             "model": self.cfg.model_name,

@@ -15,8 +15,9 @@ import numpy as np
 from tingshuo.audio.io import resample
 from tingshuo.config import TtsConfig
 from tingshuo.tts.base import Synthesizer, VoiceSettings
+from tingshuo.tts.style import STYLES, SpeakingStyle, get_style
 
-__all__ = ["SpeechSynthesizer", "Synthesizer", "VoiceSettings", "text_language"]
+__all__ = ["STYLES", "SpeakingStyle", "SpeechSynthesizer", "Synthesizer", "VoiceSettings", "get_style", "text_language"]
 
 _HAN = re.compile(r"[\u3400-\u9fff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
@@ -61,7 +62,8 @@ class SpeechSynthesizer:
         self._load_lock = threading.Lock()
 
     def backend(self, lang: str) -> Synthesizer:
-        name = self.cfg.en_backend if lang == "en" else self.cfg.zh_backend
+        """The backend for a language ("zh", "en"), or by name ("kokoro", "piper")."""
+        name = lang if lang in ("kokoro", "piper") else self.cfg.en_backend if lang == "en" else self.cfg.zh_backend
         with self._load_lock:
             if name not in self._backends:
                 if name == "piper":
@@ -93,12 +95,28 @@ class SpeechSynthesizer:
         lang = lang or text_language(text) or "zh"
         if lang == "en" and _HAN.search(text):
             lang = "zh"  # Han characters can only be read by the Chinese voice
-        backend = self.backend(lang)
         base = settings or VoiceSettings()
-        s = VoiceSettings(
-            voice=self.voice_for(lang, base.voice if backend.name == "kokoro" else None),
-            speed=base.speed * self.cfg.speed,
-            volume=base.volume * self.cfg.volume,
-        )
+        backend = self.backend(lang)
+        st = get_style(base.style)
+        if backend.name == "piper" and (st.pitch != 1.0 or st.range != 1.0 or base.pitch != 1.0):
+            # Piper cannot change pitch (see PiperTTS.synthesize): expressive English goes to Kokoro's F0 control
+            backend = self.backend("kokoro")
+            lang_voice = self.cfg.voice_en_kokoro
+        else:
+            lang_voice = self.voice_for(lang, base.voice if backend.name == "kokoro" else None)
+        s = self.resolve(base, voice=lang_voice)
         audio = resample(backend.synthesize(text, s), backend.sample_rate, self.sample_rate)
         return level(audio, s.volume)
+
+    def resolve(self, base: VoiceSettings, voice: str | None = None) -> VoiceSettings:
+        """Fold the speaking style and the configured speed/volume into the numbers a backend applies."""
+        st = get_style(base.style)
+        return VoiceSettings(
+            voice=voice,
+            speed=min(max(base.speed * st.speed * self.cfg.speed, 0.5), 2.0),
+            volume=base.volume * self.cfg.volume * 10 ** (st.gain_db / 20),
+            style=st.name,
+            pitch=base.pitch * st.pitch,
+            pitch_range=base.pitch_range * st.range,
+            whisper=base.whisper or st.whisper,
+        )

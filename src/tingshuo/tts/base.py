@@ -15,6 +15,10 @@ class VoiceSettings:
     voice: str | None = None  # backend voice name or a blend "jf_alpha:0.6,jm_kumo:0.4"; None = backend default
     speed: float = 1.0  # 1.0 = the model's natural rate
     volume: float = 1.0  # linear gain
+    style: str | None = None  # a speaking style (tingshuo.tts.style.STYLES); the router folds it into the numbers below
+    pitch: float = 1.0  # F0 level × this
+    pitch_range: float = 1.0  # F0 excursions around the clause's mean × this (log domain)
+    whisper: bool = False  # no voicing at all
 
 
 class Synthesizer(Protocol):

@@ -101,12 +101,10 @@ class KokoroTTS:
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         providers = ["CPUExecutionProvider"]
-        if tone_repair:
-            prosody, render = derive_graphs(model, data)
-            self._prosody = ort.InferenceSession(str(prosody), so, providers=providers)
-            self._render = ort.InferenceSession(str(render), so, providers=providers)
-        else:
-            self._plain = ort.InferenceSession(str(model), so, providers=providers)
+        # Always the split graphs: speaking styles and whispering edit the F0 curve even without tone repair.
+        prosody, render = derive_graphs(model, data)
+        self._prosody = ort.InferenceSession(str(prosody), so, providers=providers)
+        self._render = ort.InferenceSession(str(render), so, providers=providers)
         self._zh = zh.ZHG2P()
         self._en = Tokenizer()
         self._lock = threading.Lock()  # jieba and the espeak wrapper keep global state
@@ -175,13 +173,12 @@ class KokoroTTS:
             "style": table[min(len(tokens), len(table)) - 1].reshape(1, 256).astype(np.float32),
             "speed": np.array([min(max(settings.speed, 0.5), 2.0)], np.float32),
         }
+        dur, f0 = self._prosody.run(None, feed)
+        dur, f0 = clamp_edges(dur, f0, chars)
         if self.tone_repair:
-            dur, f0 = self._prosody.run(None, feed)
-            dur, f0 = clamp_edges(dur, f0, chars)
             f0 = self.apply_tones(f0, dur, chars, zh_mask)
-            audio = self._render.run(None, {**feed, "dur": dur, "f0": f0})[0]
-        else:
-            audio = self._plain.run(None, feed)[0]
+        f0 = style_f0(f0, settings)
+        audio = self._render.run(None, {**feed, "dur": dur, "f0": f0})[0]
         audio = trim_silence(np.asarray(audio, np.float32).ravel())
         return (audio * settings.volume).astype(np.float32)
 
@@ -250,6 +247,30 @@ class KokoroTTS:
             w = voiced[lo:hi]
             sm[i] = target[lo:hi][w].mean()
         return sm.reshape(f0.shape).astype(np.float32)
+
+
+def style_f0(f0: np.ndarray, settings: VoiceSettings) -> np.ndarray:
+    """A speaking style on the F0 curve: range scaled around the clause's mean (log domain), level shifted; a
+    whisper renders an all-zero curve (measured voiced fraction 0.06, shared/research/tts.md).
+
+    Kokoro only renders F0 inside a voice's natural range (jf_alpha ≈ 200–440 Hz, jm_kumo ≈ 80–220 Hz; an octave
+    up comes out unvoiced or in the wrong octave), so the result is kept within 0.7–1.6 × the clause's median.
+    """
+    if settings.whisper:
+        return np.zeros_like(f0)
+    if settings.pitch == 1.0 and settings.pitch_range == 1.0:
+        return f0
+    g = np.asarray(f0, np.float64).copy()
+    flat = g.reshape(-1)
+    v = flat > 40
+    if v.sum() < 2:
+        return f0
+    log = np.log(flat[v])
+    mean = log.mean()
+    med = float(np.exp(np.median(log)))
+    out = np.exp(mean + settings.pitch_range * (log - mean)) * settings.pitch
+    flat[v] = np.clip(out, 0.7 * med, 1.6 * med)
+    return g.astype(np.float32)
 
 
 _EDGE_PUNCT = set(" ,.!?;:—…\"'()")

@@ -38,6 +38,14 @@ class PiperTTS:
         cfg = SynthesisConfig(length_scale=1.0 / speed, volume=1.0)
         chunks = [c.audio_float_array for c in self.voice.synthesize(text, cfg)]
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        if settings.whisper:
+            # VITS has no pitch input: a whisper is WORLD resynthesis with F0 = 0 and aperiodic excitation
+            # (voiced fraction 0.75 → 0.03). Pitch edits are not done here: WORLD's F0 analysis of this low
+            # male voice lands octaves off (a "sad" clause came out higher than neutral), so the router sends
+            # clauses with pitch changes to Kokoro instead.
+            from tingshuo.audio.world import transform
+
+            audio = transform(audio, self.sample_rate, whisper=True)
         # Piper normalizes each sentence to full scale; resampling to the output rate then overshoots ±1 and clips.
         # Leave 1 dB of headroom.
         return (audio * (0.891 * settings.volume)).astype(np.float32)
