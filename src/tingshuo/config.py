@@ -136,6 +136,15 @@ class DialogueConfig(BaseModel):
     history_tokens: int = 2000  # oldest turns are dropped past this (the system prompt is always kept)
 
 
+class EmotionConfig(BaseModel):
+    """Emotion in, emotion out (docs/emotion.md)."""
+
+    enabled: bool = True  # paralinguistics of every user turn, the empathetic policy, voice requests
+    text: bool = True  # the LLM reads the feeling in the words (one forward pass, ~0.3 s on 2 cores)
+    policy: bool = True  # the reply's words and voice follow the user's feeling
+    voice_requests: bool = True  # "说慢一点", "悄悄说"… change the lasting voice state
+
+
 class ServerConfig(BaseModel):
     """``tingshuo serve``: the OpenAI-Realtime-compatible WebSocket API and the call page."""
 
@@ -171,6 +180,7 @@ class Settings(BaseSettings):
     llm: LlmConfig = Field(default_factory=LlmConfig)
     tts: TtsConfig = Field(default_factory=TtsConfig)
     dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
+    emotion: EmotionConfig = Field(default_factory=EmotionConfig)
     turn: TurnConfig = Field(default_factory=TurnConfig)
     duplex: DuplexConfig = Field(default_factory=DuplexConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)

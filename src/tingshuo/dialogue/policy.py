@@ -30,26 +30,26 @@ _REMAP = {"sad": {"sad": "tender", "fearful": "tender"}, "tired": {"sad": "tende
 
 _NOTES = {
     "zh": {
-        "sad": "用户听起来很难过。先温柔地安慰和理解他，不要急着讲道理。",
-        "tired": "用户听起来很累。语气轻柔体贴，关心他，劝他好好休息。",
-        "angry": "用户很生气。平静、诚恳地回应：先承认他的感受，帮他消气，不要跟着生气，也不要争辩。",
-        "anxious": "用户很紧张不安。用平稳、让人安心的话回应，给一个简单可行的建议。",
-        "happy": "用户很开心。热情地和他一起高兴。",
+        "sad": "用户很难过。先说一句安慰的话（比如“抱抱你”“别难过”），再温柔地问他发生了什么。",
+        "tired": "用户很累。先心疼他一句（比如“辛苦了”），再劝他好好休息。",
+        "angry": "用户很生气。先说“抱歉让你这么生气”，再平静地问清楚发生了什么；不要跟着生气，不要争辩。",
+        "anxious": "用户很紧张。先说“别担心”，再给一个简单可行的建议。",
+        "happy": "用户很开心。先说“太棒了”，热情地和他一起高兴。",
         "whisper": "用户在小声说话。你也轻声、简短地回答。",
         "better": "用户的心情比刚才好多了，可以轻松一点。",
         "worse": "用户的情绪比刚才差了，多关心他一下。",
         "voice": "用户刚才请你{desc}，你已经照做了：简短地答应一声，然后接着聊。",
         "dialect": "用{d}的说法和常用词回答。",
-        "sequence": "按用户要求的顺序换语气说，每一句前写语气标记，例如“[生气]……[开心]……”。",
+        "sequence": "照用户的要求说那几句话，每一句前写它的语气标记，例如“[生气]你怎么又迟到了！[开心]不过我原谅你了。”",
         "one_off": "用户要你用“{style}”的语气说，照他的要求说出来。",
     },
     "en": {
-        "sad": "The user sounds sad. Comfort them gently first; do not lecture.",
-        "tired": "The user sounds tired. Be soft and caring; suggest rest.",
-        "angry": "The user is angry. Answer calmly and sincerely: acknowledge the feeling, help them cool down, "
+        "sad": "The user is sad. First comfort them (\"I'm so sorry\"), then gently ask what happened.",
+        "tired": "The user is tired. Say something caring first, then suggest rest.",
+        "angry": "The user is angry. First say \"I'm sorry this upset you\", then calmly ask what happened; "
                  "never get angry back or argue.",
-        "anxious": "The user is nervous. Be steady and reassuring; give one simple next step.",
-        "happy": "The user is happy. Share the joy warmly.",
+        "anxious": "The user is nervous. First say \"don't worry\", then give one simple next step.",
+        "happy": "The user is happy. Start with \"That's great!\" and share the joy.",
         "whisper": "The user is whispering. Answer quietly and briefly.",
         "better": "The user sounds better than before.",
         "worse": "The user sounds worse than before; show more care.",

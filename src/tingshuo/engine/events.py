@@ -63,11 +63,39 @@ class ReplyTextDelta(Event):
 
 @dataclass
 class ReplyClause(Event):
-    """A clause handed to TTS (clean, speakable text)."""
+    """A clause handed to TTS (clean, speakable text) and the speaking style it is said in."""
 
     response_id: str
     text: str
+    style: str | None = None  # tingshuo.tts.style name; None = neutral
     type: str = field(init=False, default="reply.clause")
+
+
+@dataclass
+class Paralinguistics(Event):
+    """How the user's turn was said (and felt): the voice's measured cues fused with the words' reading.
+
+    ``details`` holds the raw features behind it (loudness, F0, voicing, rate, pauses), their deviation from the
+    speaker's baseline, and the text-side probabilities (see :meth:`EmotionReading.summary`).
+    """
+
+    item_id: str
+    label: str  # neutral | happy | sad | angry | anxious | tired
+    confidence: float
+    arousal: float | None  # −1 … 1; None for typed input
+    whisper: bool
+    pace: str | None  # slow | normal | hurried
+    details: dict = field(default_factory=dict, repr=False)
+    type: str = field(init=False, default="paralinguistics")
+
+
+@dataclass
+class VoiceChanged(Event):
+    """The user asked for a different voice ("说慢一点", "悄悄说"); ``state`` is the new lasting voice state."""
+
+    state: dict
+    request: str  # the words that asked for it
+    type: str = field(init=False, default="voice.changed")
 
 
 @dataclass

@@ -28,22 +28,27 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from tingshuo.audio import prosody
 from tingshuo.audio.io import INPUT_RATE, AudioError, resample, to_mono
 from tingshuo.audio.vad import WINDOW, SileroVad, speech_fraction
 from tingshuo.asr.base import Transcript
 from tingshuo.config import Settings
+from tingshuo.dialogue.emotion import LABELS, LABELS_ZH, EmotionReading, EmotionTrack, fuse
 from tingshuo.dialogue.memory import Conversation, new_item_id
 from tingshuo.dialogue.persona import get_persona
-from tingshuo.dialogue.speech import ClauseSplitter
+from tingshuo.dialogue.policy import ReplyPlan, plan_reply
+from tingshuo.dialogue.speech import ClauseSplitter, StyleTags
+from tingshuo.dialogue.voice import VoiceChange, VoiceState, parse_voice_instruction
 from tingshuo.engine.events import (
     AudioChunk,
     Backchannel,
     ErrorEvent,
     Event,
+    Paralinguistics,
     PlaybackPaused,
     PlaybackResumed,
     ReplyClause,
@@ -55,12 +60,13 @@ from tingshuo.engine.events import (
     TranscriptFinal,
     TranscriptPartial,
     TurnDetected,
+    VoiceChanged,
 )
 from tingshuo.engine.playout import Playout
 from tingshuo.engine.stack import ModelStack
 from tingshuo.engine.turns import TurnScore, is_backchannel, required_silence_ms
 from tingshuo.llm.base import LlmError, Message
-from tingshuo.tts import VoiceSettings, text_language
+from tingshuo.tts import VoiceSettings, get_style, text_language
 
 MAX_FRAME_SECONDS = 10.0  # one push_audio call; streaming clients send 20–100 ms
 _END = object()
@@ -79,6 +85,17 @@ def _ms(samples: int) -> float:
 
 
 @dataclass
+class _Understanding:
+    """What a user turn means beyond its words: the feeling, a voice request, and the reply plan they lead to."""
+
+    reading: EmotionReading | None
+    change: VoiceChange | None
+    voice: VoiceState  # the voice state once this turn is taken
+    plan: ReplyPlan
+    text: str = ""
+
+
+@dataclass
 class _Evaluation:
     """The verdict on one pause: transcript, scores and the silence they call for."""
 
@@ -91,6 +108,7 @@ class _Evaluation:
     done: bool = False
     eval_ms: float | None = None
     task: asyncio.Task[None] | None = None
+    understanding: _Understanding | None = None
 
 
 @dataclass
@@ -114,6 +132,8 @@ class _Response:
     voice: VoiceSettings | None = None
     max_tokens: int | None = None
     record: bool = True
+    plan: ReplyPlan = field(default_factory=ReplyPlan)
+    voice_state: VoiceState = field(default_factory=VoiceState)
     item_id: str = field(default_factory=new_item_id)
     task: asyncio.Task[None] | None = None
     gate: asyncio.Event = field(default_factory=asyncio.Event)  # set when the turn is confirmed
@@ -142,6 +162,11 @@ class Session:
         prompt = self.settings.dialogue.system_prompt or self.persona.system_prompt
         self.conversation = Conversation(prompt)
         self.voice = VoiceSettings(voice=self.persona.voice)
+        # how the assistant speaks until asked otherwise, the speaker's usual prosody, their feelings so far
+        self.voice_state = VoiceState()
+        self.baseline = prosody.SpeakerBaseline()
+        self.emotions = EmotionTrack()
+        self._plan = ReplyPlan()  # the plan for answering the last user turn (``respond()`` uses it)
         self.partials = partials
         # False: a finished user turn is only added to the conversation; ``respond()`` answers it (Realtime
         # clients with ``create_response: false`` or push-to-talk)
@@ -223,8 +248,10 @@ class Session:
         if not text:
             self._emit(ErrorEvent("empty_input", "the message is empty"))
             return
+        t_end = time.perf_counter()
         await self._interrupt()
-        self._commit_text(text, None, time.perf_counter(), {}, item_id or new_item_id())
+        und = await self._understand(text, None, None)
+        self._commit_text(text, None, t_end, {}, item_id or new_item_id(), und)
 
     async def respond(self, options: ResponseOptions | None = None) -> str:
         """Answer the conversation as it stands (``response.create``); returns the response id.
@@ -243,11 +270,13 @@ class Session:
         system: Message = {"role": "system", "content": o.instructions or self.conversation.system_prompt}
         last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
         lang = text_language(last_user) or self.conversation_language()
+        r = self._new_response(last_user, o)
+        r.voice_state = self.voice_state
         if history and history[-1]["role"] == "user":
-            messages = [*self._with_note([system, *history[:-1]], lang), history[-1]]
+            r.plan = self._plan
+            messages = [*self._with_note([system, *history[:-1]], lang, r.plan), history[-1]]
         else:
             messages = [system, *history]
-        r = self._new_response(last_user, o)
         self._launch(r, self._run_response(r, messages, lang, fixed=o.fixed))
         self._open_gate(r, time.perf_counter(), {})
         return r.rid
@@ -272,6 +301,7 @@ class Session:
         """
         text = text or self.persona.greeting
         r = self._new_response("")
+        r.voice_state = self.voice_state
         self._launch(r, self._run_response(r, [], self.persona.language, fixed=text))
         await self._interrupt()
         self._open_gate(r, r.t_end, {})
@@ -356,7 +386,8 @@ class Session:
             return
         await self._interrupt()
         self._emit(TranscriptFinal(t.text, t.language, t.audio_seconds, item_id, x))
-        self._commit_text(t.text, t.language, t_end, {"asr": t.decode_ms}, item_id)
+        und = await self._understand(t.text, t.language, x)
+        self._commit_text(t.text, t.language, t_end, {"asr": t.decode_ms}, item_id, und)
 
     # ------------------------------------------------------------------ control
     async def cancel(self) -> None:
@@ -598,10 +629,68 @@ class Session:
         assert llm is not None
         return self.conversation.messages(llm.count_tokens, self.settings.dialogue.history_tokens)
 
-    def _with_note(self, history: list[Message], lang: str) -> list[Message]:
+    def _with_note(self, history: list[Message], lang: str, plan: ReplyPlan | None = None) -> list[Message]:
         # The language note goes *before* the user's words: the end-of-turn scorer then pre-fills it along with
-        # the partial transcript, and the reply's prompt only adds the few tokens after the user's text.
-        return [*history, {"role": "system", "content": _LANG_NOTE.get(lang, _LANG_NOTE["en"])}]
+        # the partial transcript, and the reply's prompt only adds the few tokens after the user's text. The
+        # policy's note (how the user feels, a voice request) follows it; it costs re-reading the user's words,
+        # so it is only there when there is something to say (a non-neutral feeling, a request).
+        out = [*history, {"role": "system", "content": _LANG_NOTE.get(lang, _LANG_NOTE["en"])}]
+        if plan is not None and plan.note:
+            out.append({"role": "system", "content": plan.note})
+        return out
+
+    async def _understand(self, text: str, language: str | None, audio: np.ndarray | None) -> _Understanding:
+        """The feeling behind a user turn (voice + words), a voice request in it, and the reply plan."""
+        cfg = self.settings.emotion
+        lang = language or text_language(text) or self.conversation_language()
+        if not cfg.enabled:
+            return _Understanding(None, None, self.voice_state, ReplyPlan(), text)
+        feats = cues = None
+        if audio is not None and len(audio) >= INPUT_RATE // 5:
+            try:
+                feats = await self._run(self._turn_pool, prosody.extract, audio)
+                cues = prosody.cues(feats, self.baseline)
+            except Exception as e:  # a pitch-tracker failure costs the voice side, not the turn
+                log.warning("prosody analysis failed: %s", e)
+        probs = None
+        llm = self.stack.llm
+        fn = getattr(llm, "emotion_probabilities", None) if llm is not None and cfg.text else None
+        if fn is not None and text.strip():
+            zh = [LABELS_ZH[k] for k in LABELS]
+            try:
+                p = await self._run(self._llm_pool, fn, self._with_note(self._history(), lang), text, zh)
+                probs = {k: p[LABELS_ZH[k]] for k in LABELS} if p else None
+            except LlmError as e:
+                log.warning("emotion reading of the words failed: %s", e)
+        reading = fuse(probs, cues, features=feats) if (probs or cues) else None
+        last = self.emotions.last
+        if reading is not None and last is not None:
+            reading.previous = last.label
+        change = parse_voice_instruction(text) if cfg.voice_requests else None
+        voice = change.apply(self.voice_state) if change else self.voice_state
+        plan = plan_reply(reading if cfg.policy else None, voice, change, last if cfg.policy else None, lang)
+        return _Understanding(reading, change, voice, plan, text)
+
+    def _accept(self, u: _Understanding | None, item_id: str) -> None:
+        """The turn is taken: its feeling joins the session's record, a voice request takes effect."""
+        if u is None:
+            return
+        r = u.reading
+        if r is not None:
+            if r.features is not None:
+                self.baseline.update(r.features, r.whisper)
+            self.emotions.add(r)
+            self._emit(Paralinguistics(item_id, r.label, round(r.confidence, 3), r.arousal, r.whisper, r.pace,
+                                       r.summary()))
+        if u.voice != self.voice_state:
+            self.voice_state = u.voice
+            self._emit(VoiceChanged(asdict(u.voice), u.text))
+        self._plan = u.plan
+
+    def _clause_voice(self, r: _Response, style: str | None) -> VoiceSettings:
+        base = r.voice or self.voice
+        s = r.voice_state.settings(base.voice, style)
+        return replace(s, speed=s.speed * base.speed) if base.speed != 1.0 else s
 
     async def _score_text(self, text: str, lang: str) -> float | None:
         llm = self.stack.llm
@@ -656,7 +745,11 @@ class Session:
                 return
         elif (self.stack.llm is not None and self._barge is None and tcfg.mode != "manual" and self.auto_respond
               and ev.score.p >= tcfg.speculate_above):
-            ev.speculation = self._start_response(ev.transcript.text, ev.transcript.language, {})
+            ev.understanding = await self._understand(ev.transcript.text, ev.transcript.language, ev.audio)
+            if self._eval is not ev:
+                return
+            ev.speculation = self._start_response(ev.transcript.text, ev.transcript.language, {},
+                                                  und=ev.understanding)
         self._maybe_commit()
 
     async def _drop_speculation(self, ev: _Evaluation) -> None:
@@ -709,10 +802,13 @@ class Session:
         if spec is not None and spec.task is not None and not spec.task.done():
             await self._interrupt(keep=spec)
             self.conversation.add_user(t.text, item_id)
+            self._accept(ev.understanding, item_id)
             self._open_gate(spec, t_end, timings)
         else:
+            und = ev.understanding if ev.understanding is not None else await self._understand(
+                t.text, t.language, audio)
             await self._interrupt()
-            self._commit_text(t.text, t.language, t_end, timings, item_id)
+            self._commit_text(t.text, t.language, t_end, timings, item_id, und)
 
     async def _interrupt(self, keep: _Response | None = None) -> None:
         """A new user turn supersedes an unfinished reply."""
@@ -720,14 +816,15 @@ class Session:
             await self.cancel()
 
     def _commit_text(self, text: str, language: str | None, t_end: float, timings: dict[str, float],
-                     item_id: str) -> None:
+                     item_id: str, und: _Understanding | None = None) -> None:
         self.conversation.add_user(text, item_id)
+        self._accept(und, item_id)
         if not self.auto_respond:
             return
         if self.stack.llm is None:
             self._emit(ErrorEvent("no_llm", "this session was started without a language model"))
             return
-        r = self._start_response(text, language, timings, committed=True)
+        r = self._start_response(text, language, timings, committed=True, und=und)
         self._open_gate(r, t_end, timings)
 
     def _open_gate(self, r: _Response, t_end: float, timings: dict[str, float]) -> None:
@@ -742,14 +839,18 @@ class Session:
 
     # ------------------------------------------------------------------ the response task tree
     def _start_response(self, text: str, language: str | None, timings: dict[str, float], *,
-                        committed: bool = False) -> _Response:
+                        committed: bool = False, und: _Understanding | None = None) -> _Response:
         r = self._new_response(text)
         r.timings.update(timings)
+        if und is not None:
+            r.plan, r.voice_state = und.plan, und.voice
+        else:
+            r.voice_state = self.voice_state
         lang = language or text_language(text) or self.persona.language
         history = self._history()
         if committed:
             history = history[:-1]  # the user's message was just added; it goes after the note
-        messages = [*self._with_note(history, lang), {"role": "user", "content": text}]
+        messages = [*self._with_note(history, lang, r.plan), {"role": "user", "content": text}]
         self._launch(r, self._run_response(r, messages, lang))
         return r
 
@@ -767,7 +868,7 @@ class Session:
         cfg = self.settings
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[object] = asyncio.Queue()
-        clauses: asyncio.Queue[str | None] = asyncio.Queue()
+        clauses: asyncio.Queue[tuple[str, str | None] | None] = asyncio.Queue()
         stop = threading.Event()
         # On 2 cores llama.cpp's spinning threads and Kokoro's slow each other down ~5x; speech is far slower than
         # generation, so the LLM simply waits while a clause is being synthesized.
@@ -804,7 +905,20 @@ class Session:
                 loop.call_soon_threadsafe(deltas.put_nowait, _END)
 
         async def text_stage() -> None:
+            """Tokens → style tags parsed out → clauses, each with the style it is to be said in."""
             splitter = ClauseSplitter()
+            tags = StyleTags()
+            style = r.plan.style
+
+            async def put(cs: list[str]) -> None:
+                for c in cs:
+                    await clauses.put((c, style))
+
+            async def text(piece: str) -> None:
+                generated.append(piece)
+                r.emit(self, ReplyTextDelta(r.rid, piece))
+                await put(splitter.feed(piece))
+
             while True:
                 d = await deltas.get()
                 if d is _END:
@@ -812,14 +926,20 @@ class Session:
                 if isinstance(d, Exception):
                     raise d
                 assert isinstance(d, str)
-                if not generated:
+                if "llm_first_token" not in timings:
                     timings["llm_first_token"] = (time.perf_counter() - t_llm) * 1000
-                generated.append(d)
-                r.emit(self, ReplyTextDelta(r.rid, d))
-                for c in splitter.feed(d):
-                    await clauses.put(c)
-            for c in splitter.flush():
-                await clauses.put(c)
+                for piece, tag in tags.feed(d):
+                    if tag is None:
+                        await text(piece)
+                        continue
+                    await put(splitter.flush())  # a new style starts a new clause
+                    style = r.plan.remap.get(tag, tag)
+                    if r.voice_state.whisper:
+                        style = "whisper"  # the user asked for a whisper: no tag shouts over it
+            rest = tags.flush()
+            if rest:
+                await text(rest)
+            await put(splitter.flush())
             await clauses.put(None)
 
         async def acknowledge() -> None:
@@ -835,11 +955,12 @@ class Session:
 
         async def audio_stage() -> None:
             first = True
-            while (clause := await clauses.get()) is not None:
+            while (item := await clauses.get()) is not None:
+                clause, style = item
                 if first and acked[0]:
                     clause = _LEADING_ACK.sub("", clause) or clause
                 first = False
-                r.emit(self, ReplyClause(r.rid, clause))
+                r.emit(self, ReplyClause(r.rid, clause, get_style(style).name if style else None))
                 if not r.speak:
                     spoken.append(clause)
                     continue
@@ -850,7 +971,7 @@ class Session:
                 tts_idle.clear()
                 try:
                     audio = await loop.run_in_executor(self._tts_pool, self.stack.tts.synthesize, clause,
-                                                       r.voice or self.voice, reply_lang[0])
+                                                       self._clause_voice(r, style), reply_lang[0])
                 finally:
                     tts_idle.set()
                 if "tts_first_audio" not in timings:
