@@ -934,8 +934,8 @@ class Session:
                         continue
                     await put(splitter.flush())  # a new style starts a new clause
                     style = r.plan.remap.get(tag, tag)
-                    if r.voice_state.whisper:
-                        style = "whisper"  # the user asked for a whisper: no tag shouts over it
+                    if r.voice_state.whisper or r.plan.style == "whisper":
+                        style = "whisper"  # asked for, or answering a whisper: no tag shouts over it
             rest = tags.flush()
             if rest:
                 await text(rest)
