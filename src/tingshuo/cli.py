@@ -151,27 +151,98 @@ def say(
     out: Annotated[Path, typer.Option("--out", help="output WAV")],
     voice: Annotated[Optional[str], typer.Option("--voice", help="Kokoro voice or blend, e.g. jf_alpha or 'jf_alpha:0.5,jm_kumo:0.5'")] = None,
     speed: Annotated[float, typer.Option("--speed", min=0.5, max=2.0)] = 1.0,
+    style: Annotated[Optional[str], typer.Option("--style", help="speaking style (see `tingshuo styles`): happy, sad, angry, fearful, tender, calm, story, whisper…")] = None,
 ) -> None:
-    """Text→speech without the LLM."""
-    from tingshuo.dialogue.speech import ClauseSplitter
-    from tingshuo.tts import SpeechSynthesizer, VoiceSettings, text_language
+    """Text→speech without the LLM. Tags in the text switch style per clause: "[生气]你又迟到了！[开心]算了。"."""
+    from tingshuo.dialogue.speech import ClauseSplitter, StyleTags
+    from tingshuo.tts import SpeechSynthesizer, VoiceSettings, get_style, text_language
 
     settings = _settings()
     try:
+        get_style(style)
         tts = SpeechSynthesizer(settings.tts, settings.cache_dir)
-        splitter = ClauseSplitter()
-        clauses = splitter.feed(text) + splitter.flush()
-        if not clauses:
+        splitter, tags = ClauseSplitter(), StyleTags()
+        current = style
+        styled: list[tuple[str, str | None]] = []
+        for piece, tag in [*tags.feed(text), (tags.flush(), None)]:
+            if tag is not None:
+                styled += [(c, current) for c in splitter.flush()]
+                current = tag
+            else:
+                styled += [(c, current) for c in splitter.feed(piece)]
+        styled += [(c, current) for c in splitter.flush()]
+        if not styled:
             _fail("nothing speakable in the text", EXIT_INPUT)
         lang = text_language(text) or "zh"
-        vs = VoiceSettings(voice=voice, speed=speed)
-        audio = np.concatenate([tts.synthesize(c, vs, lang) for c in clauses])
+        audio = np.concatenate([tts.synthesize(c, VoiceSettings(voice=voice, speed=speed, style=st), lang)
+                                for c, st in styled])
     except (AssetError, FileNotFoundError) as e:
         _fail(str(e), EXIT_MODEL)
     except ValueError as e:
         _fail(str(e), EXIT_INPUT)
     write_wav(out, audio, tts.sample_rate)
     typer.echo(f"{len(audio) / tts.sample_rate:.2f} s of audio written to {out}")
+
+
+@app.command()
+def styles(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The speaking styles (for `say --style`, the LLM's [tags] and voice requests)."""
+    from tingshuo.tts import STYLES
+
+    rows = [{"name": st.name, "zh": st.label_zh, "description": st.description, "pitch": st.pitch,
+             "range": st.range, "speed": st.speed, "gain_db": st.gain_db, "whisper": st.whisper,
+             "aliases": list(st.aliases)} for st in STYLES.values()]
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=1))
+        return
+    for r in rows:
+        typer.echo(f"{r['name']:8s} {r['zh']:4s}  pitch ×{r['pitch']:<4} range ×{r['range']:<4} speed ×{r['speed']:<4} "
+                   f"{r['gain_db']:+.0f} dB  {r['description']}")
+
+
+@app.command()
+def listen(
+    in_audio: Annotated[Path, typer.Argument(help="one spoken turn (any format ffmpeg/libsndfile reads)")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    baseline: Annotated[Optional[list[Path]], typer.Option("--baseline", help="earlier turns of the same speaker (their usual voice); repeatable")] = None,
+    words: Annotated[bool, typer.Option("--words/--no-words", help="also read the feeling in the words (ASR + LLM)")] = True,
+    llm_url: LlmUrl = None,
+) -> None:
+    """How a turn was said: the Paralinguistics reading (label, confidence, arousal, whisper, pace, raw features)."""
+    from tingshuo.audio import prosody
+    from tingshuo.dialogue.emotion import LABELS, LABELS_ZH, fuse
+
+    settings = _settings(llm_url)
+    try:
+        audio = load_audio(in_audio, max_seconds=settings.asr.max_seconds)
+        refs = [load_audio(p, max_seconds=settings.asr.max_seconds) for p in baseline or []]
+    except AudioError as e:
+        _fail(str(e), EXIT_INPUT)
+    base = prosody.SpeakerBaseline()
+    for ref in refs:
+        f = prosody.extract(ref)
+        base.update(f, prosody.cues(f, base).whisper)
+    feats = prosody.extract(audio)
+    cues = prosody.cues(feats, base)
+    text = probs = None
+    if words:
+        stack = _stack(settings, tts=False)
+        t = stack.asr.transcribe(audio)
+        text = t.text
+        if text.strip():
+            try:
+                p = stack.llm.emotion_probabilities([{"role": "system", "content": "你是一个善解人意的助手。"}], text,
+                                                    [LABELS_ZH[k] for k in LABELS])
+                probs = {k: p[LABELS_ZH[k]] for k in LABELS} if p else None
+            except Exception as e:  # a dead endpoint: the voice alone still answers
+                typer.secho(f"tingshuo: the words could not be read ({e}); voice only", err=True)
+    r = fuse(probs, cues, features=feats)
+    out = {"type": "paralinguistics", "transcript": text, **r.summary()}
+    if as_json:
+        typer.echo(json.dumps(out, ensure_ascii=False, indent=1))
+    else:
+        typer.echo(f"{r.label} ({r.label_zh}) {r.confidence:.2f}  arousal {r.arousal:+.2f}  "
+                   f"{'whisper  ' if r.whisper else ''}pace {r.pace}  [{r.source}]" + (f"  «{text}»" if text else ""))
 
 
 @app.command()

@@ -695,6 +695,13 @@ class RealtimeConnection:
             if self.store is not None:
                 self.store.add_turn(self.id, ev.item_id, "user", ev.text, language=ev.language,
                                     source="audio", audio_s=ev.audio_seconds)
+        elif isinstance(ev, E.Paralinguistics):
+            # after the transcript: how the turn was said (extension event; docs/emotion.md)
+            await self.emit("tingshuo.paralinguistics", item_id=ev.item_id, emotion=ev.details)
+            if self.store is not None:
+                self.store.set_emotion(self.id, ev.item_id, ev.details)
+        elif isinstance(ev, E.VoiceChanged):
+            await self.emit("tingshuo.voice.changed", state=ev.state, request=ev.request)
         elif isinstance(ev, E.TurnDetected):
             await self.emit("tingshuo.turn.detected", p_audio=ev.p_audio, p_text=ev.p_text, waited_ms=ev.waited_ms)
         elif isinstance(ev, E.ResponseStarted):
@@ -761,8 +768,13 @@ class RealtimeConnection:
             old.audio = []
         self._kinds[out.item_id] = "audio" if ev.speak else "text"
         self._active = out.rid
-        style = {"voice": self.session.voice.voice or self.cfg.voice, "speed": self.session.voice.speed,
-                 "persona": self.cfg.persona, "emotion": None}
+        vs, plan = self.session.voice_state, self.session._plan
+        last = self.session.emotions.last
+        style = {"voice": self.session.voice.voice or self.cfg.voice, "speed": round(self.session.voice.speed * vs.speed, 3),
+                 "persona": self.cfg.persona, "emotion": plan.style or vs.style or ("whisper" if vs.whisper else None),
+                 "reason": plan.reason or None, "user_emotion": last.label if last else None,
+                 "voice_state": {"speed": vs.speed, "volume": vs.volume, "pitch": vs.pitch, "whisper": vs.whisper,
+                                 "style": vs.style, "dialect": vs.dialect}}
         await self.emit("response.created", response=self._response_obj(out, "in_progress", []),
                         tingshuo={"style": style})
         item = self._item(out.item_id, "assistant", None, "in_progress")

@@ -76,6 +76,11 @@ class TranscriptStore:
              json.dumps(emotion, ensure_ascii=False) if emotion else None,
              json.dumps(timings) if timings else None, audio_s, time.time()))
 
+    def set_emotion(self, session_id: str, item_id: str, emotion: dict[str, Any]) -> None:
+        """The Paralinguistics reading of a user turn (it arrives just after the transcript)."""
+        self._submit(self._write, "UPDATE turns SET emotion = ? WHERE session_id = ? AND item_id = ?",
+                     (json.dumps(emotion, ensure_ascii=False), session_id, item_id))
+
     def update_text(self, session_id: str, item_id: str, text: str, *, truncated_ms: float | None = None) -> None:
         self._submit(self._write, "UPDATE turns SET text = ?, truncated_ms = ? WHERE session_id = ? AND item_id = ?",
                      (text, truncated_ms, session_id, item_id))

@@ -223,6 +223,10 @@ function handle(ev) {
       window.tingshuo.userCaptions.push(ev.transcript);
       showEmotion(ev.tingshuo && ev.tingshuo.emotion);
       break;
+    case "tingshuo.paralinguistics":
+      showEmotion(ev.emotion);
+      window.tingshuo.emotions = (window.tingshuo.emotions || []).concat([ev.emotion.label]);
+      break;
     case "conversation.item.added":
       if (ev.item.role === "user" && ev.item.content[0] && ev.item.content[0].type === "input_text") {
         caption("user", ev.item.id, ev.item.content[0].text);
@@ -294,7 +298,12 @@ function handle(ev) {
 
 function showEmotion(emotion) {
   if (!emotion) { $("emotion").textContent = t("unknown"); return; }
-  $("emotion").textContent = typeof emotion === "string" ? emotion : (emotion.label || JSON.stringify(emotion));
+  if (typeof emotion === "string") { $("emotion").textContent = emotion; return; }
+  const zh = state.lang === "zh";
+  const parts = [`${zh ? emotion.label_zh : emotion.label} ${Math.round((emotion.confidence || 0) * 100)}%`];
+  if (emotion.whisper) parts.push(zh ? "悄悄话" : "whisper");
+  if (emotion.pace && emotion.pace !== "normal") parts.push(emotion.pace);
+  $("emotion").textContent = parts.join(" · ");
 }
 
 function showStyle(style) {
