@@ -188,3 +188,28 @@ def test_one_off_and_sequence_requests_do_not_persist():
     assert c.apply(VoiceState()) == VoiceState()
     seq = parse_voice_instruction("先生气地说一句“你怎么又迟到了”，再开心地说“不过我原谅你了”")
     assert seq is not None and seq.sequence and seq.apply(VoiceState()) == VoiceState()
+
+
+# ------------------------------------------------------------------------------- reading the feeling in the words
+LABELLED = [("我今天考试没考好，心情很差。", "sad"), ("太好了！我拿到offer了！", "happy"), ("你们这个破服务，气死我了！", "angry"),
+            ("明天就要面试了，我好紧张，怎么办", "anxious"), ("唉，加了一晚上班，累死了", "tired"), ("今天天气怎么样", "neutral"),
+            ("I just got promoted!", "happy"), ("帮我订一张明天去北京的机票", "neutral"), ("我的猫昨天去世了", "sad"),
+            ("又堵车了，烦死了", "angry"), ("终于放假了！", "happy"), ("我好困，眼睛都睁不开了", "tired"),
+            ("What time is it now?", "neutral"), ("This is so unfair, I'm furious!", "angry"),
+            ("I feel so lonely these days.", "sad"), ("你觉得明天会下雨吗？", "neutral"), ("我们分手了", "sad"),
+            ("我中彩票了！", "happy"), ("请给我讲一个很长的故事吧。", "neutral"), ("给我介绍一下北京有哪些好玩的地方。", "neutral"),
+            ("我担心我妈妈的手术", "anxious"), ("I'm really worried about my exam tomorrow.", "anxious")]
+
+
+@pytest.mark.slow
+def test_the_llm_reads_feelings_in_words(stack):
+    """The words' reading (LLM next-token probabilities, calibrated) alone: ≥ 80 % on this labelled set."""
+    from tingshuo.dialogue.emotion import LABELS, LABELS_ZH, fuse
+
+    system = [{"role": "system", "content": "你是一个善解人意的助手。"}]
+    got = []
+    for text, want in LABELLED:
+        p = stack.llm.emotion_probabilities(system, text, [LABELS_ZH[k] for k in LABELS])
+        got.append((text, want, fuse({k: p[LABELS_ZH[k]] for k in LABELS}, None).label))
+    wrong = [g for g in got if g[1] != g[2]]
+    assert len(wrong) <= 0.2 * len(got), wrong

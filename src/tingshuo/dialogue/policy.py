@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from tingshuo.dialogue.emotion import EmotionReading
 from tingshuo.dialogue.voice import VoiceChange, VoiceState
 
-MIN_CONFIDENCE = 0.45
+MIN_CONFIDENCE = 0.5
 
 _STYLE_FOR = {"sad": "tender", "tired": "tender", "angry": "calm", "anxious": "calm", "happy": "happy"}
 # the model's tags that would mirror the user's bad feeling, and what to say them in instead
@@ -34,7 +34,7 @@ _NOTES = {
         "tired": "用户很累。先心疼他一句（比如“辛苦了”），再劝他好好休息。",
         "angry": "用户很生气。先说“抱歉让你这么生气”，再平静地问清楚发生了什么；不要跟着生气，不要争辩。",
         "anxious": "用户很紧张。先说“别担心”，再给一个简单可行的建议。",
-        "happy": "用户很开心。先说“太棒了”，热情地和他一起高兴。",
+        "happy": "用户很开心。热情地和他一起高兴。",
         "whisper": "用户在小声说话。你也轻声、简短地回答。",
         "better": "用户的心情比刚才好多了，可以轻松一点。",
         "worse": "用户的情绪比刚才差了，多关心他一下。",
@@ -49,7 +49,7 @@ _NOTES = {
         "angry": "The user is angry. First say \"I'm sorry this upset you\", then calmly ask what happened; "
                  "never get angry back or argue.",
         "anxious": "The user is nervous. First say \"don't worry\", then give one simple next step.",
-        "happy": "The user is happy. Start with \"That's great!\" and share the joy.",
+        "happy": "The user is happy. Share the joy warmly.",
         "whisper": "The user is whispering. Answer quietly and briefly.",
         "better": "The user sounds better than before.",
         "worse": "The user sounds worse than before; show more care.",

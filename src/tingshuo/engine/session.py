@@ -80,6 +80,13 @@ _ids = itertools.count(1)
 log = logging.getLogger("tingshuo.engine")
 
 
+def _similar(a: str, b: str) -> bool:
+    import difflib
+
+    strip = re.compile(r"[\W_]+")
+    return difflib.SequenceMatcher(None, strip.sub("", a), strip.sub("", b)).ratio() >= 0.8
+
+
 def _ms(samples: int) -> float:
     return samples * 1000 / INPUT_RATE
 
@@ -93,6 +100,7 @@ class _Understanding:
     voice: VoiceState  # the voice state once this turn is taken
     plan: ReplyPlan
     text: str = ""
+    ms: float = 0.0  # time it took (the part of it not overlapped with other work delays the reply)
 
 
 @dataclass
@@ -109,6 +117,8 @@ class _Evaluation:
     eval_ms: float | None = None
     task: asyncio.Task[None] | None = None
     understanding: _Understanding | None = None
+    # the words' feeling asked of the LLM on the last partial transcript while the final one is decoded
+    early_emotion: tuple[str, "asyncio.Future[dict[str, float] | None]"] | None = None
 
 
 @dataclass
@@ -202,6 +212,7 @@ class Session:
         self._eval: _Evaluation | None = None
         self._partial_busy = False
         self._partial_at = 0
+        self._last_partial: tuple[str, str] | None = None  # (item id, text) of the newest partial transcript
         self._barge: tuple[str, int] | None = None  # (response id, onset sample) while speech over us is judged
         # ---- output
         self._playout: Playout | None = None
@@ -274,7 +285,7 @@ class Session:
         r.voice_state = self.voice_state
         if history and history[-1]["role"] == "user":
             r.plan = self._plan
-            messages = [*self._with_note([system, *history[:-1]], lang, r.plan), history[-1]]
+            messages = [*self._with_note([system, *history[:-1]], lang), history[-1], *self._plan_note(r.plan)]
         else:
             messages = [system, *history]
         self._launch(r, self._run_response(r, messages, lang, fixed=o.fixed))
@@ -629,39 +640,61 @@ class Session:
         assert llm is not None
         return self.conversation.messages(llm.count_tokens, self.settings.dialogue.history_tokens)
 
-    def _with_note(self, history: list[Message], lang: str, plan: ReplyPlan | None = None) -> list[Message]:
+    def _with_note(self, history: list[Message], lang: str) -> list[Message]:
         # The language note goes *before* the user's words: the end-of-turn scorer then pre-fills it along with
-        # the partial transcript, and the reply's prompt only adds the few tokens after the user's text. The
-        # policy's note (how the user feels, a voice request) follows it; it costs re-reading the user's words,
-        # so it is only there when there is something to say (a non-neutral feeling, a request).
-        out = [*history, {"role": "system", "content": _LANG_NOTE.get(lang, _LANG_NOTE["en"])}]
-        if plan is not None and plan.note:
-            out.append({"role": "system", "content": plan.note})
-        return out
+        # the partial transcript, and the reply's prompt only adds the few tokens after the user's text.
+        return [*history, {"role": "system", "content": _LANG_NOTE.get(lang, _LANG_NOTE["en"])}]
 
-    async def _understand(self, text: str, language: str | None, audio: np.ndarray | None) -> _Understanding:
-        """The feeling behind a user turn (voice + words), a voice request in it, and the reply plan."""
+    @staticmethod
+    def _plan_note(plan: ReplyPlan) -> list[Message]:
+        """The policy's note (how the user feels, a voice request), placed *after* the user's words: their KV
+        stays cached from the end-of-turn and emotion scoring, and only the note is read anew. It is there only
+        when there is something to say (a non-neutral feeling, a whisper, a request)."""
+        return [{"role": "system", "content": plan.note}] if plan.note else []
+
+    async def _text_emotion(self, text: str, lang: str | None) -> dict[str, float] | None:
+        """P over LABELS of the feeling in the words, read by the LLM (None: no LLM, no logprobs, or it failed)."""
+        llm = self.stack.llm
+        fn = getattr(llm, "emotion_probabilities", None) if llm is not None else None
+        if fn is None or not text.strip():
+            return None
+        lang = lang or text_language(text) or self.conversation_language()
+        zh = [LABELS_ZH[k] for k in LABELS]
+        try:
+            p = await self._run(self._llm_pool, fn, self._with_note(self._history(), lang), text, zh)
+        except LlmError as e:
+            log.warning("emotion reading of the words failed: %s", e)
+            return None
+        return {k: p[LABELS_ZH[k]] for k in LABELS} if p else None
+
+    async def _understand(self, text: str, language: str | None, audio: np.ndarray | None,
+                          early: tuple[str, asyncio.Future] | None = None) -> _Understanding:
+        """The feeling behind a user turn (voice + words), a voice request in it, and the reply plan.
+
+        ``early``: the words' feeling already being read from a partial transcript; used when the final
+        transcript says nearly the same (difflib ratio ≥ 0.8 on the bare characters).
+        """
         cfg = self.settings.emotion
+        t0 = time.perf_counter()
         lang = language or text_language(text) or self.conversation_language()
         if not cfg.enabled:
             return _Understanding(None, None, self.voice_state, ReplyPlan(), text)
-        feats = cues = None
+        feats_job = None
         if audio is not None and len(audio) >= INPUT_RATE // 5:
+            feats_job = asyncio.ensure_future(self._run(self._turn_pool, prosody.extract, audio))
+        probs = None
+        if cfg.text:
+            if early is not None and _similar(early[0], text):
+                probs = await early[1]
+            else:
+                probs = await self._text_emotion(text, lang)
+        feats = cues = None
+        if feats_job is not None:
             try:
-                feats = await self._run(self._turn_pool, prosody.extract, audio)
+                feats = await feats_job
                 cues = prosody.cues(feats, self.baseline)
             except Exception as e:  # a pitch-tracker failure costs the voice side, not the turn
                 log.warning("prosody analysis failed: %s", e)
-        probs = None
-        llm = self.stack.llm
-        fn = getattr(llm, "emotion_probabilities", None) if llm is not None and cfg.text else None
-        if fn is not None and text.strip():
-            zh = [LABELS_ZH[k] for k in LABELS]
-            try:
-                p = await self._run(self._llm_pool, fn, self._with_note(self._history(), lang), text, zh)
-                probs = {k: p[LABELS_ZH[k]] for k in LABELS} if p else None
-            except LlmError as e:
-                log.warning("emotion reading of the words failed: %s", e)
         reading = fuse(probs, cues, features=feats) if (probs or cues) else None
         last = self.emotions.last
         if reading is not None and last is not None:
@@ -669,7 +702,7 @@ class Session:
         change = parse_voice_instruction(text) if cfg.voice_requests else None
         voice = change.apply(self.voice_state) if change else self.voice_state
         plan = plan_reply(reading if cfg.policy else None, voice, change, last if cfg.policy else None, lang)
-        return _Understanding(reading, change, voice, plan, text)
+        return _Understanding(reading, change, voice, plan, text, (time.perf_counter() - t0) * 1000)
 
     def _accept(self, u: _Understanding | None, item_id: str) -> None:
         """The turn is taken: its feeling joins the session's record, a voice request takes effect."""
@@ -710,6 +743,7 @@ class Session:
             if t is None or self._utt is None or self._utt_id != item_id:
                 return
             self._emit(TranscriptPartial(t.text, item_id))
+            self._last_partial = (item_id, t.text)
             if self._response is None or self._response.task is None or self._response.task.done():
                 await self._score_text(t.text, t.language)  # pre-fills the LLM cache with the user's words
         finally:
@@ -719,6 +753,13 @@ class Session:
         """Transcribe the utterance up to the pause, score it, maybe start the reply speculatively."""
         tcfg = self.settings.turn
         t0 = time.perf_counter()
+        ecfg = self.settings.emotion
+        lp = self._last_partial
+        if (lp is not None and lp[0] == self._utt_id and self._barge is None and ecfg.enabled and ecfg.text
+                and self.stack.llm is not None and self.auto_respond):
+            # The LLM thread is idle while the ASR thread decodes the final transcript: read the feeling in the
+            # words now, from the newest partial; the final transcript reuses it when it says nearly the same.
+            ev.early_emotion = (lp[1], asyncio.ensure_future(self._text_emotion(lp[1], None)))
         turn_model = self.stack.turn
         audio_job = (asyncio.ensure_future(self._run(self._turn_pool, turn_model.probability, ev.audio))
                      if turn_model is not None and tcfg.mode == "semantic_vad" else None)
@@ -745,7 +786,8 @@ class Session:
                 return
         elif (self.stack.llm is not None and self._barge is None and tcfg.mode != "manual" and self.auto_respond
               and ev.score.p >= tcfg.speculate_above):
-            ev.understanding = await self._understand(ev.transcript.text, ev.transcript.language, ev.audio)
+            ev.understanding = await self._understand(ev.transcript.text, ev.transcript.language, ev.audio,
+                                                      ev.early_emotion)
             if self._eval is not ev:
                 return
             ev.speculation = self._start_response(ev.transcript.text, ev.transcript.language, {},
@@ -806,7 +848,7 @@ class Session:
             self._open_gate(spec, t_end, timings)
         else:
             und = ev.understanding if ev.understanding is not None else await self._understand(
-                t.text, t.language, audio)
+                t.text, t.language, audio, ev.early_emotion)
             await self._interrupt()
             self._commit_text(t.text, t.language, t_end, timings, item_id, und)
 
@@ -844,13 +886,14 @@ class Session:
         r.timings.update(timings)
         if und is not None:
             r.plan, r.voice_state = und.plan, und.voice
+            r.timings["understand"] = und.ms
         else:
             r.voice_state = self.voice_state
         lang = language or text_language(text) or self.persona.language
         history = self._history()
         if committed:
             history = history[:-1]  # the user's message was just added; it goes after the note
-        messages = [*self._with_note(history, lang, r.plan), {"role": "user", "content": text}]
+        messages = [*self._with_note(history, lang), {"role": "user", "content": text}, *self._plan_note(r.plan)]
         self._launch(r, self._run_response(r, messages, lang))
         return r
 
