@@ -222,13 +222,16 @@ def listen(
     for ref in refs:
         f = prosody.extract(ref)
         base.update(f, prosody.cues(f, base).whisper)
-    feats = prosody.extract(audio)
-    cues = prosody.cues(feats, base)
     text = probs = None
+    lang = None
     if words:
         stack = _stack(settings, tts=False)
         t = stack.asr.transcribe(audio)
-        text = t.text
+        text, lang = t.text, t.language
+    base.use_priors(lang)
+    feats = prosody.extract(audio)
+    cues = prosody.cues(feats, base)
+    if words and text:
         if text.strip():
             try:
                 p = stack.llm.emotion_probabilities([{"role": "system", "content": "你是一个善解人意的助手。"}], text,

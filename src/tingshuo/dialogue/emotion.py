@@ -90,8 +90,8 @@ def fuse(text: dict[str, float] | None, cues: ProsodyCues | None, ser: dict[str,
         logp += np.log(p / p.sum())
         sources.append("ser")
     if cues is not None:
-        # a first turn (no baseline yet) is judged against priors only: half the weight
-        w = 1.0 if cues.baseline_turns > 0 else 0.5
+        # a first turn (no baseline yet) is judged against population priors only: a third of the weight
+        w = 1.0 if cues.baseline_turns > 0 else 0.35
         mu = np.array([AROUSAL[k] for k in LABELS])
         logp += w * -((cues.arousal - mu) ** 2) / (2 * SIGMA**2)
         sources.insert(0, "voice")

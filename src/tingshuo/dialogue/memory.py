@@ -63,7 +63,7 @@ class Conversation:
         del self.turns[i], self.ids[i]
 
     def messages(self, count_tokens: Callable[[str], int], budget: int) -> list[Message]:
-        """System prompt + the newest turns within ``budget`` tokens, always starting at a user turn.
+        """System prompt + the newest turns within ``budget`` tokens (after a slide, starting at a user turn).
 
         Dropping whole old turns (never the newest) keeps the remaining prefix stable, so the KV cache still
         covers it turn after turn until the window slides. Empty turns (an assistant turn truncated to nothing)
@@ -71,15 +71,19 @@ class Conversation:
         """
         kept: list[Message] = []
         used = 0
+        dropped = False
         for msg in reversed(self.turns):
             if not msg["content"]:
                 continue
             cost = count_tokens(msg["content"]) + 4
             if kept and used + cost > budget:
+                dropped = True
                 break
             kept.append(dict(msg))  # type: ignore[arg-type]
             used += cost
         kept.reverse()
-        while len(kept) > 1 and kept[0]["role"] != "user":
+        # Only a window that slid starts at a user turn; a call's greeting stays, so the prompt scored while the
+        # user speaks ([greeting]) is the prefix of the reply's ([greeting, user]) and its KV cache is reused.
+        while dropped and len(kept) > 1 and kept[0]["role"] != "user":
             kept.pop(0)
         return [{"role": "system", "content": self.system_prompt}, *kept]

@@ -84,7 +84,7 @@ def _similar(a: str, b: str) -> bool:
     import difflib
 
     strip = re.compile(r"[\W_]+")
-    return difflib.SequenceMatcher(None, strip.sub("", a), strip.sub("", b)).ratio() >= 0.8
+    return difflib.SequenceMatcher(None, strip.sub("", a), strip.sub("", b)).ratio() >= 0.7
 
 
 def _ms(samples: int) -> float:
@@ -117,8 +117,9 @@ class _Evaluation:
     eval_ms: float | None = None
     task: asyncio.Task[None] | None = None
     understanding: _Understanding | None = None
-    # the words' feeling asked of the LLM on the last partial transcript while the final one is decoded
-    early_emotion: tuple[str, "asyncio.Future[dict[str, float] | None]"] | None = None
+    und_task: "asyncio.Future[_Understanding] | None" = None  # started once, awaited by speculation or commit
+    # the words' feeling as read from a partial transcript while the user was still talking
+    early_emotion: tuple[str, dict[str, float] | None] | None = None
 
 
 @dataclass
@@ -212,7 +213,8 @@ class Session:
         self._eval: _Evaluation | None = None
         self._partial_busy = False
         self._partial_at = 0
-        self._last_partial: tuple[str, str] | None = None  # (item id, text) of the newest partial transcript
+        # (item id, text, P) of the feeling read from a partial transcript while the user talks
+        self._partial_emotion: tuple[str, str, dict[str, float] | None] | None = None
         self._barge: tuple[str, int] | None = None  # (response id, onset sample) while speech over us is judged
         # ---- output
         self._playout: Playout | None = None
@@ -668,11 +670,12 @@ class Session:
         return {k: p[LABELS_ZH[k]] for k in LABELS} if p else None
 
     async def _understand(self, text: str, language: str | None, audio: np.ndarray | None,
-                          early: tuple[str, asyncio.Future] | None = None) -> _Understanding:
+                          early: tuple[str, dict[str, float] | None] | None = None) -> _Understanding:
         """The feeling behind a user turn (voice + words), a voice request in it, and the reply plan.
 
-        ``early``: the words' feeling already being read from a partial transcript; used when the final
-        transcript says nearly the same (difflib ratio ≥ 0.8 on the bare characters).
+        ``early``: the words' feeling read from a partial transcript while the user talked; used when the
+        final transcript says nearly the same (difflib ratio ≥ 0.7 on the bare characters: a partial holding
+        the first ~55 % of the words; a feeling is rarely only in the last words).
         """
         cfg = self.settings.emotion
         t0 = time.perf_counter()
@@ -680,12 +683,13 @@ class Session:
         if not cfg.enabled:
             return _Understanding(None, None, self.voice_state, ReplyPlan(), text)
         feats_job = None
+        self.baseline.use_priors(lang)
         if audio is not None and len(audio) >= INPUT_RATE // 5:
             feats_job = asyncio.ensure_future(self._run(self._turn_pool, prosody.extract, audio))
         probs = None
         if cfg.text:
             if early is not None and _similar(early[0], text):
-                probs = await early[1]
+                probs = early[1]
             else:
                 probs = await self._text_emotion(text, lang)
         feats = cues = None
@@ -743,9 +747,20 @@ class Session:
             if t is None or self._utt is None or self._utt_id != item_id:
                 return
             self._emit(TranscriptPartial(t.text, item_id))
-            self._last_partial = (item_id, t.text)
             if self._response is None or self._response.task is None or self._response.task.done():
                 await self._score_text(t.text, t.language)  # pre-fills the LLM cache with the user's words
+                # The LLM is idle while the user talks: read the feeling in the words now, so the end of the turn
+                # does not wait for it (reused when the final transcript says nearly the same).
+                ecfg = self.settings.emotion
+                pe = self._partial_emotion
+                # Only while the user is audibly still talking: a reading still running when the turn ends would
+                # hold the reply up (~0.35 s on the one LLM thread).
+                if (ecfg.enabled and ecfg.text and self.auto_respond and self._utt is not None
+                        and self._utt_id == item_id and len(t.text) >= 4 and self._eval is None
+                        and _ms(self._silence) < 200
+                        and not (pe is not None and pe[0] == item_id and _similar(pe[1], t.text))):
+                    probs = await self._text_emotion(t.text, t.language)
+                    self._partial_emotion = (item_id, t.text, probs)
         finally:
             self._partial_busy = False
 
@@ -753,13 +768,9 @@ class Session:
         """Transcribe the utterance up to the pause, score it, maybe start the reply speculatively."""
         tcfg = self.settings.turn
         t0 = time.perf_counter()
-        ecfg = self.settings.emotion
-        lp = self._last_partial
-        if (lp is not None and lp[0] == self._utt_id and self._barge is None and ecfg.enabled and ecfg.text
-                and self.stack.llm is not None and self.auto_respond):
-            # The LLM thread is idle while the ASR thread decodes the final transcript: read the feeling in the
-            # words now, from the newest partial; the final transcript reuses it when it says nearly the same.
-            ev.early_emotion = (lp[1], asyncio.ensure_future(self._text_emotion(lp[1], None)))
+        pe = self._partial_emotion
+        if pe is not None and pe[0] == self._utt_id:
+            ev.early_emotion = (pe[1], pe[2])
         turn_model = self.stack.turn
         audio_job = (asyncio.ensure_future(self._run(self._turn_pool, turn_model.probability, ev.audio))
                      if turn_model is not None and tcfg.mode == "semantic_vad" else None)
@@ -780,16 +791,21 @@ class Session:
         ev.eval_ms = (time.perf_counter() - t0) * 1000
         if self._eval is not ev:
             return  # the user went on talking meanwhile, or the turn was already taken
+        if ev.transcript is not None and (self._barge is None or interrupting):
+            # one reading per utterance, shared by the speculative reply and the commit (whichever comes first)
+            ev.und_task = asyncio.ensure_future(self._understand(ev.transcript.text, ev.transcript.language,
+                                                                 ev.audio, ev.early_emotion))
         if ev.transcript is None:
             if self._barge is not None or self._speech < 0.5 * INPUT_RATE:
                 self._discard_utterance()  # noise, a cough, breath: no words
                 return
         elif (self.stack.llm is not None and self._barge is None and tcfg.mode != "manual" and self.auto_respond
               and ev.score.p >= tcfg.speculate_above):
-            ev.understanding = await self._understand(ev.transcript.text, ev.transcript.language, ev.audio,
-                                                      ev.early_emotion)
+            assert ev.und_task is not None
+            und = await ev.und_task
             if self._eval is not ev:
-                return
+                return  # taken (the commit used the same reading) or abandoned meanwhile
+            ev.understanding = und
             ev.speculation = self._start_response(ev.transcript.text, ev.transcript.language, {},
                                                   und=ev.understanding)
         self._maybe_commit()
@@ -847,8 +863,12 @@ class Session:
             self._accept(ev.understanding, item_id)
             self._open_gate(spec, t_end, timings)
         else:
-            und = ev.understanding if ev.understanding is not None else await self._understand(
-                t.text, t.language, audio, ev.early_emotion)
+            if ev.understanding is not None:
+                und = ev.understanding
+            elif ev.und_task is not None:
+                und = await ev.und_task
+            else:
+                und = await self._understand(t.text, t.language, audio, ev.early_emotion)
             await self._interrupt()
             self._commit_text(t.text, t.language, t_end, timings, item_id, und)
 
