@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py [--repeat N] [--out bench/results]
 
-Prints a table (ASR ms, LLM first token, TTS first audio, end of speech → first audio p50/p90, ASR and TTS
+Prints a table (ASR ms, emotion reading ms, LLM first token, TTS first audio, end of speech → first audio p50/p90, ASR and TTS
 real-time factors, peak RSS) and writes ``results.json`` and ``latency.png`` to the results folder.
 Clips: LibriVox English (Debian pocketsphinx-testdata) and FunASR's Mandarin example (fasr wheel).
 """
@@ -28,7 +28,7 @@ from tingshuo.config import Settings  # noqa: E402
 from tingshuo.engine import ModelStack, Session  # noqa: E402
 from tingshuo.tts import VoiceSettings  # noqa: E402
 
-STAGES = ("asr", "llm_first_token", "tts_first_audio", "first_audio")
+STAGES = ("asr", "understand", "llm_first_token", "tts_first_audio", "first_audio")
 
 
 async def one_turn(stack: ModelStack, audio: np.ndarray) -> dict:
@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--no-duplex", action="store_true", help="skip the full-duplex scenario benchmark (bench/duplex.py)")
     ap.add_argument("--no-server", action="store_true", help="skip the Realtime API benchmark (bench/server.py)")
+    ap.add_argument("--no-emotion", action="store_true", help="skip the emotion benchmark (bench/emotion.py)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
@@ -118,7 +119,7 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4))
     data = [[t[k] for t in turns if k in t] for k in STAGES]
-    ax.boxplot(data, tick_labels=["ASR", "LLM 1st token", "TTS 1st audio", "speech end→audio"])
+    ax.boxplot(data, tick_labels=["ASR", "emotion", "LLM 1st token", "TTS 1st audio", "speech end→audio"])
     ax.axhline(1500, ls="--", c="r", lw=0.8, label="target p50 1.5 s")
     ax.set_ylabel("ms")
     ax.set_title(f"tingshuo S2S latency, {len(turns)} turns, {os.cpu_count()} CPUs")
@@ -126,6 +127,12 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(args.out / "latency.png", dpi=120)
     print(f"\nwrote {args.out / 'results.json'} and {args.out / 'latency.png'}")
+    if not args.no_emotion:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import emotion
+
+        print("\nemotion (bench/emotion.py):")
+        emotion.run(stack, args.out)
     if not args.no_duplex:
         sys.path.insert(0, str(Path(__file__).parent))
         import duplex

@@ -152,3 +152,33 @@ def test_serve_starts_the_page_and_the_api_and_stops_on_ctrl_c(tmp_path, tls):
             raise
     assert proc.returncode == 0, err
     assert "Traceback" not in err and f"{scheme}://127.0.0.1:{port}/" in err
+
+
+def test_styles_say_with_style_and_listen(tmp_path):
+    """`styles` lists them; `say --style whisper` whispers; `listen --json` hears the whisper and the features."""
+    import json
+
+    import soundfile as sf
+
+    from tingshuo.audio import prosody
+
+    r = cli("styles", "--json")
+    assert r.returncode == 0
+    names = {s["name"] for s in json.loads(r.stdout)}
+    assert {"neutral", "happy", "sad", "angry", "fearful", "tender", "whisper"} <= names
+    assert cli("say", "你好", "--style", "grumpy", "--out", str(tmp_path / "x.wav")).returncode == 2
+    plain, quiet = tmp_path / "plain.wav", tmp_path / "whisper.wav"
+    assert cli("say", "我跟你说一个小秘密，你千万别告诉别人。", "--out", str(plain)).returncode == 0
+    assert cli("say", "我跟你说一个小秘密，你千万别告诉别人。", "--style", "whisper", "--out", str(quiet)).returncode == 0
+    a, sr = sf.read(quiet, dtype="float32")
+    assert prosody.extract(a, sr).voiced_fraction < 0.1
+    r = cli("listen", str(quiet), "--json", "--no-words", "--baseline", str(plain))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["whisper"] is True and out["source"] == "voice" and out["confidence"] <= 0.5
+    assert out["features"]["voiced_fraction"] < 0.1 and out["baseline_turns"] == 1
+    r = cli("listen", str(plain), "--no-words")
+    assert r.returncode == 0 and "whisper" not in r.stdout
+    # tags switch the style per clause and are never spoken
+    both = tmp_path / "both.wav"
+    assert cli("say", "[生气]你怎么又迟到了！[开心]不过我原谅你了。", "--out", str(both)).returncode == 0

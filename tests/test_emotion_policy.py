@@ -213,3 +213,17 @@ def test_the_llm_reads_feelings_in_words(stack):
         got.append((text, want, fuse({k: p[LABELS_ZH[k]] for k in LABELS}, None).label))
     wrong = [g for g in got if g[1] != g[2]]
     assert len(wrong) <= 0.2 * len(got), wrong
+
+
+def test_style_tags_are_parsed_out_of_a_token_stream():
+    from tingshuo.dialogue.speech import StyleTags, strip_tags
+
+    st = StyleTags()
+    pieces = []
+    for d in ["[生", "气]你怎么又", "迟到了！[", "开心]不过我原谅你了。[笑]好", "吧，看 [链接](http://x) 哦"]:
+        pieces += st.feed(d)
+    text = "".join(t for t, _ in pieces) + st.flush()
+    assert [s for _, s in pieces if s] == ["angry", "happy"]
+    assert text == "你怎么又迟到了！不过我原谅你了。好吧，看 [链接](http://x) 哦"  # the aside is dropped, a link kept
+    assert strip_tags("【温柔】别难过，[Happy]我们一起想办法。") == "别难过，我们一起想办法。"
+    assert strip_tags("数组 a[0] 和 [这是一段很长的方括号里的说明文字不是标记]") == "数组 a[0] 和 [这是一段很长的方括号里的说明文字不是标记]"

@@ -20,16 +20,11 @@ import pytest
 import soundfile as sf
 
 from conftest import ZH_CLIP, ZH_REF, run
+from textmetrics import cer
 
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-def cer(ref: str, hyp: str) -> float:
-    import jiwer
-
-    return jiwer.cer(ref, hyp)
 
 
 def pcm24(x16k: np.ndarray) -> bytes:
@@ -127,6 +122,14 @@ def test_ga_sdk_push_to_talk_speech_in_speech_out(server, recognizer, zh_clip):
     assert "input_audio_buffer.committed" in types and "conversation.item.added" in types
     heard = next(e for e in events if e.type == "conversation.item.input_audio_transcription.completed")
     assert cer(ZH_REF, heard.transcript) < 0.2, heard.transcript
+    # how it was said: the extension event with the reading and the measurements behind it
+    para = next(e for e in events if e.type == "tingshuo.paralinguistics")
+    emotion = getattr(para, "emotion", None) or (para.model_extra or {})["emotion"]
+    assert para.item_id == heard.item_id and emotion["label"] in ("neutral", "happy", "sad", "angry", "anxious", "tired")
+    assert emotion["source"] == "voice+text" and 100 < emotion["features"]["f0_median_hz"] < 400
+    created = next(e for e in events if e.type == "response.created")
+    style = (getattr(created, "tingshuo", None) or (created.model_extra or {})["tingshuo"])["style"]
+    assert style["user_emotion"] == emotion["label"] and "voice_state" in style
     # the GA order of a spoken reply
     order = ["response.created", "response.output_item.added", "response.content_part.added",
              "response.output_audio.delta", "response.output_audio.done", "response.output_audio_transcript.done",
@@ -335,6 +338,7 @@ def test_transcripts_persist_and_export(server):
     turns = [t for s in data for t in s["turns"]]
     users = [t for t in turns if t["role"] == "user"]
     assert any(cer(ZH_REF, t["text"]) < 0.2 and t["language"] == "zh" for t in users), users
+    assert any(t["emotion"] and t["emotion"]["label"] and t["emotion"]["features"] for t in users), "reading stored"
     assert any(t["role"] == "assistant" and t["timings_ms"] and t["text"] for t in turns)
     assert not any("北京" in t["text"] for t in users), "a turn the client deleted is not exported by default"
     full = subprocess.run([sys.executable, "-m", "tingshuo.cli", "sessions", "export", "--include-deleted"],

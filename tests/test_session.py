@@ -80,7 +80,9 @@ def test_streamed_mandarin_frames_get_a_chinese_spoken_reply(stack, recognizer, 
     clauses = [e for e in got["events"] if e.type == "reply.clause"]
     assert len(got["audio"]) == len(clauses) >= 1  # one audio chunk per clause, streamed
     back = recognizer.transcribe(resample(np.concatenate(got["audio"]), stack.tts.sample_rate, 16000), "zh").text
-    assert cer(d.text, back) <= 0.25, (d.text, back)
+    # real CER (textmetrics counted spaces as matched characters until issue 6, so 0.25 then was ~0.5 now); a
+    # short reply makes each misheard syllable ~10 % (Kokoro's 这 often comes out as 就)
+    assert cer(d.text, back) <= 0.45, (d.text, back)
 
 
 def test_text_to_text_keeps_memory(stack):

@@ -73,7 +73,7 @@ def test_whisper_is_unvoiced_and_quieter(tts, rendered, lang):
 
 
 def test_piper_whispers_too(tts):
-    """Neutral-pitch English stays on Piper (fast); its whisper is WORLD resynthesis."""
+    """English stays on Piper (fast); its whisper is WORLD resynthesis."""
     audio = tts.synthesize(EN, VoiceSettings(whisper=True), "en")
     assert measure(audio, tts.sample_rate)["voiced"] <= 0.10
 
@@ -84,3 +84,14 @@ def test_every_style_stays_intelligible(recognizer, tts, rendered, name):
     en = recognizer.transcribe(resample(rendered["en", name], tts.sample_rate, 16000), "en").text
     assert cer(ZH, zh) <= 0.30, zh
     assert wer(EN, en) <= 0.30, en
+
+
+@pytest.mark.parametrize("name", ["happy", "sad", "angry", "tender"])
+def test_piper_keeps_its_voice_and_applies_rate_and_level(tts, name):
+    """Default English (Piper) has no pitch input: a style keeps the voice and moves rate and energy."""
+    ref = measure(tts.synthesize(EN, VoiceSettings(), "en"), tts.sample_rate)
+    m = measure(tts.synthesize(EN, VoiceSettings(style=name), "en"), tts.sample_rate)
+    d = STYLES[name].directions()
+    assert abs(m["f0_mean"] / ref["f0_mean"] - 1) < 0.06  # the same (male) voice
+    assert (m["energy"] - ref["energy"]) * d["energy"] > MARGIN["energy"]
+    assert (m["rate"] / ref["rate"] - 1) * d["rate"] > MARGIN["rate"]

@@ -128,6 +128,9 @@ class TtsConfig(BaseModel):
     threads: int = 2  # RTF 0.36 vs 0.60 with 1 (zh, 2 cores); the LLM is mostly done by the time clause 2 renders
     sample_rate: int = 24000  # output rate of every backend after resampling (OpenAI Realtime uses 24 kHz too)
     volume: float = 1.0
+    # Styled English on Piper: "piper" keeps its voice and applies a style's rate, level and whisper (it has no
+    # pitch input); "kokoro" speaks styled clauses with Kokoro's F0 control (pitch too), in a different voice
+    en_styles: Literal["piper", "kokoro"] = "piper"
 
 
 class DialogueConfig(BaseModel):

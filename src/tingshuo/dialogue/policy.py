@@ -103,12 +103,11 @@ def plan_reply(reading: EmotionReading | None, voice: VoiceState, change: VoiceC
         if reading and reading.whisper:
             parts.append(notes["whisper"])
             plan.reason = (plan.reason + "; " if plan.reason else "") + "user whispers"
-    if change is not None and change.lasting and not change.one_off:
+    if change is not None and change.lasting:
         desc = voice.describe(lang) or ("正常说话" if lang == "zh" else "speak normally")
         parts.append(notes["voice"].format(desc=desc))
         plan.reason = (plan.reason + "; " if plan.reason else "") + "voice request"
     if voice.dialect:
         parts.append(notes["dialect"].format(d=voice.dialect))
-    plan.note = "".join(parts) if lang == "zh" else " ".join(parts) or None
-    plan.note = plan.note or None
+    plan.note = ("" if lang == "zh" else " ").join(parts) or None
     return plan

@@ -38,8 +38,16 @@ class StyleTags:
 
     def __init__(self) -> None:
         self._buf = ""
+        self._prev = ""  # the last character let through ("a[0]" is an index, not a tag)
 
     def feed(self, delta: str) -> list[tuple[str, str | None]]:
+        out = self._feed(delta)
+        for t, _ in out:
+            if t:
+                self._prev = t[-1]
+        return out
+
+    def _feed(self, delta: str) -> list[tuple[str, str | None]]:
         """[(text, None), ("", style), …] pieces in order; a style piece has empty text."""
         from tingshuo.tts.style import resolve_style
 
@@ -54,7 +62,13 @@ class StyleTags:
             if i > 0:
                 out.append((self._buf[:i], None))
                 self._buf = self._buf[i:]
+            prev = out[-1][0][-1:] if out and out[-1][0] else self._prev
             m = _TAG.match(self._buf)
+            if m is not None and (re.match(r"[A-Za-z0-9_]", prev) or re.search(r"[\d=<>/\\{}()]", m.group(1))):
+                m = None  # code or an index ("a[0]", "[x=1]"): text, not a tag
+                out.append((self._buf[0], None))
+                self._buf = self._buf[1:]
+                continue
             if m is None:
                 if len(self._buf) < _TAG_OPEN_MAX and "]" not in self._buf and "】" not in self._buf and "\n" not in self._buf:
                     break  # maybe a tag still arriving

@@ -107,9 +107,9 @@ class VoiceChange:
 
     @property
     def lasting(self) -> bool:
-        return self != VoiceChange(one_off=self.one_off, sequence=self.sequence) and not (
-            self.one_off and self.speed is None and self.volume is None and self.pitch is None
-            and self.whisper is None and self.dialect is None and not self.reset)
+        """Whether this changes the voice beyond the current reply."""
+        return (self.reset or self.speed is not None or self.volume is not None or self.pitch is not None
+                or self.whisper is not None or self.dialect is not None or (self.style is not None and not self.one_off))
 
 
 def _clamp(x: float, r: tuple[float, float]) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -97,14 +98,16 @@ class SpeechSynthesizer:
             lang = "zh"  # Han characters can only be read by the Chinese voice
         base = settings or VoiceSettings()
         backend = self.backend(lang)
-        st = get_style(base.style)
-        if backend.name == "piper" and (st.pitch != 1.0 or st.range != 1.0 or base.pitch != 1.0):
-            # Piper cannot change pitch (see PiperTTS.synthesize): expressive English goes to Kokoro's F0 control
-            backend = self.backend("kokoro")
-            lang_voice = self.cfg.voice_en_kokoro
-        else:
-            lang_voice = self.voice_for(lang, base.voice if backend.name == "kokoro" else None)
-        s = self.resolve(base, voice=lang_voice)
+        s = self.resolve(base, voice=self.voice_for(lang, base.voice if backend.name == "kokoro" else None))
+        if backend.name == "piper" and (s.pitch != 1.0 or s.pitch_range != 1.0):
+            if self.cfg.en_styles == "kokoro":
+                # expressive English in full (pitch too) from Kokoro's F0 control, in Kokoro's voice
+                backend = self.backend("kokoro")
+                s = replace(s, voice=self.cfg.voice_en_kokoro)
+            else:
+                # Piper has no pitch input (see PiperTTS.synthesize): its styles keep rate, level and whisper, so
+                # the English voice does not change timbre mid-conversation
+                s = replace(s, pitch=1.0, pitch_range=1.0)
         audio = resample(backend.synthesize(text, s), backend.sample_rate, self.sample_rate)
         return level(audio, s.volume)
 

@@ -134,6 +134,9 @@ class KokoroTTS:
     # -- text → phonemes ------------------------------------------------------------------------------------
     def phonemize(self, text: str) -> tuple[str, np.ndarray]:
         """Phonemes plus a mask of which characters came from Mandarin G2P (only those get tone templates)."""
+        # misaki reads the interjection 嗯 as a bare syllabic "n↗", which Kokoro renders as a murmur our ASR hears
+        # as 你/那; 恩 (ə→n) is the "en" people say
+        text = text.replace("嗯", "恩")
         parts: list[tuple[str, bool]] = []
         with self._lock:
             for i, part in enumerate(_LATIN.split(text)):
@@ -177,7 +180,7 @@ class KokoroTTS:
         dur, f0 = clamp_edges(dur, f0, chars)
         if self.tone_repair:
             f0 = self.apply_tones(f0, dur, chars, zh_mask)
-        f0 = style_f0(f0, settings)
+        f0 = style_f0(f0, settings, TONE_MIN_RANGE if (self.tone_repair and zh_mask.any()) else 0.0)
         audio = self._render.run(None, {**feed, "dur": dur, "f0": f0})[0]
         audio = trim_silence(np.asarray(audio, np.float32).ravel())
         return (audio * settings.volume).astype(np.float32)
@@ -249,16 +252,21 @@ class KokoroTTS:
         return sm.reshape(f0.shape).astype(np.float32)
 
 
-def style_f0(f0: np.ndarray, settings: VoiceSettings) -> np.ndarray:
+TONE_MIN_RANGE = 0.8  # Mandarin tones live in the F0 range: flattening it below this cost ASR round trips
+
+
+def style_f0(f0: np.ndarray, settings: VoiceSettings, min_range: float = 0.0) -> np.ndarray:
     """A speaking style on the F0 curve: range scaled around the clause's mean (log domain), level shifted; a
     whisper renders an all-zero curve (measured voiced fraction 0.06, shared/research/tts.md).
 
-    Kokoro only renders F0 inside a voice's natural range (jf_alpha ≈ 200–440 Hz, jm_kumo ≈ 80–220 Hz; an octave
+    ``min_range``: a floor for the range scale (Mandarin with tone repair: its tones need the range; a "sad"
+    0.5 made short replies misheard by our own ASR). Kokoro only renders F0 inside a voice's natural range (jf_alpha ≈ 200–440 Hz, jm_kumo ≈ 80–220 Hz; an octave
     up comes out unvoiced or in the wrong octave), so the result is kept within 0.7–1.6 × the clause's median.
     """
     if settings.whisper:
         return np.zeros_like(f0)
-    if settings.pitch == 1.0 and settings.pitch_range == 1.0:
+    rng = max(settings.pitch_range, min_range)
+    if settings.pitch == 1.0 and rng == 1.0:
         return f0
     g = np.asarray(f0, np.float64).copy()
     flat = g.reshape(-1)
@@ -268,7 +276,7 @@ def style_f0(f0: np.ndarray, settings: VoiceSettings) -> np.ndarray:
     log = np.log(flat[v])
     mean = log.mean()
     med = float(np.exp(np.median(log)))
-    out = np.exp(mean + settings.pitch_range * (log - mean)) * settings.pitch
+    out = np.exp(mean + rng * (log - mean)) * settings.pitch
     flat[v] = np.clip(out, 0.7 * med, 1.6 * med)
     return g.astype(np.float32)
 
