@@ -30,6 +30,18 @@ def test_wait_grows_as_completeness_falls_and_eagerness_scales_it():
     assert required_silence_ms(TurnConfig(mode="server_vad", silence_ms=420), TurnScore(0.1, 0.1)) == 420
 
 
+def test_a_transcript_punctuated_as_unfinished_waits_longer():
+    from tingshuo.engine.turns import text_score, trails_off
+
+    assert trails_off("如果明天不下雨的话，") and trails_off("我想买苹果、") and trails_off("So, I was thinking...")
+    assert not trails_off("如果明天不下雨的话") and not trails_off("你好。") and not trails_off("What?")
+    cfg = TurnConfig()
+    # the measured case: smart-turn 0.87, the LLM 0.23 on "如果明天不下雨的话，" answered inside a 1 s pause
+    plain = required_silence_ms(cfg, TurnScore(0.87, text_score(0.23, "如果明天不下雨的话")))
+    comma = required_silence_ms(cfg, TurnScore(0.87, text_score(0.23, "如果明天不下雨的话，")))
+    assert plain < 1000 < comma
+
+
 @pytest.mark.parametrize("text", ["嗯", "嗯嗯。", "对对对", "好的", "是的", "Mm-hm.", "Yeah, right.", "okay", "", "…"])
 def test_backchannels(text):
     assert is_backchannel(text, 500, 900)

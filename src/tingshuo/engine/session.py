@@ -64,7 +64,7 @@ from tingshuo.engine.events import (
 )
 from tingshuo.engine.playout import Playout
 from tingshuo.engine.stack import ModelStack
-from tingshuo.engine.turns import TurnScore, is_backchannel, required_silence_ms
+from tingshuo.engine.turns import TurnScore, is_backchannel, required_silence_ms, text_score
 from tingshuo.llm.base import LlmError, Message
 from tingshuo.tts import VoiceSettings, get_style, text_language
 
@@ -286,7 +286,8 @@ class Session:
         r = self._new_response(last_user, o)
         r.voice_state = self.voice_state
         if history and history[-1]["role"] == "user":
-            r.plan = self._plan
+            if o.history is None:  # the plan belongs to the conversation's last user turn, not to given items
+                r.plan = self._plan
             messages = [*self._with_note([system, *history[:-1]], lang), history[-1], *self._plan_note(r.plan)]
         else:
             messages = [system, *history]
@@ -784,7 +785,8 @@ class Session:
         interrupting = self._barge is not None and ev.transcript is not None and not is_backchannel(
             ev.transcript.text, _ms(self._speech), self.settings.duplex.backchannel_max_ms)
         if ev.transcript is not None and tcfg.mode == "semantic_vad" and (self._barge is None or interrupting):
-            p_text = await self._score_text(ev.transcript.text, ev.transcript.language)
+            p_text = text_score(await self._score_text(ev.transcript.text, ev.transcript.language),
+                                ev.transcript.text)
         ev.score = TurnScore(p_audio, p_text, tcfg.text_weight)
         ev.required_ms = required_silence_ms(tcfg, ev.score) if tcfg.mode != "manual" else None
         ev.done = True

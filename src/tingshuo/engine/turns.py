@@ -36,6 +36,25 @@ class TurnScore:
         return float(pt**self.weight * pa ** (1 - self.weight))
 
 
+# Whisper's own language model punctuates: a transcript that ends in a comma, an enumeration comma, a colon or an
+# ellipsis ("如果明天不下雨的话，") is one it expects to go on. The LLM scorer strips punctuation (Whisper's is a
+# guess), so this third opinion would be lost; it scales the text score down instead.
+_TRAILS_OFF = re.compile(r"(?:[，,、：:；;]|\.\.\.|…+)\s*$")
+TRAILING_FACTOR = 0.3
+
+
+def trails_off(text: str) -> bool:
+    """The recognizer punctuated the utterance as unfinished."""
+    return bool(_TRAILS_OFF.search(text.strip()))
+
+
+def text_score(p_text: float | None, transcript: str) -> float | None:
+    """The LLM's completeness, lowered when the recognizer's punctuation says the sentence goes on."""
+    if p_text is None:
+        return None
+    return p_text * TRAILING_FACTOR if trails_off(transcript) else p_text
+
+
 def required_silence_ms(cfg: TurnConfig, score: TurnScore | None) -> float:
     """Silence after the last speech before the assistant takes the turn."""
     if cfg.mode == "server_vad" or score is None:
