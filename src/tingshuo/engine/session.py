@@ -80,12 +80,7 @@ _ids = itertools.count(1)
 log = logging.getLogger("tingshuo.engine")
 
 
-def _similar(a: str, b: str) -> bool:
-    """Two transcripts say nearly the same (difflib ratio ≥ 0.8 on the bare characters)."""
-    import difflib
-
-    strip = re.compile(r"[\W_]+")
-    return difflib.SequenceMatcher(None, strip.sub("", a), strip.sub("", b)).ratio() >= 0.8
+READ_AGAIN_GROWTH = 1.6  # a partial transcript is read for feelings again once it is this much longer
 
 
 def _ms(samples: int) -> float:
@@ -757,12 +752,13 @@ class Session:
                 # does not wait for it (reused when the final transcript says nearly the same).
                 ecfg = self.settings.emotion
                 pe = self._partial_emotion
-                # Only while the user is audibly still talking: a reading still running when the turn ends would
-                # hold the reply up (~0.35 s on the one LLM thread).
+                # Only while the user is audibly still talking, and again only once the words have grown by half:
+                # a reading still running when the turn ends holds the end-of-turn score and the reply up (~0.45 s
+                # on the one LLM thread); geometric spacing makes that ever less likely as an utterance goes on.
                 if (ecfg.enabled and ecfg.text and self.auto_respond and self._utt is not None
                         and self._utt_id == item_id and len(t.text) >= 4 and self._eval is None
                         and _ms(self._silence) < 200
-                        and not (pe is not None and pe[0] == item_id and _similar(pe[1], t.text))):
+                        and not (pe is not None and pe[0] == item_id and len(t.text) < READ_AGAIN_GROWTH * len(pe[1]))):
                     job = asyncio.ensure_future(self._text_emotion(t.text, t.language))
                     self._partial_emotion = (item_id, t.text, job)
                     await job
