@@ -91,9 +91,10 @@ def test_piper_keeps_its_voice_and_applies_rate_and_level(tts, name):
     """Default English (Piper) has no pitch input: a style keeps the voice and moves rate and energy.
 
     Piper's VITS samples its durations (noise_w), so one rendering's length varies by several per cent: each side
-    is the mean of four renderings."""
+    is the mean of six renderings, and the rate margin is 1.5 % (length_scale 1/1.1 shortens this sentence by only
+    ~3.5 %: pauses and edges do not scale)."""
     def mean_of(vs: VoiceSettings) -> dict[str, float]:
-        ms = [measure(tts.synthesize(EN, vs, "en"), tts.sample_rate) for _ in range(4)]
+        ms = [measure(tts.synthesize(EN, vs, "en"), tts.sample_rate) for _ in range(6)]
         return {k: float(np.mean([m[k] for m in ms])) for k in ms[0]}
 
     ref = mean_of(VoiceSettings())
@@ -101,4 +102,4 @@ def test_piper_keeps_its_voice_and_applies_rate_and_level(tts, name):
     d = STYLES[name].directions()
     assert abs(m["f0_mean"] / ref["f0_mean"] - 1) < 0.06  # the same (male) voice
     assert (m["energy"] - ref["energy"]) * d["energy"] > MARGIN["energy"]
-    assert (m["rate"] / ref["rate"] - 1) * d["rate"] > MARGIN["rate"]
+    assert (m["rate"] / ref["rate"] - 1) * d["rate"] > 0.015
