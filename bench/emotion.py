@@ -33,6 +33,9 @@ from tingshuo.dialogue.emotion import LABELS, LABELS_ZH, fuse  # noqa: E402
 from tingshuo.engine import ModelStack, Session  # noqa: E402
 from tingshuo.tts import STYLES, VoiceSettings  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
+from run import one_turn  # noqa: E402  (the file-turn runner of bench/run.py)
+
 TRANSFORMS = {"pitch ×1.3": (dict(shift=1.3), 1), "+6 dB": (dict(gain_db=6.0), 1), "rate ×1.3": (dict(tempo=1.3), 1),
               "pitch ÷1.3": (dict(shift=1 / 1.3), -1), "−6 dB": (dict(gain_db=-6.0), -1),
               "rate ÷1.3": (dict(tempo=1 / 1.3), -1), "whisper": (dict(whisper=True), 0)}
@@ -84,23 +87,6 @@ def styles(stack: ModelStack) -> dict:
     return out
 
 
-async def _turn(stack: ModelStack, audio: np.ndarray) -> dict:
-    s = Session(stack)
-    timings: dict = {}
-
-    async def consume():
-        async for ev in s.events():
-            if ev.type == "response.done":
-                timings.update(ev.timings_ms)
-
-    task = asyncio.create_task(consume())
-    await s.push_utterance(audio)
-    await s.wait_idle()
-    await s.close()
-    await task
-    return timings
-
-
 def on_off(stack: ModelStack) -> dict:
     from conftest import librivox
 
@@ -108,20 +94,16 @@ def on_off(stack: ModelStack) -> dict:
     out = {}
     base = stack.settings
     for label, enabled in (("on", True), ("off", False)):
-        stack.settings = base.model_copy(update={"emotion": replace_model(base.emotion, enabled=enabled)})
+        stack.settings = base.model_copy(update={"emotion": base.emotion.model_copy(update={"enabled": enabled})})
         fa, und = [], []
         for a in clips:
-            t = asyncio.run(_turn(stack, a))
+            t = asyncio.run(one_turn(stack, a))
             fa.append(t.get("first_audio", float("nan")))
             und.append(t.get("understand", 0.0))
         out[label] = {"first_audio_p50": float(np.nanmedian(fa)), "first_audio_p90": float(np.nanpercentile(fa, 90)),
                       "understand_p50": float(np.median(und))}
     stack.settings = base
     return out
-
-
-def replace_model(m, **kw):
-    return m.model_copy(update=kw)
 
 
 def run(stack: ModelStack, out_dir: Path) -> dict:

@@ -119,7 +119,3 @@ class EmotionTrack:
     def add(self, r: EmotionReading) -> None:
         self.readings.append(r)
         del self.readings[:-20]
-
-
-def arousal_label(arousal: float) -> str:
-    return "high" if arousal > 0.25 else "low" if arousal < -0.25 else "medium"

@@ -11,6 +11,11 @@ class Message(TypedDict):
     content: str
 
 
+def emotion_question(labels: list[str]) -> str:
+    """The question every backend asks after the user's turn; the answer's first token is read over ``labels``."""
+    return "用一个词说出用户此刻的情绪（" + "、".join(labels) + "）。"
+
+
 class LlmError(RuntimeError):
     """The model could not answer (endpoint down, stalled, bad response); the message is meant for users."""
 

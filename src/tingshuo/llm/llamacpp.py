@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tingshuo.config import LlmConfig
-from tingshuo.llm.base import LlmError, Message
+from tingshuo.llm.base import LlmError, Message, emotion_question
 
 # Tokens that close a sentence. P(one of them next | the user's words so far) is the model's own judgement of
 # whether the utterance is complete: ~0.7–0.9 after "你能给我讲个故事吗", < 0.01 after "帮我订一张明天去北京的".
@@ -109,7 +109,7 @@ class LlamaCppChat:
         (≈0.25–0.45 s on 2 cores); measured right on 8 of 8 zh/en sentences (sad, happy, angry, anxious, tired,
         neutral), see docs/emotion.md.
         """
-        q = "用一个词说出用户此刻的情绪（" + "、".join(labels) + "）。"
+        q = emotion_question(labels)
         msgs = [*history, {"role": "user", "content": user_text.strip()}, {"role": "system", "content": q}]
         tokens = self._tokenize(self._prompt(msgs) + "<|im_start|>assistant\n")  # type: ignore[arg-type]
         ids = [self._tokenize(label)[0] for label in labels]

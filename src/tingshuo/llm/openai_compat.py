@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 
 from tingshuo.config import LlmConfig
-from tingshuo.llm.base import LlmError, Message
+from tingshuo.llm.base import LlmError, Message, emotion_question
 
 _RETRIES = 2
 
@@ -46,7 +46,7 @@ class OpenAICompatChat:
         """The same question as the local backend, answered with one token and its ``top_logprobs`` (llama.cpp
         server, vLLM and OpenAI return them); None when the endpoint gives no logprobs or fails: the emotion
         then rests on the voice alone."""
-        q = "用一个词说出用户此刻的情绪（" + "、".join(labels) + "）。"
+        q = emotion_question(labels)
         body = {"model": self.cfg.model_name, "max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 20,
                 "messages": [*history, {"role": "user", "content": user_text}, {"role": "system", "content": q}]}
         try:
