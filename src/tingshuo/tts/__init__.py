@@ -17,8 +17,9 @@ from tingshuo.audio.io import resample
 from tingshuo.config import TtsConfig
 from tingshuo.tts.base import Synthesizer, VoiceSettings
 from tingshuo.tts.style import STYLES, SpeakingStyle, get_style
+from tingshuo.tts.voices import VOICES, CharacterVoice, get_voice
 
-__all__ = ["STYLES", "SpeakingStyle", "SpeechSynthesizer", "Synthesizer", "VoiceSettings", "get_style", "text_language"]
+__all__ = ["STYLES", "VOICES", "CharacterVoice", "SpeakingStyle", "get_voice", "SpeechSynthesizer", "Synthesizer", "VoiceSettings", "get_style", "text_language"]
 
 _HAN = re.compile(r"[\u3400-\u9fff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
@@ -97,7 +98,12 @@ class SpeechSynthesizer:
         if lang == "en" and _HAN.search(text):
             lang = "zh"  # Han characters can only be read by the Chinese voice
         base = settings or VoiceSettings()
-        backend = self.backend(lang)
+        cv = VOICES.get(base.voice or (self.cfg.voice_zh if lang != "en" else ""))
+        if cv is not None:  # a character voice: its Kokoro spec, pitch and pace, and where its English goes
+            base = replace(base, voice=cv.kokoro, pitch=base.pitch * cv.pitch, speed=base.speed * cv.speed)
+            backend = self.backend("piper" if lang == "en" and cv.en == "piper" else "kokoro")
+        else:
+            backend = self.backend(lang)
         s = self.resolve(base, voice=self.voice_for(lang, base.voice if backend.name == "kokoro" else None))
         if backend.name == "piper" and (s.pitch != 1.0 or s.pitch_range != 1.0):
             if self.cfg.en_styles == "kokoro":

@@ -115,10 +115,16 @@ class KokoroTTS:
         return sorted(self._voices)
 
     def voice_table(self, spec: str | None) -> np.ndarray:
-        """A voice name or a weighted blend ``"jf_alpha:0.6,jm_kumo:0.4"`` → (510, 1, 256) style table."""
+        """A voice name, a weighted blend ``"jf_alpha:0.6,jm_kumo:0.4"``, or ``"timbre/prosody"`` (the decoder half
+        of one table with the prosody-predictor half of another, see tingshuo/tts/voices.py) → (510, 1, 256)."""
         spec = spec or self.default_voice
         if spec in self._voices:
             return self._voices[spec]
+        if "/" in spec:
+            timbre, _, prosody = spec.partition("/")
+            table = self.voice_table(timbre).copy()
+            table[..., 128:] = self.voice_table(prosody)[..., 128:]
+            return table
         total, acc = 0.0, None
         for item in spec.split(","):
             name, _, w = item.partition(":")

@@ -1,0 +1,78 @@
+"""Character voices: named voices built from what the registry ships, each measured distinct from the others.
+
+Only five Kokoro voice tables ship (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo) plus Piper's joe.
+A Kokoro voice table row is 256 numbers: the first 128 condition the decoder (timbre), the last 128 the
+prosody predictor (durations and F0). Taking the timbre of one voice and the prosody of another
+(``"jm_kumo/jf_tebukuro"``) gives a new voice at no cost: kumo's male timbre speaking with tebukuro's lively,
+high prosody is neither of them (speaker-embedding cosine 0.70–0.74 to kumo, ≤ 0.62 to the others).
+Weighted blends (``"jf_alpha:0.5,jm_kumo:0.5"``) mostly land near an existing voice (0.83–0.88 to
+gongitsune/nezumi), and a global pitch shift keeps the speaker (kumo at ×1.35: 0.89), so those are not used
+to make characters. Measured with ``tingshuo voices --measure`` (Resemblyzer embeddings of two Mandarin
+sentences per voice; real speech: same speaker ≥ ~0.8, tingshuo/audio/speaker.py); the pairwise table is in
+docs/personas.md and checked by tests/test_voices.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CharacterVoice:
+    key: str
+    name: str  # what a person calls it
+    description: str
+    kokoro: str  # Kokoro voice spec for Chinese: "name", "a:0.6,b:0.4" (blend), "timbre/prosody" (split)
+    en: str = "kokoro"  # English clauses: "kokoro" (same voice, keeps the character) or "piper" (joe, RTF 0.08)
+    pitch: float = 1.0  # F0 level × this (Kokoro F0 control; within the voice's natural range)
+    speed: float = 1.0
+    gender: str = "female"  # "female" / "male": used to cast story characters
+
+
+VOICES: dict[str, CharacterVoice] = {v.key: v for v in (
+    CharacterVoice("xiaonuan", "小暖", "warm, bright young woman (default companion)", "jf_alpha", en="piper"),
+    CharacterVoice("daiyu", "黛玉", "soft, delicate young woman, unhurried", "jf_gongitsune", pitch=1.04, speed=0.92),
+    CharacterVoice("tangseng", "唐僧", "calm, gentle man, slow", "jm_kumo", speed=0.9, gender="male"),
+    CharacterVoice("wukong", "悟空", "lively, high, quick male voice", "jm_kumo/jf_tebukuro", speed=1.12,
+                   gender="male"),
+    CharacterVoice("narrator", "说书人", "low, warm storyteller", "jf_tebukuro/jm_kumo", speed=0.95, gender="male"),
+    CharacterVoice("xiaoya", "小雅", "clear, high young woman", "jf_tebukuro"),
+    CharacterVoice("joe", "Joe", "American English male (Piper); Chinese in the narrator's voice",
+                   "jf_tebukuro/jm_kumo", en="piper", gender="male"),
+)}
+
+DEFAULT_VOICE = "xiaonuan"
+
+
+def get_voice(key: str) -> CharacterVoice:
+    try:
+        return VOICES[key]
+    except KeyError:
+        raise ValueError(f"unknown voice {key!r}; available: {', '.join(VOICES)}") from None
+
+
+def cast(characters: list[str], exclude: tuple[str, ...] = (), female: set[str] | None = None) -> dict[str, str]:
+    """Voices for story characters in order of appearance, none shared while distinct voices remain.
+
+    ``female``: the characters known to be women (the rest are cast with male voices first). A persona's own
+    character keeps its voice (孙悟空 → wukong).
+    """
+    from tingshuo.dialogue.persona import voice_of_character
+
+    out: dict[str, str] = {}
+    used = set(exclude)
+    pool = [k for k in VOICES if k != "joe"]
+    for ch in characters:
+        known = voice_of_character(ch)
+        if known and known not in used:
+            out[ch] = known
+            used.add(known)
+            continue
+        want = "female" if female and ch in female else "male" if female is not None else None
+        free = [k for k in pool if k not in used]
+        pick = next((k for k in free if want is None or VOICES[k].gender == want), free[0] if free else None)
+        if pick is None:  # more characters than voices: reuse, but never the narrator's
+            pick = [k for k in pool if k not in exclude][len(out) % max(1, len(pool) - len(exclude))]
+        out[ch] = pick
+        used.add(pick)
+    return out
