@@ -108,6 +108,7 @@ class KokoroTTS:
         self._zh = zh.ZHG2P()
         self._en = Tokenizer()
         self._lock = threading.Lock()  # jieba and the espeak wrapper keep global state
+        self._f0_cache: dict[str, float] = {}
         self._zh("预热")  # jieba builds its prefix dictionary on first use (~1 s): pay it at load time
 
     # -- voices ---------------------------------------------------------------------------------------------
@@ -190,6 +191,57 @@ class KokoroTTS:
         audio = self._render.run(None, {**feed, "dur": dur, "f0": f0})[0]
         audio = trim_silence(np.asarray(audio, np.float32).ravel())
         return (audio * settings.volume).astype(np.float32)
+
+    # -- singing support ------------------------------------------------------------------------------------
+    def syllable_phonemes(self, text: str) -> list[str]:
+        """The phonemes of each Han character of ``text``, read in context (跑得快's 得 is "de", not "dé").
+
+        Falls back to one character at a time where the context reading merges syllables (erhua: 铃儿 → one).
+        """
+        han = [c for c in text if "\u3400" <= c <= "\u9fff"]
+        phonemes, mask = self.phonemize("".join(han))
+        _, chars, zh_mask = self._tokens(phonemes, mask)
+        spans = self.syllables(chars, zh_mask)
+        if len(spans) == len(han):
+            return ["".join(chars[a:b + 1]) for a, b, _ in spans]
+        out = []
+        for c in han:
+            ph, m = self.phonemize(c)
+            _, ch, _ = self._tokens(ph, m)
+            out.append("".join(ch))
+        return out
+
+    def natural_f0(self, voice: str | None) -> float:
+        """Median F0 (Hz) the prosody model predicts for this voice on an ordinary sentence (cached)."""
+        key = voice or self.default_voice
+        if key not in self._f0_cache:
+            ph, m = self.phonemize("你好，我们今天一起来唱歌吧。")
+            tokens, _, _ = self._tokens(ph, m)
+            _, f0 = self._prosody.run(None, self._feed(tokens, self.voice_table(key), 1.0))
+            v = f0[f0 > 40]
+            self._f0_cache[key] = float(np.median(v)) if v.size else 200.0
+        return self._f0_cache[key]
+
+    def render_syllable(self, phonemes: str, voice: str | None, speed: float, f0_hz: float) -> np.ndarray:
+        """One syllable (phoneme string) at a level pitch ``f0_hz`` (clamped to the voice's range), 24 kHz."""
+        tokens = [self.vocab[c] for c in phonemes if c in self.vocab]
+        if not tokens:
+            return np.zeros(0, np.float32)
+        feed = self._feed(tokens, self.voice_table(voice), speed)
+        dur, f0 = self._prosody.run(None, feed)
+        dur, f0 = clamp_edges(dur, f0, list(phonemes))
+        nat = self.natural_f0(voice)
+        f0 = np.where(f0 > 40, np.clip(f0_hz, 0.7 * nat, 1.6 * nat), 0.0).astype(np.float32)
+        audio = self._render.run(None, {**feed, "dur": dur, "f0": f0})[0]
+        return trim_silence(np.asarray(audio, np.float32).ravel(), lead_ms=10, tail_ms=40)
+
+    @staticmethod
+    def _feed(tokens: list[int], table: np.ndarray, speed: float) -> dict[str, np.ndarray]:
+        return {
+            "tokens": np.array([[0, *tokens, 0]], np.int64),
+            "style": table[min(len(tokens), len(table)) - 1].reshape(1, 256).astype(np.float32),
+            "speed": np.array([min(max(speed, 0.5), 2.0)], np.float32),
+        }
 
     @staticmethod
     def syllables(chars: list[str], zh_mask: np.ndarray) -> list[tuple[int, int, int]]:
