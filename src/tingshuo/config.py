@@ -135,8 +135,13 @@ class TtsConfig(BaseModel):
 
 class DialogueConfig(BaseModel):
     persona: str = "companion"
-    system_prompt: str | None = None  # overrides the persona's prompt entirely
+    system_prompt: str | None = None  # overrides the starting persona's prompt (a role entered later has its own)
     history_tokens: int = 2000  # oldest turns are dropped past this (the system prompt is always kept)
+    personas_file: Path | None = None  # user personas, TOML ``[[persona]]`` tables (docs/personas.md)
+    songs_file: Path | None = None  # user songs, TOML ``[[song]]`` scores in the songbook's format
+    roles: bool = True  # "你当孙悟空跟我说话" / "别演了" enter and leave roles
+    singing: bool = True  # "唱首两只老虎" sings from the songbook; "把两只老虎改成…" writes new words to it
+    story_tokens: int = 400  # a story's reply may run this long (ordinary replies: llm.max_tokens)
 
 
 class EmotionConfig(BaseModel):

@@ -1,12 +1,27 @@
-"""Personas: who the assistant is and how it talks. The default is a warm companion speaking Chinese.
+"""Personas: who the assistant is, how it talks and with which voice; and entering or leaving a role on request.
 
-The system prompt stays byte-identical through a session so llama.cpp's prefix cache covers it on every turn.
-Prompts are short on purpose: the bundled 1.5B model follows short instructions better than long ones.
+A persona is data (name, description, speaking style, voice, default emotion, catchphrases, language, greeting),
+built in or read from a user's TOML file (``dialogue.personas_file``, format in docs/personas.md). Its system
+prompt is written from those fields unless the persona gives one. The prompt stays byte-identical while the
+persona lasts so llama.cpp's prefix cache covers it every turn; prompts are short and carry one example
+exchange, because the bundled 1.5B model follows an example far better than an abstract instruction.
+
+Role requests ("你当孙悟空跟我说话", "用林黛玉的口气回答", "别演了，做回你自己") are a closed command domain over
+the known personas' names, parsed by :func:`parse_role_request` (a cue before or after a persona name, e.g. 当/扮演/
+用…的口气/像…一样说话), like the voice requests in ``voice.py``; a name without a cue ("讲个孙悟空的故事",
+"孙悟空是谁") is not a request.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+_TAGS = ("你的话会用声音读出来。需要换语气时，在那句话前写语气标记，例如“[开心]太好了！”"
+         "可用：[开心][难过][温柔][生气][害怕][平静][悄悄][讲故事]。")
+_FORMAT = "回答要简短口语化，一到三句话；不要用列表、标题、表情符号或markdown。"
 
 
 @dataclass(frozen=True)
@@ -14,18 +29,55 @@ class Persona:
     key: str
     name: str
     description: str
-    system_prompt: str
-    voice: str | None = None  # Kokoro voice or blend for Chinese; None = the configured default
+    speaking_style: str = ""
+    voice: str | None = None  # a character voice (tingshuo.tts.voices) or a Kokoro spec; None = configured default
+    default_emotion: str | None = None  # the speaking style of clauses the model does not tag (tts.style names)
+    catchphrases: tuple[str, ...] = ()
     language: str = "zh"
     greeting: str = "你好，我是小暖。今天想聊点什么？"  # spoken when a call starts
+    aliases: tuple[str, ...] = ()  # what people call this role when they ask for it ("悟空", "猴哥")
+    example: tuple[str, str] | None = None  # one (user, reply) exchange in character, put into the prompt
+    prompt: str | None = None  # the whole system prompt, when the fields above should not write it
     acknowledges: bool = True  # may open a spoken reply with a short "嗯，" while the answer is prepared
+    female: bool = True  # for casting this character in stories
+
+    @property
+    def system_prompt(self) -> str:
+        if self.prompt:
+            return self.prompt
+        if self.language == "en":
+            lines = [f"You are {self.name}, {self.description}, talking with the user by voice."]
+            if self.speaking_style:
+                lines.append(f"Your style: {self.speaking_style}.")
+            if self.catchphrases:
+                lines.append("You often say: " + " / ".join(self.catchphrases) + ".")
+            lines.append("Keep replies short and spoken: one to three sentences, no lists, no markdown, no emoji.")
+        else:
+            lines = [f"你现在是{self.name}，{self.description}，正在和用户语音聊天。"]
+            if self.speaking_style:
+                lines.append(f"说话风格：{self.speaking_style}。")
+            if self.catchphrases:
+                lines.append("常说的话：" + "、".join(f"“{c}”" for c in self.catchphrases) + "。")
+            lines.append(f"始终以{self.name}的身份和口吻说话，不要说自己是AI或语音助手。")
+            lines.append(_FORMAT)
+            lines.append("用户用什么语言说话，你就用什么语言回答。")
+            lines.append(_TAGS)
+        if self.example:
+            u, a = self.example
+            lines.append(f"例如用户说“{u}”，你说“{a}”" if self.language != "en" else f'For example, user: "{u}" you: "{a}"')
+        return "".join(lines) if self.language != "en" else " ".join(lines)
+
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
 
 
 COMPANION = Persona(
     key="companion",
     name="小暖",
     description="温暖体贴的陪伴型语音助手（默认）",
-    system_prompt=(
+    voice="xiaonuan",
+    aliases=("小暖", "你自己", "原来的你"),
+    prompt=(
         "你是“小暖”，一个温暖、体贴的语音陪伴助手，正在和用户语音聊天。"
         "先回应用户话里的意思和感受，再自然地接话或给一点建议。"
         "回答要简短口语化，一到三句话，像朋友说话一样；不要用列表、标题、表情符号或markdown。"
@@ -38,7 +90,100 @@ COMPANION = Persona(
     ),
 )
 
-PERSONAS: dict[str, Persona] = {p.key: p for p in (COMPANION,)}
+BUILTIN: tuple[Persona, ...] = (
+    COMPANION,
+    Persona(
+        key="wukong", name="孙悟空", voice="wukong", default_emotion="happy", female=False,
+        description="《西游记》里的齐天大圣美猴王，唐僧的大徒弟，会七十二变、翻筋斗云，手拿金箍棒",
+        speaking_style="自称“俺老孙”，叫对方“你这小娃娃”或“施主”，豪爽直率，爱吹牛又讲义气，说话又快又俏皮",
+        catchphrases=("俺老孙来也！", "吃俺老孙一棒！", "师父放心！"),
+        aliases=("悟空", "猴哥", "齐天大圣", "大圣", "美猴王", "孙大圣", "孙行者", "Monkey King"),
+        greeting="俺老孙来也！小娃娃，找俺有什么事？",
+        example=("过年亲戚老问我工资多少", "[开心]哈哈，这有何难！俺老孙一个筋斗十万八千里，你就说：工资嘛，够买一车桃子！"),
+    ),
+    Persona(
+        key="tangseng", name="唐僧", voice="tangseng", default_emotion="calm", female=False,
+        description="《西游记》里去西天取经的唐三藏，慈悲为怀的高僧，孙悟空的师父",
+        speaking_style="自称“贫僧”，称对方“施主”，语气温和、慢条斯理，爱讲道理，偶尔啰嗦",
+        catchphrases=("阿弥陀佛。", "善哉善哉。", "出家人不打诳语。"),
+        aliases=("唐三藏", "三藏", "唐长老", "师父", "唐僧师父", "Tang Monk"),
+        greeting="阿弥陀佛，贫僧唐三藏，施主有何心事，不妨说来听听。",
+        example=("过年亲戚老催我结婚", "[平静]阿弥陀佛，施主莫急。姻缘自有定数，贫僧劝你放宽心，顺其自然便好。"),
+    ),
+    Persona(
+        key="daiyu", name="林黛玉", voice="daiyu", default_emotion="tender",
+        description="《红楼梦》里的林妹妹，才情出众、多愁善感的大家闺秀",
+        speaking_style="说话文雅含蓄，带一点古风和诗意，敏感伶俐，爱用“罢了”“呢”，偶尔小小地使性子，也会拿话打趣人",
+        catchphrases=("罢了罢了。", "我就知道，别人不挑剩下的也不给我。", "花谢花飞花满天。"),
+        aliases=("黛玉", "林妹妹", "颦儿", "潇湘妃子", "Lin Daiyu"),
+        greeting="你来了？我正倚着窗看花呢，有什么话，说与我听罢。",
+        example=("过年亲戚老夸别人家孩子", "[温柔]别人家的孩子再好，与你何干呢？罢了，你自有你的好处，何必放在心上。"),
+    ),
+    Persona(
+        key="storyteller", name="故事爷爷", voice="narrator", default_emotion="story", female=False,
+        description="会讲故事的老爷爷，肚子里装满了童话、寓言和民间故事",
+        speaking_style="慢慢地讲，声音亲切，爱用“从前”“话说”“后来呀”；讲故事时每句前标出谁在说：叙述写[旁白]，角色的话写[角色名]",
+        catchphrases=("话说从前呀……", "小朋友，你猜后来怎么样了？"),
+        aliases=("讲故事的爷爷", "说书人", "故事大王", "讲故事的人", "storyteller"),
+        greeting="小朋友，今天想听什么故事呀？",
+        example=("给我讲个小故事", "[旁白]从前呀，有一只小兔子在森林里迷了路。[小兔子]呜呜，我找不到家了！"
+                                  "[旁白]后来呀，一只大象走了过来。[大象]别怕，我送你回家。"),
+    ),
+    Persona(
+        key="tutor", name="Joe", voice="joe", language="en", female=False,
+        description="a friendly English tutor for Chinese learners",
+        speaking_style="speak simple, clear English; gently correct the learner's mistakes by repeating the right "
+                       "sentence; ask one short question back to keep them talking; if they are stuck, one short "
+                       "hint in Chinese is fine",
+        catchphrases=("Great job!", "Let's try that again.", "Say it with me:"),
+        aliases=("英语老师", "英语家教", "英文老师", "English tutor", "English teacher", "tutor"),
+        greeting="Hi, I'm Joe, your English tutor. What would you like to talk about today?",
+        example=("I go to park yesterday.", "Nice try! We say: I went to the park yesterday. What did you do there?"),
+    ),
+)
+
+PERSONAS: dict[str, Persona] = {p.key: p for p in BUILTIN}
+
+
+def load_personas(path: Path | str) -> list[Persona]:
+    """User personas from a TOML file: ``[[persona]]`` tables with the fields of :class:`Persona`."""
+    data = tomllib.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    known = {f.name for f in fields(Persona)}
+    out = []
+    for i, d in enumerate(data.get("persona", [])):
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"{path}: persona #{i + 1} has unknown fields {sorted(unknown)}; "
+                             f"known: {sorted(known)}")
+        for k in ("key", "name", "description"):
+            if not d.get(k):
+                raise ValueError(f"{path}: persona #{i + 1} needs a {k!r}")
+        for k in ("catchphrases", "aliases", "example"):
+            if k in d:
+                d[k] = tuple(d[k])
+        if d.get("voice"):
+            _check_voice(d["voice"], path)
+        if d.get("default_emotion"):
+            from tingshuo.tts.style import get_style
+
+            get_style(d["default_emotion"])
+        out.append(Persona(**d))
+    return out
+
+
+def _check_voice(voice: str, path: Path | str) -> None:
+    from tingshuo.tts.voices import VOICES
+
+    names = {"jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"}
+    parts = re.split(r"[/,]", voice)
+    if voice not in VOICES and not all(p.split(":")[0].strip() in names for p in parts):
+        raise ValueError(f"{path}: unknown voice {voice!r}; use one of {sorted(VOICES)} or a Kokoro spec")
+
+
+def register(personas: list[Persona]) -> None:
+    """Add (or replace) personas in the process-wide registry."""
+    for p in personas:
+        PERSONAS[p.key] = p
 
 
 def get_persona(key: str) -> Persona:
@@ -46,3 +191,63 @@ def get_persona(key: str) -> Persona:
         return PERSONAS[key]
     except KeyError:
         raise ValueError(f"unknown persona {key!r}; available: {', '.join(PERSONAS)}") from None
+
+
+def voice_of_character(name: str) -> str | None:
+    """The voice of a persona called ``name`` (a story's 孙悟空 speaks in 孙悟空's voice)."""
+    for p in PERSONAS.values():
+        if p.key != "companion" and name in p.names() and p.voice:
+            return p.voice
+    return None
+
+
+def is_female(name: str) -> bool | None:
+    """Whether a story character is a woman: a persona's record, else cues in the name (None: no cue).
+
+    A heuristic for casting only: 公主, 妈妈, 仙女… → a female voice; 爷爷, 国王, 大灰狼… → a male one.
+    """
+    for p in PERSONAS.values():
+        if name in p.names():
+            return p.female
+    if re.search(r"(女|娘|妈|姐|妹|婆|奶|姑|妃|后|公主|仙子|嫦娥|姥|媳|丫|girl|queen|princess|mother|lady)", name, re.I):
+        return True
+    if re.search(r"(男|爷|爸|哥|弟|叔|伯|公|王|僧|和尚|狼|熊|虎|猴|将军|先生|boy|king|father|man)", name, re.I):
+        return False
+    return None
+
+
+# ------------------------------------------------------------------------------------------- role requests
+@dataclass(frozen=True)
+class RoleRequest:
+    enter: str | None = None  # persona key
+    leave: bool = False
+
+
+_BEFORE = re.compile(r"(当|扮演|扮成|演|装成|装作|假装是?|变成|化身为?|模仿|学|你现在是|你就是|现在你是|用|以|像|换成|切换到|change to|"
+                     r"pretend to be|pretend you are|act as|act like|be|play|talk like|speak like|as)\s*(the|an?)?\s*$", re.I)
+_AFTER = re.compile(r"^\s*(的)?(口气|语气|口吻|声音|身份|方式|样子|风格|腔调|角色)|^\s*(一样|那样|似的)?\s*(跟我|和我|陪我|给我)?\s*"
+                    r"(说话|聊天|聊|讲话|回答|说|对话)|^\s*(来|出来)(跟|和|陪)我|^[，,\s]*(你)?(来)?(跟|和|陪)我(说|聊|讲)", re.I)
+_LEAVE = re.compile(
+    r"(别|不要|不用|不必|停止|结束|退出|取消)(再)?(演|扮演|装|角色扮演|当\S{1,6})了?|出戏|"
+    r"做回(你)?自己|变回(你)?(自己|原来|小暖)|回到(你)?(自己|原来|小暖)|恢复(正常|原样|原来)|"
+    r"stop (pretending|role-?playing|acting)|be yourself|back to (normal|yourself)|drop the act", re.I)
+
+
+def parse_role_request(text: str, personas: dict[str, Persona] | None = None) -> RoleRequest | None:
+    """A request to enter a persona's role or to leave the current one; None when the text asks neither."""
+    if _LEAVE.search(text):
+        return RoleRequest(leave=True)
+    best: tuple[int, str] | None = None
+    for p in (personas or PERSONAS).values():
+        if p.key == "companion":
+            continue
+        for name in p.names():
+            for m in re.finditer(re.escape(name), text, re.I):
+                before, after = text[max(0, m.start() - 12):m.start()], text[m.end():m.end() + 12]
+                rest = text[:m.start()] + text[m.end():]
+                if re.search(r"故事|是谁|是什么|who is", rest, re.I) and not _AFTER.match(after):
+                    continue
+                if _BEFORE.search(before) or _AFTER.match(after):
+                    if best is None or len(name) > best[0]:
+                        best = (len(name), p.key)
+    return RoleRequest(enter=best[1]) if best else None

@@ -26,6 +26,8 @@ _ABBREV = re.compile(r"(?:^|\s)(?:Mr|Mrs|Ms|Dr|St|Prof|vs|etc|e\.g|i\.e)$", re.I
 
 _TAG = re.compile(r"[\[【]([^\[\]【】\n]{1,12})[\]】]")
 _TAG_OPEN_MAX = 14  # an unclosed "[" longer than this is text, not a tag
+# stage directions, not speakers: "[笑]", "[停顿]", "[音乐]", "[laughs]"
+_ASIDE = re.compile(r"^(笑|大笑|微笑|叹气|停顿|沉默|音乐|掌声|哭|哭泣|咳嗽|清嗓子|laughs?|sighs?|pause|music|applause)$", re.I)
 
 
 class StyleTags:
@@ -36,9 +38,12 @@ class StyleTags:
     (it is dropped too: a voice must never read "[笑]" aloud). Markdown links ``[text](url)`` are left alone.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, speakers: bool = False) -> None:
         self._buf = ""
         self._prev = ""  # the last character let through ("a[0]" is an index, not a tag)
+        # story mode: a tag that names no style names who speaks ("[旁白]", "[孙悟空]"), returned as "@name";
+        # "[孙悟空·生气]" gives the speaker and then the style
+        self.speakers = speakers
 
     def feed(self, delta: str) -> list[tuple[str, str | None]]:
         out = self._feed(delta)
@@ -85,12 +90,69 @@ class StyleTags:
             style = resolve_style(m.group(1))
             if style is not None:
                 out.append(("", style))  # an aside that names no style is simply dropped
+            elif self.speakers:
+                who, *rest = re.split(r"\s*[·・,，|｜/、:：]\s*", m.group(1).strip(), maxsplit=1)
+                if who and not _ASIDE.match(who):
+                    out.append(("", "@" + who))
+                    st = resolve_style(rest[0]) if rest else None
+                    if st is not None:
+                        out.append(("", st))
             self._buf = after
         return out
 
     def flush(self) -> str:
         rest, self._buf = self._buf, ""
         return rest
+
+
+_SCRIPT_NAME = re.compile(r"^[ \t]*([^\s\[\]【】：:，,。.！!？?“”\"'（）()]{1,8})[ \t]*[：:]")
+
+
+class ScriptLines:
+    """Story lines written as a script ("旁白：从前…" / "小猫：我饿了"): the name at a line's start is a speaker.
+
+    Text passes through unchanged except for the "NAME：" prefixes, returned as ("", "@NAME"); the start of each
+    line is held back until it is clear whether it is such a prefix (a colon within 8 characters).
+    """
+
+    def __init__(self) -> None:
+        self._head = ""  # the start of the current line, undecided
+        self._at_start = True
+
+    def feed(self, text: str) -> list[tuple[str, str | None]]:
+        out: list[tuple[str, str | None]] = []
+        for ch in text:
+            if self._at_start:
+                self._head += ch
+                m = _SCRIPT_NAME.match(self._head)
+                if m:
+                    out.append(("", "@" + m.group(1)))
+                    self._head, self._at_start = "", False
+                elif len(self._head.strip()) > 9 or (self._head.strip() and not _SCRIPT_NAME.match(self._head + "：")):
+                    out.append((self._head, None))
+                    self._head, self._at_start = "", ch == "\n"
+                elif ch == "\n":
+                    out.append((self._head, None))
+                    self._head = ""
+                continue
+            out.append((ch, None))
+            if ch == "\n":
+                self._at_start = True
+        return _merge(out)
+
+    def flush(self) -> str:
+        rest, self._head = self._head, ""
+        return rest
+
+
+def _merge(pieces: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+    out: list[tuple[str, str | None]] = []
+    for t, tag in pieces:
+        if tag is None and out and out[-1][1] is None:
+            out[-1] = (out[-1][0] + t, None)
+        else:
+            out.append((t, tag))
+    return [p for p in out if p[0] or p[1]]
 
 
 def strip_tags(text: str) -> str:

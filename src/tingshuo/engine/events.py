@@ -68,6 +68,9 @@ class ReplyClause(Event):
     response_id: str
     text: str
     style: str | None = None  # tingshuo.tts.style name; None = neutral
+    speaker: str | None = None  # who says it in a story ("旁白", "孙悟空"); None = the assistant itself
+    voice: str | None = None  # the voice it is said in (tingshuo.tts.voices key or Kokoro spec)
+    sung: bool = False  # a phrase of a song, sung to its melody
     type: str = field(init=False, default="reply.clause")
 
 
@@ -96,6 +99,17 @@ class VoiceChanged(Event):
     state: dict
     request: str  # the words that asked for it
     type: str = field(init=False, default="voice.changed")
+
+
+@dataclass
+class PersonaChanged(Event):
+    """The assistant entered or left a role ("你当孙悟空跟我说话", "别演了"); replies now come from this persona."""
+
+    persona: str  # key
+    name: str
+    voice: str | None
+    request: str = ""  # the words that asked for it
+    type: str = field(init=False, default="persona.changed")
 
 
 @dataclass

@@ -39,9 +39,10 @@ from tingshuo.asr.base import Transcript
 from tingshuo.config import Settings
 from tingshuo.dialogue.emotion import LABELS, LABELS_ZH, EmotionReading, EmotionTrack, fuse
 from tingshuo.dialogue.memory import Conversation, new_item_id
-from tingshuo.dialogue.persona import get_persona
+from tingshuo.dialogue.persona import PERSONAS, Persona, RoleRequest, get_persona, is_female, parse_role_request
 from tingshuo.dialogue.policy import ReplyPlan, plan_reply
-from tingshuo.dialogue.speech import ClauseSplitter, StyleTags
+from tingshuo.dialogue.songs import SongRequest, parse_song_request, pick_song, unknown_song_note, write_lyrics
+from tingshuo.dialogue.speech import ClauseSplitter, ScriptLines, StyleTags
 from tingshuo.dialogue.voice import VoiceChange, VoiceState, parse_voice_instruction
 from tingshuo.engine.events import (
     AudioChunk,
@@ -49,6 +50,7 @@ from tingshuo.engine.events import (
     ErrorEvent,
     Event,
     Paralinguistics,
+    PersonaChanged,
     PlaybackPaused,
     PlaybackResumed,
     ReplyClause,
@@ -67,6 +69,7 @@ from tingshuo.engine.stack import ModelStack
 from tingshuo.engine.turns import TurnScore, is_backchannel, required_silence_ms, text_score
 from tingshuo.llm.base import LlmError, Message
 from tingshuo.tts import VoiceSettings, get_style, text_language
+from tingshuo.tts.voices import cast
 
 MAX_FRAME_SECONDS = 10.0  # one push_audio call; streaming clients send 20–100 ms
 _END = object()
@@ -81,6 +84,18 @@ log = logging.getLogger("tingshuo.engine")
 
 
 READ_AGAIN_GROWTH = 1.6  # a partial transcript is read for feelings again once it is this much longer
+# "讲个故事", "给我讲一个孙悟空的故事", "tell me a story": the reply is a story with voiced characters
+_STORY = re.compile(r"(讲|说|来|编)[^。？！?]{0,12}(故事|童话|寓言|传说)|(tell|read)\b[^.?!]{0,20}\b(story|tale|fairy)", re.I)
+_STORY_NOTE = {
+    "zh": ("用户想听故事。讲一个六到十句的小故事，至少有两个角色说话。每一句前面标出是谁在说：叙述写[旁白]，"
+           "角色说的话写[角色名]。例如：[旁白]从前，小兔子在森林里迷了路。[小兔子]我好害怕呀！[旁白]这时，大象走了过来。"
+           "[大象]别怕，我带你回家。"),
+    "en": ("The user wants a story. Tell a short story of six to ten sentences in which at least two characters "
+           "speak. Mark who says each sentence: [Narrator] for narration, [Name] for a character's line. For "
+           "example: [Narrator] Once upon a time, a little rabbit got lost. [Rabbit] I'm so scared! [Narrator] "
+           "Then an elephant came by. [Elephant] Don't worry, I'll take you home."),
+}
+NARRATOR = re.compile(r"^(旁白|叙述|叙述者|讲述者|说书人|narrator|narration)$", re.I)
 
 
 def _ms(samples: int) -> float:
@@ -97,6 +112,10 @@ class _Understanding:
     plan: ReplyPlan
     text: str = ""
     ms: float = 0.0  # time it took (the part of it not overlapped with other work delays the reply)
+    persona: Persona | None = None  # the persona that answers once this turn is taken (a role request)
+    role: RoleRequest | None = None
+    song: SongRequest | None = None  # something to sing (song set), or an unknown title (answered honestly)
+    story: bool = False  # the reply is a story with attributed, voiced lines
 
 
 @dataclass
@@ -147,6 +166,9 @@ class _Response:
     held: list[Event] = field(default_factory=list)  # events produced before the gate opened
     timings: dict[str, float] = field(default_factory=dict)
     t_end: float = 0.0  # wall-clock end of the user's speech (or of the typed message)
+    persona: Persona | None = None  # who answers (None: the session's persona)
+    story: bool = False  # lines are attributed ("[旁白]", "[孙悟空]") and spoken in the speakers' voices
+    cast: dict[str, str] = field(default_factory=dict)  # story speaker → voice
 
     def emit(self, session: "Session", ev: Event) -> None:
         if self.gate.is_set():
@@ -174,6 +196,8 @@ class Session:
         self.baseline = prosody.SpeakerBaseline()
         self.emotions = EmotionTrack()
         self._plan = ReplyPlan()  # the plan for answering the last user turn (``respond()`` uses it)
+        self._sung: list[str] = []  # songs sung in this conversation ("再唱一首" picks another)
+        self._und: _Understanding | None = None  # the last user turn's understanding (``respond()`` uses it)
         self.partials = partials
         # False: a finished user turn is only added to the conversation; ``respond()`` answers it (Realtime
         # clients with ``create_response: false`` or push-to-talk)
@@ -281,13 +305,21 @@ class Session:
         lang = text_language(last_user) or self.conversation_language()
         r = self._new_response(last_user, o)
         r.voice_state = self.voice_state
+        song = None
         if history and history[-1]["role"] == "user":
             if o.history is None:  # the plan belongs to the conversation's last user turn, not to given items
                 r.plan = self._plan
+                und = self._und
+                if und is not None and und.text == last_user and o.fixed is None:
+                    r.story = und.story
+                    if und.story:
+                        r.max_tokens = max(r.max_tokens or 0, self.settings.dialogue.story_tokens)
+                    if und.song is not None and und.song.song is not None:
+                        song = und.song
             messages = [*self._with_note([system, *history[:-1]], lang), history[-1], *self._plan_note(r.plan)]
         else:
             messages = [system, *history]
-        self._launch(r, self._run_response(r, messages, lang, fixed=o.fixed))
+        self._launch(r, self._run_response(r, messages, lang, fixed=o.fixed, song=song))
         self._open_gate(r, time.perf_counter(), {})
         return r.rid
 
@@ -295,6 +327,26 @@ class Session:
         o = o or ResponseOptions()
         return _Response(f"resp_{next(_ids)}", user_text, speak=self.speak if o.speak is None else o.speak,
                          voice=o.voice, max_tokens=o.max_tokens, record=o.record, t_end=time.perf_counter())
+
+    def set_persona(self, key: str | None, request: str = "") -> None:
+        """Become another persona (None: the configured one): its prompt, voice and manner from the next reply on.
+
+        The conversation so far stays; only the system prompt changes (the LLM's prefix cache is refilled for it
+        on the LLM thread, ~1 s once per persona).
+        """
+        p = get_persona(key or self.settings.dialogue.persona)
+        if p.key == self.persona.key:
+            return
+        self.persona = p
+        default = p.key == self.settings.dialogue.persona and self.settings.dialogue.system_prompt
+        prompt = self.settings.dialogue.system_prompt if default else p.system_prompt
+        self.conversation.system_prompt = prompt or p.system_prompt
+        self.voice = replace(self.voice, voice=p.voice)
+        if self.stack.llm is not None:
+            self._llm_pool.submit(self.stack.warm, self.conversation.system_prompt)
+        if self._playout is not None and self.settings.duplex.acknowledge and p.acknowledges:
+            self._tts_pool.submit(self._prepare_acks)  # "嗯，" in the new voice
+        self._emit(PersonaChanged(p.key, p.name, p.voice, request))
 
     def clear_input(self) -> None:
         """Forget the utterance in progress (``input_audio_buffer.clear``)."""
@@ -679,8 +731,9 @@ class Session:
         cfg = self.settings.emotion
         t0 = time.perf_counter()
         lang = language or text_language(text) or self.conversation_language()
+        requests = self._requests(text, lang)
         if not cfg.enabled:
-            return _Understanding(None, None, self.voice_state, ReplyPlan(), text)
+            return self._with_requests(_Understanding(None, None, self.voice_state, ReplyPlan(), text), requests, lang)
         feats_job = None
         self.baseline.use_priors(lang)
         if audio is not None and len(audio) >= INPUT_RATE // 5:
@@ -705,7 +758,36 @@ class Session:
         change = parse_voice_instruction(text) if cfg.voice_requests else None
         voice = change.apply(self.voice_state) if change else self.voice_state
         plan = plan_reply(reading if cfg.policy else None, voice, change, last if cfg.policy else None, lang)
-        return _Understanding(reading, change, voice, plan, text, (time.perf_counter() - t0) * 1000)
+        u = _Understanding(reading, change, voice, plan, text, (time.perf_counter() - t0) * 1000)
+        return self._with_requests(u, requests, lang)
+
+    def _requests(self, text: str, lang: str) -> tuple[RoleRequest | None, SongRequest | None, bool]:
+        """What the turn asks the assistant to *do*: take or leave a role, sing, tell a story."""
+        d = self.settings.dialogue
+        role = parse_role_request(text) if d.roles else None
+        song = None
+        if d.singing:
+            song = parse_song_request(text, self.stack.songbook)
+            if song is not None and song.song is None and song.title is None:
+                # "唱首歌" (no title) or "唱一首关于春天的歌" (words, no melody): a melody from the book not sung yet
+                song = SongRequest(pick_song(self.stack.songbook, self._sung), None, song.topic)
+        story = song is None and bool(_STORY.search(text))
+        return role, song, story
+
+    def _with_requests(self, u: _Understanding, requests: tuple, lang: str) -> _Understanding:
+        role, song, story = requests
+        u.role, u.song, u.story = role, song, story
+        u.persona = self.persona
+        if role is not None:
+            u.persona = get_persona(role.enter) if role.enter else get_persona(self.settings.dialogue.persona)
+        notes = [u.plan.note] if u.plan.note else []
+        if song is not None and song.song is None:
+            notes.append(unknown_song_note(song.title, self.stack.songbook, lang))
+        if story:
+            notes.append(_STORY_NOTE.get(lang, _STORY_NOTE["en"]))
+        if len(notes) > (1 if u.plan.note else 0):
+            u.plan = replace(u.plan, note="\n".join(notes))
+        return u
 
     def _accept(self, u: _Understanding | None, item_id: str) -> None:
         """The turn is taken: its feeling joins the session's record, a voice request takes effect."""
@@ -721,12 +803,31 @@ class Session:
         if u.voice != self.voice_state:
             self.voice_state = u.voice
             self._emit(VoiceChanged(asdict(u.voice), u.text))
+        if u.persona is not None and u.persona.key != self.persona.key:
+            self.set_persona(u.persona.key, u.text)
+        if u.song is not None and u.song.song is not None:
+            self._sung.append(u.song.song.key)
         self._plan = u.plan
+        self._und = u
 
-    def _clause_voice(self, r: _Response, style: str | None) -> VoiceSettings:
-        base = r.voice or self.voice
-        s = r.voice_state.settings(base.voice, style)
+    def _clause_voice(self, r: _Response, style: str | None, voice: str | None = None) -> VoiceSettings:
+        """``voice``: a story speaker's voice instead of the response's own."""
+        base = r.voice or (VoiceSettings(voice=r.persona.voice) if r.persona is not None else self.voice)
+        s = r.voice_state.settings(voice or base.voice, style)
         return replace(s, speed=s.speed * base.speed) if base.speed != 1.0 else s
+
+    def _speaker_voice(self, r: _Response, name: str) -> tuple[str | None, str | None]:
+        """(voice, default style) of a story line's speaker: the narrator is the persona itself; characters get
+        voices of their own (a persona's if the character is one: 孙悟空 → wukong), none shared with another."""
+        persona = r.persona or self.persona
+        if NARRATOR.match(name):
+            return persona.voice, "story"
+        if name not in r.cast:
+            female = is_female(name)
+            hint = None if female is None else ({name} if female else set())
+            r.cast[name] = cast([name], exclude=(persona.voice or "", *r.cast.values()), female=hint)[name]
+        known = next((p for p in PERSONAS.values() if p.key != "companion" and name in p.names()), None)
+        return r.cast[name], known.default_emotion if known else None
 
     async def _score_text(self, text: str, lang: str) -> float | None:
         llm = self.stack.llm
@@ -906,17 +1007,24 @@ class Session:
                         committed: bool = False, und: _Understanding | None = None) -> _Response:
         r = self._new_response(text)
         r.timings.update(timings)
+        r.persona = (und.persona if und is not None else None) or self.persona
         if und is not None:
             r.plan, r.voice_state = und.plan, und.voice
             r.timings["understand"] = und.ms
+            r.story = und.story
+            if und.story:
+                r.max_tokens = max(r.max_tokens or 0, self.settings.dialogue.story_tokens)
         else:
             r.voice_state = self.voice_state
-        lang = language or text_language(text) or self.persona.language
+        lang = language or text_language(text) or r.persona.language
         history = self._history()
+        if r.persona.key != self.persona.key:  # entering or leaving a role with this very turn
+            history[0] = {"role": "system", "content": r.persona.system_prompt}
         if committed:
             history = history[:-1]  # the user's message was just added; it goes after the note
         messages = [*self._with_note(history, lang), {"role": "user", "content": text}, *self._plan_note(r.plan)]
-        self._launch(r, self._run_response(r, messages, lang))
+        song = und.song if und is not None and und.song is not None and und.song.song is not None else None
+        self._launch(r, self._run_response(r, messages, lang, song=song))
         return r
 
     def _launch(self, r: _Response, coro) -> None:
@@ -926,14 +1034,18 @@ class Session:
         r.task.add_done_callback(self._responses.discard)
 
     async def _run_response(self, r: _Response, messages: list[Message], user_lang: str,
-                            fixed: str | None = None) -> None:
-        """``fixed``: speak this text instead of asking the LLM (greetings)."""
+                            fixed: str | None = None, song: SongRequest | None = None) -> None:
+        """``fixed``: speak this text instead of asking the LLM (greetings). ``song``: sing it (new words to
+        its melody first when it has a topic), after a short spoken introduction."""
         llm = self.stack.llm
+        if song is not None:
+            fixed = _song_intro(song, user_lang)
         assert llm is not None or fixed is not None
         cfg = self.settings
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[object] = asyncio.Queue()
-        clauses: asyncio.Queue[tuple[str, str | None] | None] = asyncio.Queue()
+        clauses: asyncio.Queue[_Clause | None] = asyncio.Queue()
+        persona = r.persona or self.persona
         stop = threading.Event()
         # On 2 cores llama.cpp's spinning threads and Kokoro's slow each other down ~5x; speech is far slower than
         # generation, so the LLM simply waits while a clause is being synthesized.
@@ -970,19 +1082,50 @@ class Session:
                 loop.call_soon_threadsafe(deltas.put_nowait, _END)
 
         async def text_stage() -> None:
-            """Tokens → style tags parsed out → clauses, each with the style it is to be said in."""
+            """Tokens → style (and story speaker) tags parsed out → clauses, each with its style and voice."""
             splitter = ClauseSplitter()
-            tags = StyleTags()
-            style = r.plan.style
+            tags = StyleTags(speakers=r.story)
+            script = ScriptLines() if r.story else None  # "小猫：我饿了" lines, as some models write stories
+            # a tag, else the policy's style, else a lasting style the user asked for, else the persona's manner
+            base_style = r.plan.style or (None if r.voice_state.style else persona.default_emotion)
+            style = base_style
+            voice: str | None = None
+            speaker: str | None = None
 
             async def put(cs: list[str]) -> None:
                 for c in cs:
-                    await clauses.put((c, style))
+                    await clauses.put(_Clause(c, style, voice, speaker))
 
             async def text(piece: str) -> None:
                 generated.append(piece)
                 r.emit(self, ReplyTextDelta(r.rid, piece))
                 await put(splitter.feed(piece))
+
+            async def sing(req: SongRequest) -> None:
+                """The song's phrases as clauses whose audio the singer renders (new words first, if asked for)."""
+                assert req.song is not None
+                tune = req.song
+                if req.topic:
+                    try:
+                        assert llm is not None
+                        lines = await loop.run_in_executor(self._llm_pool, write_lyrics, llm, tune, req.topic,
+                                                           max(cfg.llm.temperature, 0.7))
+                        tune = tune.with_lyrics(lines)
+                    except (LlmError, ValueError) as e:
+                        log.warning("new lyrics failed: %s", e)
+                        sorry = {"zh": "抱歉，这次的新歌词没填好，我先唱原来的版本吧。",
+                                 "en": "Sorry, the new words did not fit the tune; here is the original."}
+                        await text(sorry.get(user_lang, sorry["en"]))
+                        await put(splitter.flush())
+                phrases = None
+                if r.speak:
+                    phrases = self.stack.singer.phrases(tune, (r.voice.voice if r.voice else None) or persona.voice,
+                                                        tempo=r.voice_state.speed)
+                for i, phrase in enumerate(tune.phrases):
+                    words = phrase.text + ("。" if i == len(tune.phrases) - 1 else "，")
+                    generated.append(words)
+                    r.emit(self, ReplyTextDelta(r.rid, words))
+                    await clauses.put(_Clause(words, None, None, None, _next_phrase(phrases) if phrases else None))
 
             while True:
                 d = await deltas.get()
@@ -993,18 +1136,25 @@ class Session:
                 assert isinstance(d, str)
                 if "llm_first_token" not in timings:
                     timings["llm_first_token"] = (time.perf_counter() - t_llm) * 1000
-                for piece, tag in tags.feed(d):
+                for piece, tag in _expand(tags.feed(d), script):
                     if tag is None:
                         await text(piece)
                         continue
-                    await put(splitter.flush())  # a new style starts a new clause
+                    await put(splitter.flush())  # a new style (or speaker) starts a new clause
+                    if tag.startswith("@"):
+                        speaker = tag[1:]
+                        voice, style = self._speaker_voice(r, speaker)
+                        style = style or base_style
+                        continue
                     style = r.plan.remap.get(tag, tag)
                     if r.voice_state.whisper or r.plan.style == "whisper":
                         style = "whisper"  # asked for, or answering a whisper: no tag shouts over it
-            rest = tags.flush()
+            rest = tags.flush() + (script.flush() if script is not None else "")
             if rest:
                 await text(rest)
             await put(splitter.flush())
+            if song is not None and song.song is not None:
+                await sing(song)
             await clauses.put(None)
 
         async def acknowledge() -> None:
@@ -1021,11 +1171,12 @@ class Session:
         async def audio_stage() -> None:
             first = True
             while (item := await clauses.get()) is not None:
-                clause, style = item
+                clause, style = item.text, item.style
                 if first and acked[0]:
                     clause = _LEADING_ACK.sub("", clause) or clause
                 first = False
-                r.emit(self, ReplyClause(r.rid, clause, get_style(style).name if style else None))
+                r.emit(self, ReplyClause(r.rid, clause, get_style(style).name if style else None, item.speaker,
+                                         item.voice, item.render is not None))
                 if not r.speak:
                     spoken.append(clause)
                     continue
@@ -1035,8 +1186,11 @@ class Session:
                 t_clause = time.perf_counter()
                 tts_idle.clear()
                 try:
-                    audio = await loop.run_in_executor(self._tts_pool, self.stack.tts.synthesize, clause,
-                                                       self._clause_voice(r, style), reply_lang[0])
+                    if item.render is not None:
+                        audio = await loop.run_in_executor(self._tts_pool, item.render)
+                    else:
+                        audio = await loop.run_in_executor(self._tts_pool, self.stack.tts.synthesize, clause,
+                                                           self._clause_voice(r, style, item.voice), reply_lang[0])
                 finally:
                     tts_idle.set()
                 if "tts_first_audio" not in timings:
@@ -1113,3 +1267,40 @@ class Session:
             pass
         if status == "cancelled":
             raise asyncio.CancelledError
+
+
+@dataclass
+class _Clause:
+    """One unit of a reply on its way to the voice: text, speaking style, a story speaker's voice, or — for a
+    sung phrase — the call that renders its audio (on the TTS thread)."""
+
+    text: str
+    style: str | None = None
+    voice: str | None = None
+    speaker: str | None = None
+    render: Callable[[], np.ndarray] | None = None
+
+
+def _next_phrase(phrases) -> Callable[[], np.ndarray]:
+    """The next sung phrase's audio, rendered when the audio stage asks for it (phrases render in order)."""
+    return lambda: next(phrases).audio
+
+
+def _song_intro(req: SongRequest, lang: str) -> str:
+    assert req.song is not None
+    if lang == "en":
+        return (f"Sure! Here is {req.song.title} with new words about {req.topic}." if req.topic
+                else f"Sure, here is {req.song.title}.")
+    if req.topic:
+        return f"好呀，我用《{req.song.title}》的调子，给你唱一首关于{req.topic}的歌。"
+    return f"好呀，我来给你唱《{req.song.title}》。"
+
+
+def _expand(pieces: list[tuple[str, str | None]], script: ScriptLines | None) -> list[tuple[str, str | None]]:
+    """Text pieces through the script-line parser too (story mode)."""
+    if script is None:
+        return pieces
+    out: list[tuple[str, str | None]] = []
+    for piece, tag in pieces:
+        out.extend(script.feed(piece) if tag is None else [(piece, tag)])
+    return out

@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tingshuo.asr import Recognizer, load_recognizer
 from tingshuo.audio.smart_turn import SmartTurn
 from tingshuo.config import Settings
 from tingshuo.llm import ChatModel, load_chat_model
 from tingshuo.tts import SpeechSynthesizer
+
+if TYPE_CHECKING:
+    from tingshuo.tts.singing import Singer, Songbook
 
 
 @dataclass
@@ -34,6 +38,27 @@ class ModelStack:
             self._pools[name] = ThreadPoolExecutor(1, thread_name_prefix=name)
         return self._pools[name]
 
+    _songbook: "Songbook | None" = None
+    _singer: "Singer | None" = None
+
+    @property
+    def songbook(self) -> "Songbook":
+        if self._songbook is None:
+            from tingshuo.tts.singing import Songbook
+
+            self._songbook = Songbook.load(self.settings.dialogue.songs_file)
+        return self._songbook
+
+    @property
+    def singer(self) -> "Singer":
+        """Sings with the Kokoro backend (loaded on first use); runs on the TTS thread like speech."""
+        if self._singer is None:
+            from tingshuo.tts.singing import Singer
+
+            assert self.tts is not None, "singing needs a stack loaded with TTS"
+            self._singer = Singer(self.tts.backend("kokoro"), self.tts.sample_rate)
+        return self._singer
+
     def warm(self, system_prompt: str) -> None:
         """Fill the LLM's prefix cache with a session's system prompt (once per prompt)."""
         if self.llm is not None and system_prompt not in self._warm_prompts:
@@ -45,6 +70,10 @@ class ModelStack:
         """Load what the mode needs (speech→text needs no TTS, text→text neither ASR nor TTS)."""
         stack = cls(settings)
         cache = settings.cache_dir
+        if settings.dialogue.personas_file is not None:
+            from tingshuo.dialogue.persona import load_personas, register
+
+            register(load_personas(settings.dialogue.personas_file))
         if asr:
             t = time.perf_counter()
             stack.asr = load_recognizer(settings.asr, cache)

@@ -146,6 +146,23 @@ class LlamaCppChat:
         p = np.exp(logits - logits.max())
         return float(p[self._end_ids].sum() / p.sum())
 
+    def complete_with_grammar(self, messages: list[Message], grammar: str, *, max_tokens: int,
+                              temperature: float) -> str:
+        """A whole reply whose text must match a GBNF ``grammar`` (llama.cpp samples only tokens it allows):
+        used where the form is not negotiable, e.g. new lyrics with exactly one syllable per note."""
+        from llama_cpp import LlamaGrammar
+
+        g = LlamaGrammar.from_string(grammar, verbose=False)
+        with self._lock:
+            tokens = self._tokenize(self._prompt(messages) + "<|im_start|>assistant\n")  # type: ignore[arg-type]
+            try:
+                out = self.llm.create_completion(prompt=tokens, max_tokens=max_tokens, temperature=temperature,
+                                                 top_p=self.cfg.top_p, repeat_penalty=1.1, grammar=g,
+                                                 seed=self.cfg.seed if self.cfg.seed is not None else -1)
+            except ValueError as e:
+                raise LlmError(f"the local model refused the request: {e}") from e
+        return out["choices"][0]["text"]  # type: ignore[index]
+
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
         with self._lock:
             tokens = self._tokenize(self._prompt(messages))

@@ -61,7 +61,9 @@ def cast(characters: list[str], exclude: tuple[str, ...] = (), female: set[str] 
 
     out: dict[str, str] = {}
     used = set(exclude)
-    pool = [k for k in VOICES if k != "joe"]
+    # voices no built-in character owns come first, so 孙悟空 can still get his own if he appears later
+    owned = {"wukong", "tangseng", "daiyu", "xiaonuan"}
+    pool = [k for k in VOICES if k != "joe" and k not in owned] + [k for k in VOICES if k in owned]
     for ch in characters:
         known = voice_of_character(ch)
         if known and known not in used:
