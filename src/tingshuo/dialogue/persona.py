@@ -67,6 +67,18 @@ class Persona:
             lines.append(f"例如用户说“{u}”，你说“{a}”" if self.language != "en" else f'For example, user: "{u}" you: "{a}"')
         return "".join(lines) if self.language != "en" else " ".join(lines)
 
+    @property
+    def reminder(self) -> str | None:
+        """A short note placed after each user turn while in a role: the 1.5B model drifts back to a generic
+        assistant after a turn or two with the system prompt alone (measured: no role markers in 5 of 5 replies
+        for 唐僧 and 林黛玉), and the note after the user's words costs only its own ~30 tokens."""
+        if self.prompt or self.key == "companion":
+            return None
+        if self.language == "en":
+            return f"(Stay in character as {self.name}: {self.speaking_style}.)"
+        phrases = "、".join(f"“{c}”" for c in self.catchphrases[:2])
+        return f"（你是{self.name}，用{self.name}的口吻回答：{self.speaking_style}；可以说{phrases}。）"
+
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
 

@@ -316,7 +316,8 @@ class Session:
                         r.max_tokens = max(r.max_tokens or 0, self.settings.dialogue.story_tokens)
                     if und.song is not None and und.song.song is not None:
                         song = und.song
-            messages = [*self._with_note([system, *history[:-1]], lang), history[-1], *self._plan_note(r.plan)]
+            messages = [*self._with_note([system, *history[:-1]], lang), history[-1],
+                        *self._plan_note(r.plan, self.persona if o.instructions is None else None)]
         else:
             messages = [system, *history]
         self._launch(r, self._run_response(r, messages, lang, fixed=o.fixed, song=song))
@@ -697,11 +698,12 @@ class Session:
         return [*history, {"role": "system", "content": _LANG_NOTE.get(lang, _LANG_NOTE["en"])}]
 
     @staticmethod
-    def _plan_note(plan: ReplyPlan) -> list[Message]:
-        """The policy's note (how the user feels, a voice request), placed *after* the user's words: their KV
-        stays cached from the end-of-turn and emotion scoring, and only the note is read anew. It is there only
-        when there is something to say (a non-neutral feeling, a whisper, a request)."""
-        return [{"role": "system", "content": plan.note}] if plan.note else []
+    def _plan_note(plan: ReplyPlan, persona: Persona | None = None) -> list[Message]:
+        """The policy's note (how the user feels, a voice request) and, in a role, the role's reminder, placed
+        *after* the user's words: their KV stays cached from the end-of-turn and emotion scoring, and only the
+        note is read anew. It is there only when there is something to say."""
+        parts = [x for x in (persona.reminder if persona is not None else None, plan.note) if x]
+        return [{"role": "system", "content": "\n".join(parts)}] if parts else []
 
     async def _text_emotion(self, text: str, lang: str | None) -> dict[str, float] | None:
         """P over LABELS of the feeling in the words, read by the LLM (None: no LLM, no logprobs, or it failed)."""
@@ -1022,7 +1024,8 @@ class Session:
             history[0] = {"role": "system", "content": r.persona.system_prompt}
         if committed:
             history = history[:-1]  # the user's message was just added; it goes after the note
-        messages = [*self._with_note(history, lang), {"role": "user", "content": text}, *self._plan_note(r.plan)]
+        messages = [*self._with_note(history, lang), {"role": "user", "content": text},
+                    *self._plan_note(r.plan, r.persona)]
         song = und.song if und is not None and und.song is not None and und.song.song is not None else None
         self._launch(r, self._run_response(r, messages, lang, song=song))
         return r

@@ -1,0 +1,120 @@
+"""Role-play: each built-in role, entered by asking, keeps its voice and manner for five turns and is left on request.
+
+Judging rule (issue 7), per role:
+- entering: "你当X跟我说话" (or the tutor in English) makes the engine emit ``persona.changed`` for that role;
+- voice: every reply's audio is closer (speaker-embedding cosine) to the role's own voice than to any other
+  built-in voice, references being a fixed sentence spoken in each voice;
+- manner: at least 3 of the 5 replies carry the role's markers (below; the tutor: at least 4 of 5 replies in English);
+- leaving: after "别演了，做回你自己" a ``persona.changed`` back to the companion, and the next reply is in the
+  companion's voice (same test) with none of the role's markers.
+The user's lines are the seed product's favourite game: relatives' new-year questions (and an English learner's
+sentences with mistakes, for the tutor).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from tests.conftest import run
+from tingshuo.audio.speaker import SpeakerEncoder
+from tingshuo.engine.session import Session
+from tingshuo.tts import VOICES, VoiceSettings, text_language
+
+pytestmark = pytest.mark.slow
+
+NEW_YEAR = ["过年回家，亲戚问我一个月挣多少钱。", "我姑妈又问我什么时候结婚。", "表弟考了全班第一，大家都在夸他。",
+            "我爸让我明年考公务员，我不太想去。", "年夜饭吃太多了，肚子好撑啊。"]
+LEARNER = ["Yesterday I go to the supermarket with my mother.", "She buy many vegetable for the new year.",
+           "I am very like the spring festival.", "My brother have two dog.", "Can you tell me how to say 红包 in English?"]
+
+ROLES = {
+    "wukong": ("你当孙悟空跟我说话", NEW_YEAR, r"俺|老孙|师父|妖怪|金箍棒|筋斗|猴|大圣|桃|花果山|小娃娃"),
+    "tangseng": ("用唐僧的口气跟我聊天", NEW_YEAR, r"贫僧|阿弥陀佛|施主|善哉|徒儿|出家|佛|缘"),
+    "daiyu": ("你扮演林黛玉跟我说话", NEW_YEAR, r"罢了|何必|妹妹|宝玉|花|泪|愁|诗|春|怜|心事|倒是|岂"),
+    "storyteller": ("你当故事爷爷跟我说话", NEW_YEAR, r"从前|后来|故事|话说|小朋友|呀|孩子"),
+    "tutor": ("Please act as an English tutor and talk with me.", LEARNER, None),
+}
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return SpeakerEncoder()
+
+
+@pytest.fixture(scope="module")
+def references(tts, encoder):
+    """One reference embedding per built-in voice (the same sentence in each)."""
+    text = "从前有一座山，山里有一座庙，庙里住着一个老和尚，每天给小和尚讲故事。"
+    return {k: encoder.embed(tts.synthesize(text, VoiceSettings(voice=k), "zh"), tts.sample_rate)
+            for k in VOICES if k != "joe"}
+
+
+async def _turn(session: Session, text: str) -> tuple[str, np.ndarray, list]:
+    await session.push_text(text)
+    await session.wait_idle()
+    events = []
+    while not session._queue.empty():
+        events.append(session._queue.get_nowait())
+    done = [e for e in events if e.type == "response.done"]
+    assert done and done[-1].status == "completed", [e for e in events if e.type == "error"]
+    chunks = [e.audio for e in events if e.type == "reply.audio"]
+    return done[-1].text, (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), events
+
+
+def _closest(encoder, references, audio, rate, lang: str) -> str:
+    e = encoder.embed(audio, rate)
+    return max(references, key=lambda k: encoder.similarity(e, references[k]))
+
+
+@pytest.mark.parametrize("role", list(ROLES))
+def test_a_role_keeps_its_voice_and_manner_for_five_turns_and_is_left_on_request(stack, tts, encoder, references, role):
+    ask, lines, markers = ROLES[role]
+    own = VOICES[stack_persona(role).voice]
+    # the reference that speaks Chinese as this role does (the tutor's Chinese is in the narrator's voice)
+    expected = next(k for k, v in VOICES.items() if v.kokoro == own.kokoro and k != "joe")
+
+    async def go():
+        log = []
+        # the words' emotion reading is not what is tested here; short replies keep five roles × eight turns brief
+        settings = stack.settings.model_copy(deep=True)
+        settings.emotion.text = False
+        settings.llm.max_tokens = 70
+        async with Session(stack, speak=True, settings=settings) as s:
+            _, _, events = await _turn(s, ask)
+            changed = [e for e in events if e.type == "persona.changed"]
+            assert changed and changed[0].persona == role, [e.type for e in events]
+            for line in lines:
+                reply, audio, _ = await _turn(s, line)
+                log.append((line, reply, audio))
+            _, _, events = await _turn(s, "好了，别演了，做回你自己吧。")
+            back = [e for e in events if e.type == "persona.changed"]
+            after, after_audio, _ = await _turn(s, "今天晚上吃什么好呢？")
+        return log, back, after, after_audio
+
+    log, back, after, after_audio = run(go())
+    report = [(line, reply) for line, reply, _ in log]
+    for line, reply, audio in log:
+        if role == "tutor" and text_language(reply) == "en":
+            continue  # English goes to Piper's joe, the tutor's English voice (checked below)
+        assert len(audio) > tts.sample_rate // 2, (line, reply)
+        got = _closest(encoder, references, audio, tts.sample_rate, "zh")
+        assert got == expected, (line, reply, got)
+    if role == "tutor":
+        english = [r for _, r, _ in log if text_language(r) == "en"]
+        assert len(english) >= 4, report
+    else:
+        hits = [r for _, r, _ in log if re.search(markers, r)]
+        assert len(hits) >= 3, report
+    assert back and back[0].persona == "companion"
+    assert _closest(encoder, references, after_audio, tts.sample_rate, "zh") == "xiaonuan", after
+    if markers:
+        assert not re.search(r"俺老孙|贫僧|阿弥陀佛|罢了", after), after
+
+
+def stack_persona(key: str):
+    from tingshuo.dialogue.persona import get_persona
+
+    return get_persona(key)
