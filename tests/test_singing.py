@@ -92,3 +92,100 @@ def test_every_song_is_sung_in_tune_and_on_time(singer, book, voice):
             if share < 0.9 or err is None or abs(err) > 0.06:
                 failures.append((song.key, syl, round(n.onset_s, 2), round(share, 2), err and round(err * 1000)))
     assert not failures, failures
+
+
+# ------------------------------------------------------------------------------------------ in a conversation
+def _events(session):
+    out = []
+    while not session._queue.empty():
+        out.append(session._queue.get_nowait())
+    return out
+
+
+async def _ask(stack, text: str, speak: bool = True):
+    from tingshuo.engine.session import Session
+
+    settings = stack.settings.model_copy(deep=True)
+    settings.emotion.text = False
+    async with Session(stack, speak=speak, settings=settings) as s:
+        await s.push_text(text)
+        await s.wait_idle()
+        return _events(s)
+
+
+def test_a_song_asked_for_in_conversation_is_sung_phrase_by_phrase_on_its_notes(stack, singer, book):
+    from tests.conftest import run
+    from tingshuo.tts.singing import hz_of
+
+    events = run(_ask(stack, "给我唱一首小星星吧"))
+    song = book.songs["xiao-xingxing"]
+    clauses = [e for e in events if e.type == "reply.clause"]
+    audio = [e for e in events if e.type == "reply.audio"]
+    sung = [(c, a) for c, a in zip(clauses, audio) if c.sung]
+    assert [c.text.rstrip("，。") for c, _ in sung] == [p.text for p in song.phrases]
+    assert not clauses[0].sung and "小星星" in "".join(c.text for c in clauses if not c.sung)
+    voice, pitch = singer.resolve_voice("xiaonuan")
+    shift = singer.transposition(song, voice, pitch)
+    for (c, a), phrase in zip(sung, song.phrases):
+        scale = np.array([hz_of(song.tonic + n.degree_midi + shift) for n in phrase.notes if n.degree_midi is not None])
+        tr = pitch_track(resample(a.audio, a.sample_rate, 16000), 16000)
+        hz = np.asarray(tr.pitch_hz)[np.asarray(tr.confidence) >= 0.5]
+        off = np.min(np.abs(1200 * np.log2(hz[:, None] / scale[None, :])), axis=1)
+        assert np.mean(off <= 50) >= 0.9, (c.text, np.round(off).astype(int).tolist())
+    done = [e for e in events if e.type == "response.done"][-1]
+    assert "一闪一闪亮晶晶" in done.text
+
+
+def test_a_song_not_in_the_songbook_gets_an_honest_answer(stack, book):
+    from tests.conftest import run
+
+    events = run(_ask(stack, "你能给我唱一首《青花瓷》吗？", speak=False))
+    clauses = [e for e in events if e.type == "reply.clause"]
+    assert clauses and not any(c.sung for c in clauses)
+    reply = [e for e in events if e.type == "response.done"][-1].text
+    assert any(s.title in reply for s in book), reply  # it says what it can sing instead
+    assert "天青色等烟雨" not in reply  # and does not make up the lyrics
+
+
+def test_new_words_keep_one_syllable_per_note(stack, book):
+    from tests.conftest import run
+
+    events = run(_ask(stack, "把两只老虎改成关于加班的歌", speak=False))
+    song = book.songs["liangzhi-laohu"]
+    sung = [e.text.rstrip("，。") for e in events if e.type == "reply.clause" and e.sung]
+    assert [len(x) for x in sung] == song.syllable_counts, sung
+    original = [p.text for p in song.phrases]
+    assert sum(a != b for a, b in zip(sung, original)) >= len(original) // 2, sung
+    adapted = song.with_lyrics(sung)  # the melody's notes, one new syllable on each
+    for old, new in zip(song.phrases, adapted.phrases):
+        assert [n.degree_midi for n in old.notes] == [n.degree_midi for n in new.notes]
+        assert len(new.syllables) == len(old.syllables)
+
+
+def test_singing_is_interrupted_like_speech(stack, tts):
+    """Duplex: the user asks for a song by voice, then talks over it; the song stops and the turn keeps only
+    what was heard."""
+    from tests.conftest import run
+    from tingshuo.engine.session import Session
+    from tingshuo.engine.simulate import Cue, Scenario, run_scenario
+    from tingshuo.tts import VoiceSettings
+
+    def say(text: str) -> np.ndarray:
+        return resample(tts.synthesize(text, VoiceSettings(voice="jm_kumo"), "zh"), tts.sample_rate, 16000)
+
+    sc = Scenario("sing_interrupt", "interrupt",
+                  [Cue(say("我想听歌，请你给我唱一首两只老虎。"), at_s=0.5), Cue(say("等一下，别唱了，我有事要问你。"), after_reply_s=7.0)],
+                  duration_s=22.0)
+    settings = stack.settings.model_copy(deep=True)
+    settings.emotion.text = False
+    session = Session(stack, duplex=True, settings=settings)
+    out = run(run_scenario(session, sc))
+    assert "唱一首" in out.transcript, out.transcript
+    # Over speech playback stops 70–500 ms after the user's onset (tests/test_duplex.py). Over singing it is
+    # 0.4 s or ~2 s, run to run: a sustained sung vowel leaves few gaps, and the echo test that counts a window
+    # as our own voice when the canceller removed most of its energy holds until one comes (docs/personas.md).
+    assert out.stopped and out.stop_ms is not None and out.stop_ms < 2500, (out.stop_ms, out.events)
+    assert out.frames_after_stop == 0
+    kept = [t["content"] for t in session.conversation.turns if t["role"] == "assistant"]
+    song_turn = next(t for t in kept if "《两只老虎》" in t)  # the greeting comes first
+    assert "两只老虎，" in song_turn and not song_turn.endswith("真奇怪，真奇怪。"), kept  # only what was heard

@@ -78,7 +78,12 @@ def _topic(text: str) -> str | None:
 
 
 def _find_title(text: str, book: Songbook) -> tuple[Song, str] | None:
-    """The longest songbook title or alias mentioned in ``text`` (and the words that named it)."""
+    """The longest songbook title or alias mentioned in ``text`` (and the words that named it).
+
+    Titles are matched by their characters, then by their sound: speech recognition writes homophones
+    (两只老虎 → 两支老虎 / 两指老虎, 小星星 → 小新星), so a title also matches where the toneless pinyin of the
+    words agrees syllable by syllable, the front/back nasals (in/ing, en/eng) and zh/z, ch/c, sh/s counted alike.
+    """
     low = text.lower()
     best: tuple[Song, str] | None = None
     for song in book:
@@ -86,7 +91,32 @@ def _find_title(text: str, book: Songbook) -> tuple[Song, str] | None:
             n = name.lower()
             if len(n) >= 2 and n in low and (best is None or len(n) > len(best[1])):
                 best = (song, text[low.find(n):low.find(n) + len(n)])
+    if best is not None:
+        return best
+    chars = [(i, c) for i, c in enumerate(text) if "\u3400" <= c <= "\u9fff"]
+    sound = _sound("".join(c for _, c in chars))
+    for song in book:
+        for name in (song.title, *song.aliases):
+            han = "".join(c for c in name if "\u3400" <= c <= "\u9fff")
+            if len(han) < 3 or len(han) != len(name):
+                continue  # two syllables match too much by sound; only whole Chinese titles
+            want = _sound(han)
+            for k in range(len(sound) - len(want) + 1):
+                if sound[k:k + len(want)] == want and (best is None or len(han) > len(best[1])):
+                    a, b = chars[k][0], chars[k + len(want) - 1][0] + 1
+                    best = (song, text[a:b])
     return best
+
+
+def _sound(han: str) -> list[str]:
+    from pypinyin import lazy_pinyin
+
+    out = []
+    for py in lazy_pinyin(han):
+        py = re.sub(r"^([zcs])h", r"\1", py)
+        py = re.sub(r"(in|en|an)g$", r"\1", py)
+        out.append(py)
+    return out
 
 
 def pick_song(book: Songbook, sung: Iterable[str]) -> Song:

@@ -1128,7 +1128,8 @@ class Session:
                     words = phrase.text + ("。" if i == len(tune.phrases) - 1 else "，")
                     generated.append(words)
                     r.emit(self, ReplyTextDelta(r.rid, words))
-                    await clauses.put(_Clause(words, None, None, None, _next_phrase(phrases) if phrases else None))
+                    await clauses.put(_Clause(words, None, None, None, _next_phrase(phrases) if phrases else None,
+                                              sung=True))
 
             while True:
                 d = await deltas.get()
@@ -1179,7 +1180,7 @@ class Session:
                     clause = _LEADING_ACK.sub("", clause) or clause
                 first = False
                 r.emit(self, ReplyClause(r.rid, clause, get_style(style).name if style else None, item.speaker,
-                                         item.voice, item.render is not None))
+                                         item.voice, item.sung))
                 if not r.speak:
                     spoken.append(clause)
                     continue
@@ -1282,6 +1283,7 @@ class _Clause:
     voice: str | None = None
     speaker: str | None = None
     render: Callable[[], np.ndarray] | None = None
+    sung: bool = False
 
 
 def _next_phrase(phrases) -> Callable[[], np.ndarray]:
