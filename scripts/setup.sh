@@ -52,6 +52,13 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "$WANT" > "$STAMP"
 fi
 
+# 4b. Resemblyzer's speaker-encoder weights for the voice tests and `tingshuo voices --measure`. Installed without
+#     its dependencies: it requires torch (the CUDA build from PyPI, ~6 GB), and tingshuo runs the network in numpy.
+if [ "${TINGSHUO_TEST_DEPS:-0}" = 1 ] && ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('resemblyzer') is None)"; then
+  say "installing resemblyzer 0.1.4 (weights only, --no-deps)"
+  "${PIP[@]}" install -q --no-deps "resemblyzer==0.1.4"
+fi
+
 # 5. Real Mandarin test clips ship inside the fasr wheel (FunASR's example audio); take only the two WAVs.
 CLIPS="$CACHE/testdata/fasr"
 if [ ! -f "$CLIPS/asr_example.wav" ]; then

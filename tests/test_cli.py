@@ -182,3 +182,42 @@ def test_styles_say_with_style_and_listen(tmp_path):
     # tags switch the style per clause and are never spoken
     both = tmp_path / "both.wav"
     assert cli("say", "[生气]你怎么又迟到了！[开心]不过我原谅你了。", "--out", str(both)).returncode == 0
+
+
+def test_voices_personas_songs_and_sing(tmp_path):
+    """The listings, a song sung to a WAV with its notes, new lyrics that fit, and clear refusals."""
+    from tingshuo.audio.io import resample
+    from tingshuo.audio.prosody import pitch_track
+
+    r = cli("voices", "--json")
+    assert r.returncode == 0
+    voices = {v["key"]: v for v in json.loads(r.stdout)}
+    assert {"xiaonuan", "wukong", "tangseng", "daiyu", "narrator"} <= set(voices)
+    assert "孙悟空" in voices["wukong"]["personas"]
+    r = cli("personas", "--json")
+    assert {"companion", "wukong", "tangseng", "daiyu", "storyteller", "tutor"} <= {p["key"] for p in json.loads(r.stdout)}
+    mine = tmp_path / "mine.toml"
+    mine.write_text('[[persona]]\nkey = "bajie"\nname = "猪八戒"\ndescription = "贪吃的二师兄"\nvoice = "tangseng"\n',
+                    encoding="utf-8")
+    r = cli("personas", "--file", str(mine))
+    assert r.returncode == 0 and "猪八戒" in r.stdout
+    r = cli("songs", "--json")
+    assert {"两只老虎", "小星星", "生日快乐", "茉莉花", "新年好"} <= {s["title"] for s in json.loads(r.stdout)}
+    out, notes = tmp_path / "tigers.wav", tmp_path / "notes.json"
+    r = cli("sing", "两只老虎", "--out", str(out), "--voice", "wukong", "--notes", str(notes))
+    assert r.returncode == 0, r.stderr
+    a, sr = sf.read(out, dtype="float32")
+    placed = json.loads(notes.read_text(encoding="utf-8"))
+    assert len(placed) == 32 and abs(len(a) / sr - placed[-1]["onset_s"] - placed[-1]["duration_s"]) < 0.6
+    tr = pitch_track(resample(a, sr, 16000), 16000)
+    t, hz, ok = np.asarray(tr.timestamps), np.asarray(tr.pitch_hz), np.asarray(tr.confidence) >= 0.5
+    n = placed[8]  # "跑" of 跑得快, the third degree: its vowel sits on the note
+    sel = ok & (t >= n["onset_s"]) & (t < n["onset_s"] + n["duration_s"] - 0.03)
+    assert np.mean(np.abs(1200 * np.log2(hz[sel] / n["hz"])) <= 50) >= 0.9
+    r = cli("sing", "两只老虎", "--out", str(tmp_path / "new.wav"),
+            "--lyrics", "天天加班，天天加班，真辛苦，真辛苦，一直坐到半夜，一直没有周末，好奇怪，好奇怪")
+    assert r.returncode == 0 and "(new words)" in r.stdout, r.stderr
+    r = cli("sing", "两只老虎", "--out", str(tmp_path / "bad.wav"), "--lyrics", "太短了")
+    assert r.returncode == 2 and "needs 32 syllables" in r.stderr and "Traceback" not in r.stderr
+    r = cli("sing", "青花瓷", "--out", str(tmp_path / "x.wav"))
+    assert r.returncode == 2 and "not in the songbook" in r.stderr

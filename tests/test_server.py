@@ -623,3 +623,30 @@ def test_idle_timeout_checks_in_after_silence(server):
     text = check_in.output[0].content[0].text
     assert check_in.status == "completed" and check_in.metadata == {"tingshuo_reason": "idle_timeout"}
     assert text and any(c in text for c in "？?吗呢"), text  # it asks something
+
+
+def test_roles_and_songs_through_the_realtime_api(server):
+    """A typed item asking for a role switches the session's persona (extension event, voice, prompt); a song
+    request is answered with the lyrics sung phrase by phrase (extension clause events mark them)."""
+
+    async def main():
+        async with client(server).realtime.connect(model="tingshuo-local") as conn:
+            await conn.recv()
+            await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": "你当孙悟空跟我说话"}]})
+            await conn.response.create(response={"output_modalities": ["text"]})
+            ev1 = await collect(conn, "response.done")
+            await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": "唱首两只老虎"}]})
+            await conn.response.create()
+            ev2 = await collect(conn, "response.done")
+            return ev1, ev2
+
+    ev1, ev2 = run(main())
+    changed = [e for e in ev1 if e.type == "tingshuo.persona.changed"]
+    assert changed and changed[0].persona == "wukong" and changed[0].voice == "wukong"
+    sung = [e for e in ev2 if e.type == "tingshuo.reply.clause" and e.sung]
+    assert [e.text.rstrip("，。") for e in sung][:2] == ["两只老虎", "两只老虎"]
+    assert len(audio_of(ev2, "response.output_audio.delta")) > 24000 * 10  # the song, in audio
+    created = next(e for e in ev2 if e.type == "response.created")
+    assert created.model_extra["tingshuo"]["style"]["persona"] == "wukong"

@@ -300,9 +300,16 @@ class Session:
         history = o.history if o.history is not None else (self._history() if self.stack.llm else [])
         if history and history[0]["role"] == "system":
             history = history[1:]
-        system: Message = {"role": "system", "content": o.instructions or self.conversation.system_prompt}
         last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
         lang = text_language(last_user) or self.conversation_language()
+        if (o.history is None and o.fixed is None and history and history[-1]["role"] == "user"
+                and (self._und is None or self._und.text != last_user)):
+            # a user item added directly (Realtime conversation.item.create), not heard or typed through the engine:
+            # what it asks the assistant to do (a role, a song, a story) is read now
+            und = self._with_requests(_Understanding(None, None, self.voice_state, ReplyPlan(), last_user),
+                                      self._requests(last_user, lang), lang)
+            self._accept(und, self.conversation.ids[-1] if self.conversation.ids else "")
+        system: Message = {"role": "system", "content": o.instructions or self.conversation.system_prompt}
         r = self._new_response(last_user, o)
         r.voice_state = self.voice_state
         song = None
@@ -814,9 +821,18 @@ class Session:
 
     def _clause_voice(self, r: _Response, style: str | None, voice: str | None = None) -> VoiceSettings:
         """``voice``: a story speaker's voice instead of the response's own."""
-        base = r.voice or (VoiceSettings(voice=r.persona.voice) if r.persona is not None else self.voice)
+        base = self._base_voice(r)
         s = r.voice_state.settings(voice or base.voice, style)
         return replace(s, speed=s.speed * base.speed) if base.speed != 1.0 else s
+
+    def _base_voice(self, r: _Response) -> VoiceSettings:
+        """The response's own voice: per-response override, else the session's (a client may pick one), else —
+        for the reply that enters or leaves a role, before the session switched — the new persona's."""
+        if r.voice is not None:
+            return r.voice
+        if r.persona is not None and r.persona.key != self.persona.key:
+            return VoiceSettings(voice=r.persona.voice)
+        return self.voice
 
     def _speaker_voice(self, r: _Response, name: str) -> tuple[str | None, str | None]:
         """(voice, default style) of a story line's speaker: the narrator is the persona itself; characters get
@@ -1122,7 +1138,7 @@ class Session:
                         await put(splitter.flush())
                 phrases = None
                 if r.speak:
-                    phrases = self.stack.singer.phrases(tune, (r.voice.voice if r.voice else None) or persona.voice,
+                    phrases = self.stack.singer.phrases(tune, self._base_voice(r).voice or persona.voice,
                                                         tempo=r.voice_state.speed)
                 for i, phrase in enumerate(tune.phrases):
                     words = phrase.text + ("。" if i == len(tune.phrases) - 1 else "，")

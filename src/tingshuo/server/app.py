@@ -91,10 +91,12 @@ class RealtimeServer:
 
     async def options(self, request: Request) -> Response:
         """What the call page offers in its pickers."""
-        voices: list[str] = []
+        from tingshuo.tts import VOICES
+
+        voices: list[str] = list(VOICES)  # character voices (tingshuo voices), then Kokoro's own tables
         if self.stack is not None and self.stack.tts is not None:
             with contextlib.suppress(Exception):
-                voices = list(self.stack.tts.backend("zh").voices())
+                voices += list(self.stack.tts.backend("zh").voices())
         return JSONResponse({"voices": voices, "default_voice": self.settings.tts.voice_zh,
                              "personas": [{"key": p.key, "name": p.name, "description": p.description,
                                            "voice": p.voice} for p in PERSONAS.values()],

@@ -224,9 +224,11 @@ class RealtimeConnection:
         self.cfg.update(s, self.voices)  # type: ignore[arg-type]
         if self.cfg.persona != old_persona:
             p = get_persona(self.cfg.persona)
+            self.session.set_persona(p.key, "session.update")
             if "instructions" not in s:  # type: ignore[operator]
-                self.cfg.instructions = p.system_prompt
-            self.session.persona = p
+                self.cfg.instructions = self.session.conversation.system_prompt
+            if "voice" not in s:  # type: ignore[operator]
+                self.cfg.voice = p.voice or self.settings.tts.voice_zh
         self._apply()
         await self.emit("session.updated", session=self._wire_session())
 
@@ -259,10 +261,12 @@ class RealtimeConnection:
         tts = self.stack.tts
         if tts is None:
             return []
+        from tingshuo.tts import VOICES
+
         try:
-            return list(tts.backend("zh").voices())
+            return [*VOICES, *tts.backend("zh").voices()]  # character voices, then Kokoro's own tables
         except Exception:
-            return []
+            return list(VOICES)
 
     def _engine_voice(self, voice: str | None) -> str | None:
         if voice is None or voice in OPENAI_VOICES:
@@ -702,6 +706,13 @@ class RealtimeConnection:
                 self.store.set_emotion(self.id, ev.item_id, ev.details)
         elif isinstance(ev, E.VoiceChanged):
             await self.emit("tingshuo.voice.changed", state=ev.state, request=ev.request)
+        elif isinstance(ev, E.PersonaChanged):
+            # a role entered or left by asking ("你当孙悟空跟我说话"): the session's persona, prompt and voice follow
+            self.cfg.persona = ev.persona
+            self.cfg.instructions = self.session.conversation.system_prompt
+            self.cfg.voice = ev.voice or self.settings.tts.voice_zh
+            await self.emit("tingshuo.persona.changed", persona=ev.persona, name=ev.name, voice=ev.voice,
+                            request=ev.request)
         elif isinstance(ev, E.TurnDetected):
             await self.emit("tingshuo.turn.detected", p_audio=ev.p_audio, p_text=ev.p_text, waited_ms=ev.waited_ms)
         elif isinstance(ev, E.ResponseStarted):
@@ -714,6 +725,9 @@ class RealtimeConnection:
             out = self._out.get(ev.response_id)
             if out is not None:
                 out.clauses.append(ev.text)
+            if ev.speaker or ev.sung:  # who says a story line, or a sung phrase (captions, karaoke)
+                await self.emit("tingshuo.reply.clause", response_id=ev.response_id, text=ev.text, style=ev.style,
+                                speaker=ev.speaker, voice=ev.voice, sung=ev.sung)
         elif isinstance(ev, E.AudioChunk):
             await self._audio(ev)
         elif isinstance(ev, E.ResponseDone):

@@ -245,9 +245,25 @@ function handle(ev) {
     case "response.output_audio_transcript.delta":
     case "response.output_text.delta": {
       const r = state.responses[ev.response_id];
-      if (r) { r.text += ev.delta; caption("assistant", ev.item_id, r.text); }
+      if (r) {
+        const mark = (r.marks || {})[ev.delta.trim()] || "";  // a story line's speaker, or ♪ for a sung phrase
+        r.text += (mark && r.text && !r.text.endsWith("\n") ? "\n" : "") + mark + ev.delta;
+        caption("assistant", ev.item_id, r.text);
+      }
       break;
     }
+    case "tingshuo.reply.clause": {
+      const r = state.responses[ev.response_id];
+      if (r) {
+        r.marks = r.marks || {};
+        r.marks[ev.text.trim()] = ev.sung ? "♪ " : (ev.speaker && !/^(旁白|narrator)$/i.test(ev.speaker) ? ev.speaker + "：" : "");
+      }
+      break;
+    }
+    case "tingshuo.persona.changed":
+      if ([...$("persona").options].some((o) => o.value === ev.persona)) $("persona").value = ev.persona;
+      window.tingshuo.personas = (window.tingshuo.personas || []).concat([ev.persona]);
+      break;
     case "response.output_audio.delta":
       window.tingshuo.audioDeltas++;
       if (state.waitingFirstAudio && state.speechStoppedAt !== null) {
