@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--no-duplex", action="store_true", help="skip the full-duplex scenario benchmark (bench/duplex.py)")
     ap.add_argument("--no-server", action="store_true", help="skip the Realtime API benchmark (bench/server.py)")
     ap.add_argument("--no-emotion", action="store_true", help="skip the emotion benchmark (bench/emotion.py)")
+    ap.add_argument("--no-perform", action="store_true", help="skip voices/singing/stories (bench/perform.py)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
@@ -133,6 +134,12 @@ def main() -> None:
 
         print("\nemotion (bench/emotion.py):")
         emotion.run(stack, args.out)
+    if not args.no_perform:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import perform
+
+        print("\nvoices, singing, stories, roles (bench/perform.py):")
+        perform.run(stack, args.out)
     if not args.no_duplex:
         sys.path.insert(0, str(Path(__file__).parent))
         import duplex

@@ -71,3 +71,21 @@ def tts(stack):
 
 def run(coro):
     return asyncio.run(coro)
+
+
+@pytest.fixture(scope="session")
+def speaker_encoder():
+    """Resemblyzer's speaker encoder (numpy port, tingshuo/audio/speaker.py)."""
+    from tingshuo.audio.speaker import SpeakerEncoder
+
+    return SpeakerEncoder()
+
+
+@pytest.fixture(scope="session")
+def voice_references(tts, speaker_encoder):
+    """One embedding per built-in Chinese voice, all reading the same sentence: a clip's voice is the nearest."""
+    from tingshuo.tts import VOICES, VoiceSettings
+
+    text = "从前有一座山，山里有一座庙，庙里住着一个老和尚，每天给小和尚讲故事。"
+    return {k: speaker_encoder.embed(tts.synthesize(text, VoiceSettings(voice=k), "zh"), tts.sample_rate)
+            for k in VOICES if k != "joe"}

@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import run
-from tingshuo.audio.speaker import SpeakerEncoder
 from tingshuo.engine.session import Session
-from tingshuo.tts import VOICES, VoiceSettings, text_language
+from tingshuo.tts import VOICES, text_language
 
 pytestmark = pytest.mark.slow
 
@@ -39,17 +38,6 @@ ROLES = {
 }
 
 
-@pytest.fixture(scope="module")
-def encoder():
-    return SpeakerEncoder()
-
-
-@pytest.fixture(scope="module")
-def references(tts, encoder):
-    """One reference embedding per built-in voice (the same sentence in each)."""
-    text = "从前有一座山，山里有一座庙，庙里住着一个老和尚，每天给小和尚讲故事。"
-    return {k: encoder.embed(tts.synthesize(text, VoiceSettings(voice=k), "zh"), tts.sample_rate)
-            for k in VOICES if k != "joe"}
 
 
 async def _turn(session: Session, text: str) -> tuple[str, np.ndarray, list]:
@@ -64,13 +52,14 @@ async def _turn(session: Session, text: str) -> tuple[str, np.ndarray, list]:
     return done[-1].text, (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), events
 
 
-def _closest(encoder, references, audio, rate, lang: str) -> str:
+def _closest(encoder, references, audio, rate) -> str:
     e = encoder.embed(audio, rate)
     return max(references, key=lambda k: encoder.similarity(e, references[k]))
 
 
 @pytest.mark.parametrize("role", list(ROLES))
-def test_a_role_keeps_its_voice_and_manner_for_five_turns_and_is_left_on_request(stack, tts, encoder, references, role):
+def test_a_role_keeps_its_voice_and_manner_for_five_turns_and_is_left_on_request(stack, tts, speaker_encoder,
+                                                                                 voice_references, role):
     ask, lines, markers = ROLES[role]
     own = VOICES[stack_persona(role).voice]
     # the reference that speaks Chinese as this role does (the tutor's Chinese is in the narrator's voice)
@@ -100,7 +89,7 @@ def test_a_role_keeps_its_voice_and_manner_for_five_turns_and_is_left_on_request
         if role == "tutor" and text_language(reply) == "en":
             continue  # English goes to Piper's joe, the tutor's English voice (checked below)
         assert len(audio) > tts.sample_rate // 2, (line, reply)
-        got = _closest(encoder, references, audio, tts.sample_rate, "zh")
+        got = _closest(speaker_encoder, voice_references, audio, tts.sample_rate)
         assert got == expected, (line, reply, got)
     if role == "tutor":
         english = [r for _, r, _ in log if text_language(r) == "en"]
@@ -109,7 +98,7 @@ def test_a_role_keeps_its_voice_and_manner_for_five_turns_and_is_left_on_request
         hits = [r for _, r, _ in log if re.search(markers, r)]
         assert len(hits) >= 3, report
     assert back and back[0].persona == "companion"
-    assert _closest(encoder, references, after_audio, tts.sample_rate, "zh") == "xiaonuan", after
+    assert _closest(speaker_encoder, voice_references, after_audio, tts.sample_rate) == "xiaonuan", after
     if markers:
         assert not re.search(r"俺老孙|贫僧|阿弥陀佛|罢了", after), after
 

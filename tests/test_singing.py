@@ -16,42 +16,9 @@ import pytest
 
 from tingshuo.audio.io import resample
 from tingshuo.audio.prosody import pitch_track
-from tingshuo.tts.singing import Singer, Songbook, SungNote, parse_notes
+from tingshuo.tts.singing import Singer, Songbook, measure_sung as measure, parse_notes
 
 pytestmark = pytest.mark.slow
-
-WINDOW_S = 0.12  # where to look for an onset around the scheduled one
-EDGE_S = 0.025  # swift-f0 hears ±32 ms around a frame: one centred this close to the next note hears both
-
-
-def measure(audio: np.ndarray, sr: int, notes: list[SungNote]) -> list[tuple[str, float, float | None]]:
-    """(syllable, share of voiced frames within 50 cents, onset error in s or None) for every note."""
-    tr = pitch_track(resample(audio, sr, 16000), 16000)
-    hz, voiced, times = np.asarray(tr.pitch_hz), np.asarray(tr.confidence) >= 0.5, np.asarray(tr.timestamps)
-    out = []
-    prev: SungNote | None = None
-    for n in notes:
-        inside = (times >= n.onset_s) & (times < n.onset_s + n.duration_s - EDGE_S) & voiced
-        cents = 1200 * np.log2(np.maximum(hz, 1e-3) / n.hz)
-        share = float(np.mean(np.abs(cents[inside]) <= 50)) if inside.any() else 0.0
-        win = np.flatnonzero((times >= n.onset_s - WINDOW_S) & (times <= n.onset_s + WINDOW_S))
-        onset = None
-        new_syllable = n.syllable != "~" and not (prev is not None and prev.onset_s + prev.duration_s > n.onset_s + 1e-6)
-        if len(win):
-            v = voiced[win]
-            starts = [win[i] for i in range(1, len(win)) if v[i] and not v[i - 1]]
-            if new_syllable and starts:
-                onset = float(times[min(starts, key=lambda i: abs(times[i] - n.onset_s))])
-            else:
-                arrive = [i for i in win if voiced[i] and abs(cents[i]) <= 50]
-                if arrive and (prev is None or abs(1200 * np.log2(n.hz / prev.hz)) >= 50):
-                    onset = float(times[arrive[0]])
-                elif arrive:  # same pitch, no gap found: the note is there, its start cannot be told apart
-                    onset = n.onset_s if inside.any() else None
-        out.append((n.syllable, share, None if onset is None else onset - n.onset_s))
-        prev = n
-    return out
-
 
 @pytest.fixture(scope="module")
 def singer(tts):
@@ -69,6 +36,35 @@ def test_the_songbook_has_the_required_songs(book):
     assert book.find("《两只老虎》这首歌").key == "liangzhi-laohu"
     assert book.find("生日快乐歌").key == "shengri-kuaile"
     assert book.find("青花瓷") is None and book.find("月亮代表我的心") is None
+
+
+SONG_REQUESTS = {
+    # text: (song key or None, unknown title or None, topic or None); absent from the dict below = not a request
+    "唱首两只老虎": ("liangzhi-laohu", None, None), "你会唱生日快乐歌吗": ("shengri-kuaile", None, None),
+    "sing Happy Birthday for me": ("shengri-kuaile", None, None), "来一首新年好": ("xinnian-hao", None, None),
+    "我想听你唱茉莉花": ("molihua", None, None), "Can you sing Jingle Bells?": ("linger-xiangdingdang", None, None),
+    "给我唱一首两支老虎吧": ("liangzhi-laohu", None, None), "给我唱一首小新星吧": ("xiao-xingxing", None, None),
+    "把两只老虎改成关于加班的歌": ("liangzhi-laohu", None, "加班"),
+    "用小星星的调子唱一首关于我家小猫的歌": ("xiao-xingxing", None, "我家小猫"),
+    "给两只老虎填新词，写春节": ("liangzhi-laohu", None, "春节"),
+    "唱一首青花瓷": (None, "青花瓷", None), "你能给我唱《月亮代表我的心》吗": (None, "月亮代表我的心", None),
+    "给我唱首歌": (None, None, None), "sing me a song": (None, None, None), "唱歌给我听": (None, None, None),
+    "给我唱一首关于春天的歌": (None, None, "春天"),
+}
+NOT_REQUESTS = ["我喜欢唱歌", "你唱歌好听吗", "他唱得真好", "两只老虎是法国的曲子吗", "我昨天在KTV唱了小星星", "今天天气真好"]
+
+
+def test_song_requests_are_understood(book):
+    from tingshuo.dialogue.songs import parse_song_request
+
+    wrong = []
+    for text, (key, title, topic) in SONG_REQUESTS.items():
+        r = parse_song_request(text, book)
+        got = None if r is None else (r.song.key if r.song else None, None if r.song else r.title, r.topic)
+        if got != (key, title, topic):
+            wrong.append((text, got))
+    wrong += [(t, parse_song_request(t, book)) for t in NOT_REQUESTS if parse_song_request(t, book) is not None]
+    assert not wrong, wrong
 
 
 def test_scores_parse_with_one_syllable_per_note():

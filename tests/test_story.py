@@ -13,25 +13,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import run
-from tingshuo.audio.speaker import SpeakerEncoder
 from tingshuo.dialogue.persona import get_persona
 from tingshuo.dialogue.speech import ScriptLines, StyleTags
 from tingshuo.engine.session import Session
-from tingshuo.tts import VOICES, VoiceSettings
+from tingshuo.tts import VOICES
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def encoder():
-    return SpeakerEncoder()
-
-
-@pytest.fixture(scope="module")
-def references(tts, encoder):
-    text = "从前有一座山，山里有一座庙，庙里住着一个老和尚，每天给小和尚讲故事。"
-    return {k: encoder.embed(tts.synthesize(text, VoiceSettings(voice=k), "zh"), tts.sample_rate)
-            for k in VOICES if k != "joe"}
 
 
 async def _story(stack, persona: str | None, ask: str):
@@ -47,7 +36,7 @@ async def _story(stack, persona: str | None, ask: str):
 
 
 @pytest.mark.parametrize("persona,ask", [(None, "给我讲一个小猫和大象的故事"), ("storyteller", "讲个故事吧")])
-def test_a_story_switches_voices_at_its_attributed_lines(stack, tts, encoder, references, persona, ask):
+def test_a_story_switches_voices_at_its_attributed_lines(stack, tts, speaker_encoder, voice_references, persona, ask):
     events = run(_story(stack, persona, ask))
     clauses = [e for e in events if e.type == "reply.clause"]
     audio = [e for e in events if e.type == "reply.audio"]
@@ -68,8 +57,8 @@ def test_a_story_switches_voices_at_its_attributed_lines(stack, tts, encoder, re
             assert VOICES[v].kokoro != narrator_voice.kokoro, (sp, v)
     right = []
     for sp, v, parts, text in lines:
-        e = encoder.embed(np.concatenate(parts), tts.sample_rate)
-        got = max(references, key=lambda k: encoder.similarity(e, references[k]))
+        e = speaker_encoder.embed(np.concatenate(parts), tts.sample_rate)
+        got = max(voice_references, key=lambda k: speaker_encoder.similarity(e, voice_references[k]))
         right.append((got == v, sp, v, got, text))
     assert sum(ok for ok, *_ in right) >= 0.9 * len(right), right
 

@@ -16,16 +16,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tingshuo.audio.speaker import SAME_SPEAKER, SpeakerEncoder, load_legacy_torch, weights_path
+from tingshuo.audio.speaker import SAME_SPEAKER, load_legacy_torch, weights_path
 from tingshuo.dialogue.persona import BUILTIN, PERSONAS, get_persona, load_personas, parse_role_request
 from tingshuo.tts import VOICES, VoiceSettings
 
 SENTENCES = ("从前有一座山，山里有一座庙，庙里住着一个老和尚。", "今天我们一起去花果山看看吧，那里的桃子可甜了！")
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return SpeakerEncoder()
 
 
 def _load(path: Path) -> tuple[np.ndarray, int]:
@@ -41,8 +36,9 @@ def test_the_weights_load_without_torch():
     assert "torch" not in sys.modules
 
 
-def test_the_encoder_separates_real_speakers(encoder, en_clips, zh_clip):
+def test_the_encoder_separates_real_speakers(speaker_encoder, en_clips, zh_clip):
     """Same reader across LibriVox clips ≥ 0.75 (mean ≥ 0.8); other speakers below 0.7."""
+    encoder = speaker_encoder
     reader = [encoder.embed(*_load(p)) for p in sorted(en_clips)]
     others = [encoder.embed(*_load(zh_clip)), encoder.embed(*_load(zh_clip.with_name("vad_example.wav")))]
     same = [encoder.similarity(a, b) for a, b in itertools.combinations(reader, 2)]
@@ -52,7 +48,8 @@ def test_the_encoder_separates_real_speakers(encoder, en_clips, zh_clip):
 
 
 @pytest.mark.slow
-def test_built_in_voices_are_mutually_distinct(tts, encoder):
+def test_built_in_voices_are_mutually_distinct(tts, speaker_encoder):
+    encoder = speaker_encoder
     keys = [k for k in VOICES if VOICES[k].kokoro not in [VOICES[j].kokoro for j in list(VOICES)[:list(VOICES).index(k)]]]
     emb = {k: [encoder.embed(tts.synthesize(s, VoiceSettings(voice=k), "zh"), tts.sample_rate) for s in SENTENCES]
            for k in keys}

@@ -34,7 +34,9 @@ _ASK = re.compile(
 _SELF = re.compile(r"我(也|很|最|还|在|刚|想)?(喜欢|爱|在|会|要|正在)?(唱|哼)(?!给)")
 _ADAPT = re.compile(r"(改|换|填|编|重写|调子|曲子|旋律|曲调|关于|有关|rewrite|new words|new lyrics|about)", re.I)
 _QUOTED = re.compile(r"《([^》]{1,20})》")
-_TITLE = re.compile(r"(?:唱|哼)\s*(?:一|两|几)?\s*(?:首|个|段|遍|下)?\s*([^\s，。！？,.!?吧吗呀呢啊]{2,12})"
+# a request for one song: 唱首/唱一首/唱个/来一段/唱歌给我听/再唱一个/sing me a song/sing X
+_ASK_ONE = re.compile(r"(唱|哼|来|听)\s*(一|两|几)?\s*(首|个|段|支|曲)|唱歌(给我|吧|呗|好不好)|再唱|\bsing\b", re.I)
+_TITLE = re.compile(r"(?:唱|哼)\s*(?:一|两|几)?\s*(?:首|个|段|支|遍|下)\s*([^\s，。！？,.!?吧吗呀呢啊]{2,12})"
                     r"|sing\s+(?:me\s+)?(?:the\s+|a\s+)?(.+?)(?:\s+(?:for me|please|song))?[.!?]*$", re.I)
 _GENERIC = re.compile(r"^(歌|首歌|个歌|一首歌|一首|一个|一段|一下|几句|儿歌|歌儿|曲子|a song|song|something)$", re.I)
 
@@ -56,6 +58,8 @@ def parse_song_request(text: str, book: Songbook) -> SongRequest | None:
         return SongRequest(None, None, topic)
     m = _QUOTED.search(t) or _TITLE.search(t)
     title = next((g for g in (m.groups() if m else ()) if g), None)
+    if not _QUOTED.search(t) and not _ASK_ONE.search(t):
+        return None  # "你唱歌好听吗": about singing, not a request for a song
     if title:
         title = re.sub(r"^(歌曲|歌)", "", title.strip())
         title = re.sub(r"(给我听|给你听|听听|给我|好吗|好不好|for me|please)$", "", title, flags=re.I).strip()

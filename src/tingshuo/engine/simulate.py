@@ -29,7 +29,7 @@ FRAME = 320  # 20 ms microphone frames
 class Cue:
     audio: np.ndarray  # 16 kHz user speech
     at_s: float | None = None  # absolute position on the microphone timeline, or
-    after_reply_s: float | None = None  # this long after the assistant's first audible frame
+    after_reply_s: float | None = None  # this long after the first audible frame of the reply's own words
 
 
 @dataclass
@@ -154,7 +154,9 @@ async def run_scenario(session: Session, sc: Scenario, greet: bool = True) -> Ou
                 continue
             events.append(ev)
             times.append(now)
-            if ev.type == "reply.audio" and not state["replied"]:
+            # cues "after the reply" count from its first words, not from the "嗯，" that may come first: the
+            # interruption must land in what the assistant says, however long the reply takes to start
+            if ev.type == "reply.audio" and not state["replied"] and ev.text not in ("嗯，", "Mm,"):
                 state["replied"] = True
                 for c in [c for c in pending if c.after_reply_s is not None]:
                     place(c.audio, pos + int(c.after_reply_s * RATE))

@@ -1,0 +1,164 @@
+"""Personas, character voices, stories and singing: how distinct, how in tune, how fast — on the real default stack.
+
+    .venv/bin/python bench/perform.py [--out bench/results]     (also run by bench/run.py)
+
+Reports: the pairwise speaker-embedding similarity of the built-in voices (two sentences each; real speech:
+same speaker ≥ ~0.8); for every song, render time, real-time factor, share of voiced frames within 50 cents of
+the score and onset error (swift-f0, the rule of tests/test_singing.py); in a conversation, request → first sung
+audio, a story's first audio and how many voices it used, and the first audio of the reply that enters a role.
+Writes ``perform.json`` and ``perform.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tingshuo.audio.speaker import SpeakerEncoder  # noqa: E402
+from tingshuo.engine import ModelStack, Session  # noqa: E402
+from tingshuo.tts import VOICES, VoiceSettings  # noqa: E402
+from tingshuo.tts.singing import measure_sung  # noqa: E402
+
+SENTENCES = ("从前有一座山，山里有一座庙，庙里住着一个老和尚。", "今天我们一起去花果山看看吧，那里的桃子可甜了！")
+EN = ("Once upon a time there was a mountain, and on it stood an old temple.",
+      "Let's go and see the mountain of flowers today, the peaches there are sweet!")
+
+
+def voices(stack: ModelStack) -> dict:
+    enc = SpeakerEncoder()
+    tts = stack.tts
+    emb = {}
+    for k, v in VOICES.items():
+        if k == "joe":
+            emb["joe (en)"] = [enc.embed(tts.synthesize(s, VoiceSettings(voice=k), "en"), tts.sample_rate) for s in EN]
+        elif v.kokoro not in [VOICES[j].kokoro for j in list(VOICES)[:list(VOICES).index(k)]]:
+            emb[k] = [enc.embed(tts.synthesize(s, VoiceSettings(voice=k), "zh"), tts.sample_rate) for s in SENTENCES]
+    keys = list(emb)
+    m = [[round(enc.similarity(emb[a][0], emb[b][1]), 3) for b in keys] for a in keys]
+    off = [m[i][j] for i in range(len(keys)) for j in range(len(keys)) if i != j]
+    return {"keys": keys, "matrix": m, "self_min": min(m[i][i] for i in range(len(keys))), "cross_max": max(off)}
+
+
+def singing(stack: ModelStack, voice: str = "xiaonuan") -> dict:
+    singer = stack.singer
+    rows = {}
+    for song in stack.songbook:
+        t = time.perf_counter()
+        gen = singer.phrases(song, voice)
+        first = next(gen)
+        t_first = time.perf_counter() - t
+        parts, notes, at = [first.audio], list(first.notes), len(first.audio) / first.sample_rate
+        for p in gen:
+            notes += [type(n)(n.onset_s + at, n.duration_s, n.hz, n.syllable, n.tied) for n in p.notes]
+            parts.append(p.audio)
+            at += len(p.audio) / p.sample_rate
+        el = time.perf_counter() - t
+        audio = np.concatenate(parts)
+        m = measure_sung(audio, first.sample_rate, notes)
+        shares = [s for _, s, _ in m]
+        errs = [abs(e) * 1000 for _, _, e in m if e is not None]
+        rows[song.title] = {"seconds": round(len(audio) / first.sample_rate, 2), "render_s": round(el, 2),
+                            "rtf": round(el / (len(audio) / first.sample_rate), 3), "first_phrase_s": round(t_first, 2),
+                            "notes": len(notes), "notes_in_tune": sum(s >= 0.9 for s in shares),
+                            "frames_within_50c": round(float(np.mean(shares)), 4),
+                            "onset_err_ms_p50": round(float(np.median(errs)), 1),
+                            "onset_err_ms_max": round(float(np.max(errs)), 1),
+                            "onsets_found": len(errs)}
+    return rows
+
+
+async def _turn(session: Session, text: str) -> tuple[list, float]:
+    t0 = time.perf_counter()
+    await session.push_text(text)
+    first = None
+    events = []
+    while True:
+        ev = await session._queue.get()
+        events.append(ev)
+        if ev.type == "reply.audio" and first is None:
+            first = time.perf_counter() - t0
+        if ev.type == "response.done":
+            return events, first or float("nan")
+
+
+def conversation(stack: ModelStack) -> dict:
+    async def go():
+        out = {}
+        async with Session(stack, speak=True) as s:
+            ev, first = await _turn(s, "给我唱一首小星星吧")
+            clauses = [e for e in ev if e.type == "reply.clause"]
+            sung_at = next(i for i, e in enumerate(clauses) if e.sung)
+            out["song_first_audio_s"] = round(first, 2)
+            out["song_intro_clauses"] = sung_at
+            ev, first = await _turn(s, "把两只老虎改成关于加班的歌")
+            out["adapted_first_audio_s"] = round(first, 2)
+            out["adapted_lyrics"] = [e.text for e in ev if e.type == "reply.clause" and e.sung]
+            ev, first = await _turn(s, "给我讲一个小猫和大象的故事")
+            speakers = {e.speaker for e in ev if e.type == "reply.clause" and e.speaker}
+            out["story_first_audio_s"] = round(first, 2)
+            out["story_speakers"] = sorted(speakers)
+            out["story_voices"] = sorted({e.voice or "" for e in ev if e.type == "reply.clause" and e.speaker})
+            ev, first = await _turn(s, "你当孙悟空跟我说话")
+            out["role_switch_first_audio_s"] = round(first, 2)
+            ev, first = await _turn(s, "过年了，亲戚老问我工资多少")
+            out["in_role_first_audio_s"] = round(first, 2)
+            out["in_role_reply"] = next(e.text for e in ev if e.type == "response.done")
+        return out
+
+    return asyncio.run(go())
+
+
+def run(stack: ModelStack, out_dir: Path) -> dict:
+    res = {"voices": voices(stack), "singing": singing(stack), "conversation": conversation(stack)}
+    (out_dir / "perform.json").write_text(json.dumps(res, indent=2, ensure_ascii=False))
+    v, sg, c = res["voices"], res["singing"], res["conversation"]
+    print(f"voices: {len(v['keys'])} distinct timbres, same voice ≥ {v['self_min']:.2f}, different voices ≤ {v['cross_max']:.2f}")
+    print(f"{'song':8s} {'audio s':>7s} {'render s':>8s} {'RTF':>5s} {'1st phrase s':>12s} {'notes in tune':>13s} "
+          f"{'frames ≤50c':>11s} {'onset err p50/max ms':>20s}")
+    for title, r in sg.items():
+        print(f"{title:8s} {r['seconds']:7.1f} {r['render_s']:8.1f} {r['rtf']:5.2f} {r['first_phrase_s']:12.2f} "
+              f"{r['notes_in_tune']:>6d}/{r['notes']:<6d} {r['frames_within_50c']:11.1%} "
+              f"{r['onset_err_ms_p50']:>9.0f}/{r['onset_err_ms_max']:<9.0f}")
+    print(f"in a conversation: song request → first audio {c['song_first_audio_s']} s (the spoken introduction), "
+          f"new words → first audio {c['adapted_first_audio_s']} s, story → first audio {c['story_first_audio_s']} s "
+          f"({len(c['story_speakers'])} speakers, {len(c['story_voices'])} voices), role switch → first audio "
+          f"{c['role_switch_first_audio_s']} s, then {c['in_role_first_audio_s']} s in the role")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 5))
+    im = a1.imshow(np.array(v["matrix"]), vmin=0.3, vmax=1.0, cmap="viridis")
+    a1.set_xticks(range(len(v["keys"])), v["keys"], rotation=45)
+    a1.set_yticks(range(len(v["keys"])), v["keys"])
+    a1.set_title("voice similarity (speaker-embedding cosine)")
+    fig.colorbar(im, ax=a1)
+    titles = list(sg)
+    a2.bar(range(len(titles)), [sg[t]["frames_within_50c"] * 100 for t in titles])
+    a2.set_xticks(range(len(titles)), titles, rotation=30)
+    a2.set_ylim(80, 100.5)
+    a2.set_ylabel("% voiced frames within 50 cents")
+    a2.set_title("singing in tune (swift-f0)")
+    fig.tight_layout()
+    fig.savefig(out_dir / "perform.png", dpi=110)
+    return res
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    from tingshuo.config import Settings
+
+    run(ModelStack.load(Settings(), asr=False), args.out)
