@@ -22,12 +22,6 @@ from pathlib import Path
 _TAGS = ("你的话会用声音读出来。需要换语气时，在那句话前写语气标记，例如“[开心]太好了！”"
          "可用：[开心][难过][温柔][生气][害怕][平静][悄悄][讲故事]。")
 _FORMAT = "回答要简短口语化，一到三句话；不要用列表、标题、表情符号或markdown。"
-# In the prompts written from persona fields (the cached prefix): a note after the user's words costs ~1 s before a
-# story's first words on 2 cores (measured 0.15 → 1.15 s), the system prompt nothing. The companion's own prompt
-# (calibrated for issue 6's emotion tests) does not carry it; its stories get the note (session._STORY_NOTE).
-STORY_FORMAT = ("讲故事时，故事要完整、有趣，每句话前标出是谁在说：叙述写[旁白]，角色说的话在前面写上角色的名字，"
-                "比如“[旁白]他推开门。[小明]有人在家吗？”")  # an example that is no story: a whole one was copied word for word
-
 
 @dataclass(frozen=True)
 class Persona:
@@ -67,7 +61,6 @@ class Persona:
             lines.append(_FORMAT)
             lines.append("用户用什么语言说话，你就用什么语言回答。")
             lines.append(_TAGS)
-            lines.append(STORY_FORMAT)
         if self.example:
             u, a = self.example
             lines.append(f"例如用户说“{u}”，你说“{a}”" if self.language != "en" else f'For example, user: "{u}" you: "{a}"')
