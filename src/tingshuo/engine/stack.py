@@ -70,6 +70,8 @@ class ModelStack:
         """Load what the mode needs (speech→text needs no TTS, text→text neither ASR nor TTS)."""
         stack = cls(settings)
         cache = settings.cache_dir
+        if settings.dialogue.singing:
+            stack.songbook  # parsed here (~0.2 s with imports), not on the event loop at the first user turn
         if settings.dialogue.personas_file is not None:
             from tingshuo.dialogue.persona import load_personas, register
 

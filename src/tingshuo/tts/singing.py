@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 FRAME_MS = 5.0
-LEAD_S = 0.0  # phrases are cut where the next phrase's consonant starts, so no fixed lead is needed
 ARTIC_GAP_S = 0.03  # a breath of silence between syllables: repeated notes are heard (and measured) as two
 MAX_CONSONANT_S = 0.15
 VIBRATO_CENTS = 20.0
