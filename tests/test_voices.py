@@ -3,7 +3,7 @@
 The speaker encoder is Resemblyzer's GE2E network run in numpy (tingshuo/audio/speaker.py). Its calibration is
 checked first on real speech: LibriVox clips of one reader against FunASR's Mandarin speakers and the cards
 clips. Then every built-in voice speaks two different sentences: a voice must match itself across sentences
-(cosine ≥ 0.85) and at least 4 voices must be mutually below the same-speaker level (0.8) — all the built-in
+(cosine ≥ 0.8, the same-speaker level, and ≥ 0.05 above its nearest other voice) and at least 4 voices must be mutually below the same-speaker level (0.8) — all the built-in
 Chinese voices are required to be (a new voice that sounds like an old one fails here).
 """
 
@@ -59,7 +59,10 @@ def test_built_in_voices_are_mutually_distinct(tts, speaker_encoder):
     emb["joe-en"] = piper
     table = {(a, b): encoder.similarity(emb[a][0], emb[b][1]) for a in emb for b in emb}
     for k in emb:
-        assert table[k, k] >= 0.85, (k, table[k, k])
+        # Piper samples VITS noise, so its self-match moves between runs (0.85 here, 0.848 on CI): a voice must
+        # match itself at the real-speech same-speaker level and clearly above its nearest other voice.
+        nearest = max(max(table[k, o], table[o, k]) for o in emb if o != k)
+        assert table[k, k] >= SAME_SPEAKER and table[k, k] >= nearest + 0.05, (k, table[k, k], nearest)
     close = [(a, b, round(max(table[a, b], table[b, a]), 2)) for a, b in itertools.combinations(emb, 2)
              if max(table[a, b], table[b, a]) >= SAME_SPEAKER]
     assert not close, close
