@@ -17,7 +17,7 @@ import numpy as np
 import typer
 
 from tingshuo.assets import ASSETS, AssetError
-from tingshuo.audio.io import AudioError, load_audio, write_wav
+from tingshuo.audio.io import INPUT_RATE, AudioError, load_audio, write_wav
 from tingshuo.config import load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="听说 tingshuo — offline spoken dialogue.")
@@ -143,6 +143,47 @@ def respond(
         return await _run_turn(session, audio=audio, text=text)
 
     _finish_turn(asyncio.run(main()), out, as_json)
+
+
+@app.command()
+def coach(
+    in_audio: Annotated[Path, typer.Argument(help="the learner's recording (wav/flac/ogg/mp3/…)")],
+    expect: Annotated[str, typer.Option("--expect", help="the English sentence the learner meant to say")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    asr: Annotated[bool, typer.Option("--asr/--no-asr", help="also find whole words said differently (Whisper)")] = True,
+    model: Annotated[Optional[Path], typer.Option("--model", help="the spoken model answer, written here (WAV)")] = None,
+) -> None:
+    """English pronunciation: a score per word and what sounded wrong ("the 'th' in 'think' sounded like 's'")."""
+    from tingshuo.coach import PronunciationCoach
+
+    settings = _settings()
+    try:
+        audio = load_audio(in_audio, max_seconds=settings.asr.max_seconds)
+    except AudioError as e:
+        _fail(str(e), EXIT_INPUT)
+    heard = None
+    if asr:
+        stack = _stack(settings, asr=True, llm=False, tts=False)
+        t = stack.asr.transcribe(audio, language="en") if stack.asr is not None else None
+        heard = t.text if t is not None else ""
+    try:
+        report = PronunciationCoach().assess(audio, INPUT_RATE, expect, heard)
+    except ValueError as e:
+        _fail(str(e), EXIT_INPUT)
+    payload = report.to_dict()
+    if model is not None:
+        from tingshuo.tts import SpeechSynthesizer, VoiceSettings
+
+        tts = SpeechSynthesizer(settings.tts, settings.cache_dir)
+        write_wav(model, tts.synthesize(expect, VoiceSettings(speed=0.85), "en"), tts.sample_rate)
+        payload["model_answer"] = str(model)
+    if as_json:
+        typer.echo(json.dumps(payload, ensure_ascii=False))
+        return
+    typer.echo(f"heard: {heard}" if heard is not None else "")
+    for w in report.words:
+        typer.echo(f"  {w.word:14s} {w.score:3d}  {'; '.join(w.feedback())}")
+    typer.echo(report.feedback())
 
 
 @app.command()
