@@ -153,6 +153,51 @@ class EmotionConfig(BaseModel):
     voice_requests: bool = True  # "说慢一点", "悄悄说"… change the lasting voice state
 
 
+class Hotline(BaseModel):
+    name: str
+    number: str  # as dialled; spoken digit by digit
+
+
+def _default_hotlines() -> dict[str, list[Hotline]]:
+    # Real services (checked 2026): China's national mental-health line 12356 (国家卫健委, 2025) and the Beijing
+    # Psychological Crisis Research and Intervention Center; the US 988 Suicide & Crisis Lifeline. A deployment
+    # sets its own region and lines here.
+    return {
+        "CN": [Hotline(name="全国心理援助热线", number="12356"),
+               Hotline(name="北京心理危机研究与干预中心", number="010-82951332")],
+        "US": [Hotline(name="988 Suicide & Crisis Lifeline (call or text)", number="988")],
+    }
+
+
+class SafetyConfig(BaseModel):
+    enabled: bool = True  # one policy for speech transcripts, typed input and the assistant's own clauses
+    check_output: bool = True  # every clause is checked before it is synthesized (~0.1–0.2 s each on 2 cores)
+    # The guard runs on its own llama.cpp context over the same GGUF (weights shared through mmap), so its
+    # fixed prompt stays cached and the conversation's KV cache is not evicted by every check.
+    separate_context: bool = True
+    refuse_threshold: float = 0.5  # P(harmful categories) of a user turn above which it is refused
+    care_threshold: float = 0.35  # P(self-harm) of a user turn above which care mode starts
+    output_threshold: float = 0.5  # P(anything but 正常) of an assistant clause above which it is not spoken
+    # borderline words + distress in the voice (sad/anxious reading at ≥ this confidence) also switch care on
+    voice_distress: float = 0.5
+    region_zh: str = "CN"  # help lines offered to Chinese speakers
+    region_en: str = "US"  # … and to English speakers
+    hotlines: dict[str, list[Hotline]] = Field(default_factory=_default_hotlines)
+
+
+class SearchConfig(BaseModel):
+    enabled: bool = True
+    # "local": SQLite FTS5 index of the user's documents and feeds (default, offline); "searxng": an instance's
+    # JSON API; "tavily" / "brave": their web-search APIs (key needed); "none": never search (the assistant says so)
+    provider: Literal["local", "searxng", "tavily", "brave", "none"] = "local"
+    index_path: Path | None = None  # local index file (default: <cache_dir>/search/index.sqlite)
+    url: str = "http://127.0.0.1:8888"  # SearXNG instance
+    api_key: str | None = None  # Tavily / Brave
+    results: int = 3
+    timeout_s: float = 8.0
+    max_age_days: float | None = None  # local documents older than this are not used for fresh questions
+
+
 class ServerConfig(BaseModel):
     """``tingshuo serve``: the OpenAI-Realtime-compatible WebSocket API and the call page."""
 
@@ -189,6 +234,8 @@ class Settings(BaseSettings):
     tts: TtsConfig = Field(default_factory=TtsConfig)
     dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
     emotion: EmotionConfig = Field(default_factory=EmotionConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
     turn: TurnConfig = Field(default_factory=TurnConfig)
     duplex: DuplexConfig = Field(default_factory=DuplexConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)

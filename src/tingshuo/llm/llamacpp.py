@@ -13,6 +13,7 @@ reply then continues from.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +103,24 @@ class LlamaCppChat:
         L._requires_eval = False
         return np.ctypeslib.as_array(L._ctx.get_logits(), shape=(L._n_vocab,)).astype(np.float64)
 
+    def label_probabilities(self, messages: list[Message], labels: list[str]) -> dict[str, float]:
+        """P over ``labels`` as the first token of the assistant's answer to ``messages`` (one forward pass; the
+        cached prefix is reused). Labels must start with distinct tokens. Used for the emotion of the words and
+        the safety guard's categories: a distribution to threshold, where a generated word would be a guess."""
+        tokens = self._tokenize(self._prompt(messages) + "<|im_start|>assistant\n")  # type: ignore[arg-type]
+        ids = [self._tokenize(label)[0] for label in labels]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"labels must start with distinct tokens: {labels}")
+        with self._lock:
+            try:
+                logits = self._logits_after(tokens)
+            except Exception as e:
+                raise LlmError(f"label scoring failed: {e}") from e
+        sel = logits[ids]
+        p = np.exp(sel - sel.max())
+        p /= p.sum()
+        return {label: float(x) for label, x in zip(labels, p)}
+
     def emotion_probabilities(self, history: list[Message], user_text: str, labels: list[str]) -> dict[str, float]:
         """How the user feels, as the model reads their words: P over ``labels`` (Chinese words, one token each
         at the start) after the question below, asked *after* the user's turn so the conversation prefix (and the
@@ -110,18 +129,8 @@ class LlamaCppChat:
         neutral), see docs/emotion.md.
         """
         q = emotion_question(labels)
-        msgs = [*history, {"role": "user", "content": user_text.strip()}, {"role": "system", "content": q}]
-        tokens = self._tokenize(self._prompt(msgs) + "<|im_start|>assistant\n")  # type: ignore[arg-type]
-        ids = [self._tokenize(label)[0] for label in labels]
-        with self._lock:
-            try:
-                logits = self._logits_after(tokens)
-            except Exception as e:
-                raise LlmError(f"emotion scoring failed: {e}") from e
-        sel = logits[ids]
-        p = np.exp(sel - sel.max())
-        p /= p.sum()
-        return {label: float(x) for label, x in zip(labels, p)}
+        msgs: list[Message] = [*history, {"role": "user", "content": user_text.strip()}, {"role": "system", "content": q}]
+        return self.label_probabilities(msgs, labels)
 
     def turn_end_probability(self, history: list[Message], user_text: str) -> float:
         """P(the user's utterance is complete), read from the next-token distribution after their words.
@@ -152,12 +161,26 @@ class LlamaCppChat:
         used where the form is not negotiable, e.g. new lyrics with exactly one syllable per note."""
         from llama_cpp import LlamaGrammar
 
-        g = LlamaGrammar.from_string(grammar, verbose=False)
+        return self._complete(messages, LlamaGrammar.from_string(grammar, verbose=False), max_tokens, temperature)
+
+    def complete_json(self, messages: list[Message], schema: dict, *, max_tokens: int = 48) -> dict:
+        """An answer that is a JSON object valid under ``schema`` (converted to a grammar by llama.cpp): the
+        tool decision of shared/research/llm.md — reliable on the 1.5B where its native tool calls were not."""
+        from llama_cpp import LlamaGrammar
+
+        g = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        text = self._complete(messages, g, max_tokens, 0.0)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:  # cut by max_tokens
+            raise LlmError(f"the model's JSON answer was incomplete: {text!r}") from e
+
+    def _complete(self, messages: list[Message], grammar, max_tokens: int, temperature: float) -> str:
         with self._lock:
             tokens = self._tokenize(self._prompt(messages) + "<|im_start|>assistant\n")  # type: ignore[arg-type]
             try:
                 out = self.llm.create_completion(prompt=tokens, max_tokens=max_tokens, temperature=temperature,
-                                                 top_p=self.cfg.top_p, repeat_penalty=1.1, grammar=g,
+                                                 top_p=self.cfg.top_p, repeat_penalty=1.1, grammar=grammar,
                                                  seed=self.cfg.seed if self.cfg.seed is not None else -1)
             except ValueError as e:
                 raise LlmError(f"the local model refused the request: {e}") from e

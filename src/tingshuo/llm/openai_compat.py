@@ -8,6 +8,7 @@ Speaks SSE over httpx. Connection failures before the first token are retried wi
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 
@@ -42,21 +43,17 @@ class OpenAICompatChat:
         """Chat endpoints give no next-token distribution for an open user turn: audio-only end of turn."""
         return None
 
-    def emotion_probabilities(self, history: list[Message], user_text: str, labels: list[str]) -> dict[str, float] | None:
-        """The same question as the local backend, answered with one token and its ``top_logprobs`` (llama.cpp
-        server, vLLM and OpenAI return them); None when the endpoint gives no logprobs or fails: the emotion
-        then rests on the voice alone."""
-        q = emotion_question(labels)
+    def label_probabilities(self, messages: list[Message], labels: list[str]) -> dict[str, float] | None:
+        """P over ``labels`` from one answer token and its ``top_logprobs`` (llama.cpp server, vLLM and OpenAI
+        return them); None when the endpoint gives no logprobs or fails."""
         body = {"model": self.cfg.model_name, "max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 20,
-                "messages": [*history, {"role": "user", "content": user_text}, {"role": "system", "content": q}]}
+                "messages": messages}
         try:
             resp = self.client.post("/chat/completions", json=body)
             resp.raise_for_status()
             top = resp.json()["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
         except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError):
             return None
-        import math
-
         scores = {label: 0.0 for label in labels}
         for entry in top:
             tok = entry.get("token", "")
@@ -65,6 +62,24 @@ class OpenAICompatChat:
                     scores[label] += math.exp(entry.get("logprob", -100.0))
         total = sum(scores.values())
         return {k: v / total for k, v in scores.items()} if total > 0 else None
+
+    def emotion_probabilities(self, history: list[Message], user_text: str, labels: list[str]) -> dict[str, float] | None:
+        """The same question as the local backend; None without logprobs: the emotion rests on the voice alone."""
+        q = emotion_question(labels)
+        return self.label_probabilities([*history, {"role": "user", "content": user_text}, {"role": "system", "content": q}],
+                                        labels)
+
+    def complete_json(self, messages: list[Message], schema: dict, *, max_tokens: int = 48) -> dict:
+        """A JSON object under ``schema`` (``response_format`` json_schema: llama.cpp server, vLLM, OpenAI)."""
+        body = {"model": self.cfg.model_name, "max_tokens": max_tokens, "temperature": 0, "messages": messages,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "decision", "schema": schema}}}
+        try:
+            resp = self.client.post("/chat/completions", json=body)
+            resp.raise_for_status()
+            text = resp.json()["choices"][0]["message"]["content"]
+            return json.loads(text)
+        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as e:
+            raise LlmError(f"the model gave no valid JSON decision: {e}") from e
 
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
         body = {
