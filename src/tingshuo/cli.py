@@ -62,7 +62,8 @@ def _stack(settings, **need: bool):
 async def _run_turn(session, *, audio: np.ndarray | None, text: str | None) -> dict[str, Any]:
     """Drive one turn through a session and gather its events into a result dict."""
     result: dict[str, Any] = {"transcript": None, "language": None, "reply_text": "", "timings_ms": {},
-                              "errors": [], "audio": [], "sample_rate": None}
+                              "errors": [], "audio": [], "sample_rate": None,
+                              "safety": {"category": "none", "action": "allow"}, "care": False, "search": None}
 
     async def consume() -> None:
         async for ev in session.events():
@@ -77,6 +78,13 @@ async def _run_turn(session, *, audio: np.ndarray | None, text: str | None) -> d
                 result["status"] = ev.status
             elif ev.type == "error":
                 result["errors"].append({"code": ev.code, "message": ev.message})
+            elif ev.type == "safety.verdict":
+                if ev.source == "input":
+                    result["safety"] = {"category": ev.category, "action": ev.action, "confidence": ev.confidence}
+                else:
+                    result.setdefault("blocked", []).append({"category": ev.category, "text": ev.text})
+            elif ev.type == "search.done":
+                result["search"] = {"query": ev.query, "provider": ev.provider, "results": ev.results, "error": ev.error}
 
     consumer = asyncio.create_task(consume())
     if text is not None:
@@ -85,6 +93,7 @@ async def _run_turn(session, *, audio: np.ndarray | None, text: str | None) -> d
         assert audio is not None
         await session.push_utterance(audio)
     await session.wait_idle()
+    result["care"] = session.care
     await session.close()
     await consumer
     return result
@@ -95,7 +104,10 @@ def _finish_turn(result: dict[str, Any], out: Path | None, as_json: bool) -> Non
         write_wav(out, np.concatenate(result["audio"]), result["sample_rate"])
     errors = result["errors"]
     if as_json:
-        payload = {k: result[k] for k in ("transcript", "language", "reply_text", "timings_ms")}
+        payload = {k: result[k] for k in ("transcript", "language", "reply_text", "timings_ms", "safety", "care",
+                                          "search")}
+        if result.get("blocked"):
+            payload["blocked"] = result["blocked"]
         if out is not None:
             payload["audio_file"] = str(out) if result["audio"] else None
         if errors:

@@ -113,6 +113,41 @@ class PersonaChanged(Event):
 
 
 @dataclass
+class SafetyVerdict(Event):
+    """A user turn or an assistant clause the safety policy did not simply allow (kept in the session log)."""
+
+    item_id: str
+    source: str  # "input" (what the user said or typed) | "output" (a clause the assistant was about to say)
+    category: str  # self_harm, violence, sexual, drugs, jailbreak, crime, harmful_output, voice_distress
+    action: str  # "refuse" | "care" | "blocked"
+    confidence: float
+    text: str = ""
+    type: str = field(init=False, default="safety.verdict")
+
+
+@dataclass
+class CareChanged(Event):
+    """Care mode began: the assistant stays warm, asks, listens and offers help lines for the rest of the session."""
+
+    on: bool
+    reason: str
+    hotlines: list[dict] = field(default_factory=list)
+    type: str = field(init=False, default="care.changed")
+
+
+@dataclass
+class SearchDone(Event):
+    """A search ran for a response (query, provider, what came back, or why nothing did)."""
+
+    response_id: str
+    query: str
+    provider: str
+    results: list[dict] = field(default_factory=list)
+    error: str | None = None
+    type: str = field(init=False, default="search.done")
+
+
+@dataclass
 class AudioChunk(Event):
     response_id: str
     audio: np.ndarray  # float32 mono

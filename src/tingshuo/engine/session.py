@@ -37,6 +37,8 @@ from tingshuo.audio.io import INPUT_RATE, AudioError, resample, to_mono
 from tingshuo.audio.vad import WINDOW, SileroVad, speech_fraction
 from tingshuo.asr.base import Transcript
 from tingshuo.config import Settings
+from tingshuo.dialogue.care import hotlines as care_hotlines
+from tingshuo.dialogue.care import care_note, lines_sentence, names_a_line, refusal_note
 from tingshuo.dialogue.emotion import LABELS, LABELS_ZH, EmotionReading, EmotionTrack, fuse
 from tingshuo.dialogue.memory import Conversation, new_item_id
 from tingshuo.dialogue.persona import PERSONAS, Persona, RoleRequest, get_persona, is_female, parse_role_request
@@ -51,6 +53,9 @@ from tingshuo.engine.events import (
     Event,
     Paralinguistics,
     PersonaChanged,
+    SafetyVerdict,
+    CareChanged,
+    SearchDone,
     PlaybackPaused,
     PlaybackResumed,
     ReplyClause,
@@ -68,6 +73,8 @@ from tingshuo.engine.playout import Playout
 from tingshuo.engine.stack import ModelStack
 from tingshuo.engine.turns import TurnScore, is_backchannel, required_silence_ms, text_score
 from tingshuo.llm.base import LlmError, Message
+from tingshuo.safety import Verdict
+from tingshuo.search import SearchDecision, SearchError, decide, results_note
 from tingshuo.tts import VoiceSettings, get_style, text_language
 from tingshuo.tts.voices import cast
 
@@ -78,6 +85,17 @@ _LANG_NOTE = {
     "en": "Reply in spoken English to what the user says next; do not repeat their words.",
 }
 _ACK = {"zh": "嗯，", "en": "Mm,"}
+_FILLER = {"zh": "我查一下。", "en": "Let me look that up."}  # spoken while a search runs
+# said in place of a clause the output check stopped (the reply ends there)
+_BLOCKED = {"zh": "这部分我不能说下去，我们换个话题吧。", "en": "I can't go on with that part; let's talk about something else."}
+# Turns without any of these words skip the LLM's search decision (1–2 s of prompt on 2 cores): the decision is
+# the model's, this only spares it questions that cannot be about the current state of the world.
+_FRESH_CUE = re.compile(
+    r"今天|今晚|今年|明天|后天|昨天|昨晚|前天|现在|目前|最近|最新|刚刚|刚才|本周|这周|下周|上周|这个月|实时|新闻|天气|气温|下雨|下雪|比分|比赛|"
+    r"股价|汇率|油价|金价|房价|价格|多少钱|开门|营业|航班|票房|排名|疫情|选举|现任|"
+    r"\b(today|tonight|tomorrow|yesterday|now|currently|current|latest|recent|recently|this (week|month|year)|news|"
+    r"weather|forecast|score|scores|won|game|match|stock|price|prices|exchange rate|open|flight|election|president)\b",
+    re.I)
 _LEADING_ACK = re.compile(r"^(?:嗯+|恩+|mm+|hmm+)[，,。.！!\s]*", re.IGNORECASE)
 _ids = itertools.count(1)
 log = logging.getLogger("tingshuo.engine")
@@ -118,6 +136,8 @@ class _Understanding:
     role: RoleRequest | None = None
     song: SongRequest | None = None  # something to sing (song set), or an unknown title (answered honestly)
     story: bool = False  # the reply is a story with attributed, voiced lines
+    safety: Verdict | None = None  # the safety policy's reading of the turn (None: safety off)
+    search: SearchDecision | None = None  # a search to run before answering
 
 
 @dataclass
@@ -171,6 +191,8 @@ class _Response:
     persona: Persona | None = None  # who answers (None: the session's persona)
     story: bool = False  # lines are attributed ("[旁白]", "[孙悟空]") and spoken in the speakers' voices
     cast: dict[str, str] = field(default_factory=dict)  # story speaker → voice
+    care_lines: bool = False  # a care reply: it must name a help line (one is added if the LLM did not)
+    search: SearchDecision | None = None
 
     def emit(self, session: "Session", ev: Event) -> None:
         if self.gate.is_set():
@@ -213,6 +235,12 @@ class Session:
         self._llm_pool = stack.pool("llm")
         self._tts_pool = stack.pool("tts")
         self._turn_pool = stack.pool("turn")
+        self._guard_pool = stack.pool("guard")  # the safety guard's own llama.cpp context
+        self.care = False  # care mode (a self-harm signal was heard): stays on for the session
+        self.risk: list[SafetyVerdict] = []  # every non-allowed verdict, for the deployer's session log
+        self._prev_user = ""
+        if stack.guard is not None:
+            self._guard_pool.submit(stack.guard.warmup)  # its prompt evaluated once, before the first turn
         if stack.llm is not None:
             # Fill the prefix cache on the LLM thread: a Session is usually built inside the event loop, which
             # must not block for the ~1 s this takes; the first response queues behind it on the same thread.
@@ -320,6 +348,8 @@ class Session:
                 r.plan = self._plan
                 und = self._und
                 if und is not None and und.text == last_user and o.fixed is None:
+                    r.care_lines = und.safety is not None and und.safety.action == "care"
+                    r.search = und.search
                     r.story = und.story
                     if und.story:
                         r.max_tokens = max(r.max_tokens or 0, self.settings.dialogue.story_tokens)
@@ -732,6 +762,67 @@ class Session:
     async def _understand(self, text: str, language: str | None, audio: np.ndarray | None,
                           early: "tuple[str, asyncio.Future[dict[str, float] | None]] | None" = None,
                           ) -> _Understanding:
+        """The turn's feeling and requests (``_feel``), then what the safety policy and the search decision make
+        of it. The guard runs on its own thread and context beside the emotion reading."""
+        guard = self.stack.guard if self.settings.safety.enabled else None
+        job = None
+        if guard is not None and text.strip():
+            job = asyncio.ensure_future(self._run(self._guard_pool, guard.check_input, text, self._prev_user))
+        u = await self._feel(text, language, audio, early)
+        t0 = time.perf_counter()
+        verdict = None
+        if job is not None:
+            try:
+                verdict = await job
+            except LlmError as e:  # the guard failed: the turn goes on, the output check still applies
+                log.warning("safety check failed: %s", e)
+        lang = language or text_language(text) or self.conversation_language()
+        u = self._with_safety(u, verdict, lang)
+        if self.settings.search.enabled and (u.safety is None or u.safety.action == "allow"):
+            u.search = await self._search_decision(text, lang)
+        u.ms += (time.perf_counter() - t0) * 1000
+        return u
+
+    async def _search_decision(self, text: str, lang: str) -> SearchDecision | None:
+        llm = self.stack.llm
+        if llm is None or not hasattr(llm, "complete_json") or not _FRESH_CUE.search(text):
+            return None
+        try:
+            d = await self._run(self._llm_pool, decide, llm, self._with_note(self._history(), lang), text)
+        except LlmError as e:
+            log.warning("search decision failed: %s", e)
+            return None
+        return d if d.search else None
+
+    def _with_safety(self, u: _Understanding, v: Verdict | None, lang: str) -> _Understanding:
+        """Refusal or care replaces whatever else the turn asked for (a role, a song, a story)."""
+        cfg = self.settings.safety
+        r = u.reading
+        if (v is not None and v.action == "allow" and r is not None and r.label in ("sad", "anxious")
+                and r.confidence >= cfg.voice_distress and v.scores.get("self_harm", 0.0) >= 0.1):
+            # borderline words said in a distressed voice: care (the voice alone never is)
+            v = Verdict("care", "voice_distress", r.confidence, v.scores, v.text)
+        u.safety = v
+        companion = get_persona(self.settings.dialogue.persona)
+        if v is not None and v.action in ("refuse", "care"):
+            u.role, u.song, u.story = None, None, False
+            if v.action == "care":
+                u.persona = companion  # no role plays on over someone at risk
+                u.plan = replace(u.plan, style="tender", note=care_note(cfg, lang, first=not self.care), remap={},
+                                 reason="care")
+            else:
+                u.persona = self.persona
+                u.plan = replace(u.plan, style=u.plan.style or "calm", note=refusal_note(v.category, lang),
+                                 reason=f"refusal ({v.category})")
+        elif self.care:
+            u.role = None
+            u.persona = companion
+            u.plan = replace(u.plan, note="\n".join(x for x in (u.plan.note, care_note(cfg, lang, first=False)) if x))
+        return u
+
+    async def _feel(self, text: str, language: str | None, audio: np.ndarray | None,
+                    early: "tuple[str, asyncio.Future[dict[str, float] | None]] | None" = None,
+                    ) -> _Understanding:
         """The feeling behind a user turn (voice + words), a voice request in it, and the reply plan.
 
         ``early``: the words' feeling read (or still being read) from the newest partial transcript while the
@@ -804,6 +895,16 @@ class Session:
         """The turn is taken: its feeling joins the session's record, a voice request takes effect."""
         if u is None:
             return
+        self._prev_user = u.text
+        v = u.safety
+        if v is not None and v.action != "allow":
+            ev = SafetyVerdict(item_id, "input", v.category, v.action, round(v.confidence, 3), u.text)
+            self.risk.append(ev)
+            self._emit(ev)
+            if v.action == "care" and not self.care:
+                self.care = True
+                lines = [h.model_dump() for h in care_hotlines(self.settings.safety, text_language(u.text) or "zh")]
+                self._emit(CareChanged(True, v.category, lines))
         r = u.reading
         if r is not None:
             if r.features is not None:
@@ -1034,6 +1135,8 @@ class Session:
             r.story = und.story
             if und.story:
                 r.max_tokens = max(r.max_tokens or 0, self.settings.dialogue.story_tokens)
+            r.care_lines = und.safety is not None and und.safety.action == "care"
+            r.search = und.search
         else:
             r.voice_state = self.voice_state
         lang = language or text_language(text) or r.persona.language
@@ -1080,6 +1183,31 @@ class Session:
         t_llm = time.perf_counter()
         playout = self._playout if r.speak else None
         acked = [False]
+        # every clause the LLM writes is checked before it is voiced (fixed texts and sung words are ours)
+        guard = self.stack.guard if (cfg.safety.enabled and cfg.safety.check_output and fixed is None) else None
+        blocked: list[str] = []
+        passed: list[str] = []
+
+        def lookup() -> str:
+            """LLM thread, before generating: a filler is spoken while the provider is asked; the results (or
+            why there are none) become a note after the user's words."""
+            assert r.search is not None
+            loop.call_soon_threadsafe(deltas.put_nowait, _FILLER.get(user_lang, _FILLER["en"]))
+            provider = self.stack.search
+            results, failure, error = [], None, None
+            t = time.perf_counter()
+            if provider is None:
+                failure = "off"
+            else:
+                try:
+                    results = provider.search(r.search.query, cfg.search.results)
+                except SearchError as e:
+                    failure, error = "error", str(e)
+                    log.warning("search failed: %s", e)
+            timings["search"] = (time.perf_counter() - t) * 1000
+            loop.call_soon_threadsafe(r.emit, self, SearchDone(r.rid, r.search.query, provider.name if provider is not None else "none",
+                                                               [x.to_dict() for x in results], error))
+            return results_note(r.search.query, results, user_lang, failure)
 
         def produce() -> None:
             """LLM thread: push deltas to the loop until done or stopped."""
@@ -1089,7 +1217,13 @@ class Session:
                 loop.call_soon_threadsafe(deltas.put_nowait, _END)
                 return
             assert llm is not None
-            gen = llm.stream(messages, max_tokens=r.max_tokens or cfg.llm.max_tokens, temperature=cfg.llm.temperature)
+            msgs = messages
+            if r.search is not None:
+                msgs = [*messages, {"role": "system", "content": lookup()}]
+                if stop.is_set():
+                    loop.call_soon_threadsafe(deltas.put_nowait, _END)
+                    return
+            gen = llm.stream(msgs, max_tokens=r.max_tokens or cfg.llm.max_tokens, temperature=cfg.llm.temperature)
             try:
                 for d in gen:
                     if stop.is_set():
@@ -1115,11 +1249,28 @@ class Session:
 
             async def put(cs: list[str]) -> None:
                 for c in cs:
+                    if blocked:
+                        return
+                    if guard is not None:
+                        v = await loop.run_in_executor(self._guard_pool, guard.check_output, c)
+                        if v.action != "allow":
+                            # not a word of it is spoken or kept; the generation stops and the reply ends here
+                            blocked.append(c)
+                            stop.set()
+                            ev = SafetyVerdict(r.item_id, "output", v.category, "blocked", round(v.confidence, 3), c)
+                            self.risk.append(ev)
+                            r.emit(self, ev)
+                            c = _BLOCKED.get(user_lang, _BLOCKED["en"])
+                            generated[:] = [*passed, c]
+                        else:
+                            passed.append(c)
+                        r.emit(self, ReplyTextDelta(r.rid, c))
                     await clauses.put(_Clause(c, style, voice, speaker))
 
             async def text(piece: str) -> None:
                 generated.append(piece)
-                r.emit(self, ReplyTextDelta(r.rid, piece))
+                if guard is None:
+                    r.emit(self, ReplyTextDelta(r.rid, piece))
                 await put(splitter.feed(piece))
 
             async def sing(req: SongRequest) -> None:
@@ -1156,6 +1307,8 @@ class Session:
                 if isinstance(d, Exception):
                     raise d
                 assert isinstance(d, str)
+                if blocked:
+                    continue
                 if "llm_first_token" not in timings:
                     timings["llm_first_token"] = (time.perf_counter() - t_llm) * 1000
                 for piece, tag in _expand(tags.feed(d), script):
@@ -1172,9 +1325,13 @@ class Session:
                     if r.voice_state.whisper or r.plan.style == "whisper":
                         style = "whisper"  # asked for, or answering a whisper: no tag shouts over it
             rest = tags.flush() + (script.flush() if script is not None else "")
-            if rest:
+            if rest and not blocked:
                 await text(rest)
             await put(splitter.flush())
+            if r.care_lines and not blocked and not names_a_line("".join(generated), cfg.safety, user_lang):
+                # the one fixed sentence of a care reply: the deployment's help lines, when the LLM named none
+                await text(("" if user_lang == "zh" else " ") + lines_sentence(cfg.safety, user_lang))
+                await put(splitter.flush())
             if song is not None and song.song is not None:
                 await sing(song)
             await clauses.put(None)

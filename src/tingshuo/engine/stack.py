@@ -14,6 +14,8 @@ from tingshuo.llm import ChatModel, load_chat_model
 from tingshuo.tts import SpeechSynthesizer
 
 if TYPE_CHECKING:
+    from tingshuo.safety import SafetyGuard
+    from tingshuo.search import SearchProvider
     from tingshuo.tts.singing import Singer, Songbook
 
 
@@ -59,6 +61,9 @@ class ModelStack:
             self._singer = Singer(self.tts.backend("kokoro"), self.tts.sample_rate)
         return self._singer
 
+    guard: "SafetyGuard | None" = None  # loaded with the LLM when safety is on
+    search: "SearchProvider | None" = None  # None: search off (time-sensitive questions are answered honestly)
+
     def warm(self, system_prompt: str) -> None:
         """Fill the LLM's prefix cache with a session's system prompt (once per prompt)."""
         if self.llm is not None and system_prompt not in self._warm_prompts:
@@ -85,6 +90,16 @@ class ModelStack:
             t = time.perf_counter()
             stack.llm = load_chat_model(settings.llm, cache)
             stack.load_ms["llm"] = (time.perf_counter() - t) * 1000
+            if settings.safety.enabled:
+                from tingshuo.safety import SafetyGuard
+
+                # its own llama.cpp context (same file, weights shared by mmap): the guard's prompt stays cached
+                # and the conversation's KV cache is not evicted by each check
+                own = settings.safety.separate_context and settings.llm.backend == "llama-cpp"
+                stack.guard = SafetyGuard(load_chat_model(settings.llm, cache) if own else stack.llm, settings.safety)
+            from tingshuo.search import load_provider
+
+            stack.search = load_provider(settings.search, cache)
         if tts:
             t = time.perf_counter()
             stack.tts = SpeechSynthesizer(settings.tts, cache)

@@ -103,7 +103,7 @@ class LlamaCppChat:
         L._requires_eval = False
         return np.ctypeslib.as_array(L._ctx.get_logits(), shape=(L._n_vocab,)).astype(np.float64)
 
-    def label_probabilities(self, messages: list[Message], labels: list[str]) -> dict[str, float]:
+    def label_probabilities(self, messages: list[Message], labels: list[str], prefix: str = "") -> dict[str, float]:
         """P over ``labels`` as the first token of the assistant's answer to ``messages`` (one forward pass; the
         cached prefix is reused). Labels must start with distinct tokens. Used for the emotion of the words and
         the safety guard's categories: a distribution to threshold, where a generated word would be a guess."""

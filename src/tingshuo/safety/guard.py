@@ -83,6 +83,7 @@ class SafetyGuard:
         self.llm = llm
         self.cfg = cfg or SafetyConfig()
         self._lock = threading.Lock()
+        self._warm = False
 
     def _labels(self, messages: list[Message], labels: list[str]) -> dict[str, float]:
         fn = getattr(self.llm, "label_probabilities", None)
@@ -100,6 +101,12 @@ class SafetyGuard:
         for u, a in _SHOTS:
             msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
         return [*msgs, {"role": "user", "content": text.strip()}]
+
+    def warmup(self) -> None:
+        """Evaluate the fixed prompt once (~2–4 s cold); afterwards each check reads only its message."""
+        if not self._warm:
+            self.categories("你好")
+            self._warm = True
 
     def categories(self, text: str, speaker: str = "用户") -> dict[str, float]:
         """P over the category labels for ``text`` said by ``speaker`` ("用户" or "助手")."""

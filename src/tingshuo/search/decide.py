@@ -1,0 +1,83 @@
+"""The search decision (JSON-schema constrained) and the note that hands results to the reply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from tingshuo.llm.base import Message
+from tingshuo.search.providers import SearchResult
+
+SCHEMA = {
+    "type": "object",
+    "oneOf": [
+        {"properties": {"action": {"const": "reply"}}, "required": ["action"]},
+        {"properties": {"action": {"const": "web_search"}, "query": {"type": "string", "maxLength": 40}},
+         "required": ["action", "query"]},
+    ],
+}
+
+_QUESTION = (
+    "今天是{today}。回答这句话要不要上网查实时信息？只有天气、新闻、比赛结果、股价汇率、营业时间这类每天在变的才要查；"
+    "知识、历史、常识、聊天、讲故事都不查。例：今天天气→web_search；长城多长→reply；讲个笑话→reply；昨天谁赢了→web_search。"
+)
+
+
+@dataclass
+class SearchDecision:
+    search: bool
+    query: str = ""
+    p: float | None = None  # P(search) where the backend exposes it
+
+
+def decide(llm, history: list[Message], user_text: str, today: date | None = None,
+           threshold: float = 0.5) -> SearchDecision:
+    """Asked after the user's turn (the conversation prefix stays cached).
+
+    Local model: the decision is the token the schema's grammar would choose after '{"action": "', read as a
+    probability (one forward pass, ~0.3 s) instead of sampled — sampling the whole object under the grammar took
+    1.6 s a turn and leaned to "reply" on every tie; only when it says search is the object (with the query)
+    generated under the schema. Remote models: the schema-constrained object in one request.
+    """
+    q = _QUESTION.format(today=(today or date.today()).isoformat())
+    msgs: list[Message] = [*history, {"role": "user", "content": user_text.strip()}, {"role": "system", "content": q}]
+    probe = getattr(llm, "label_probabilities", None)
+    if probe is not None and "prefix" in probe.__code__.co_varnames:
+        p = probe(msgs, ["web", "reply"], prefix='{"action": "')["web"]
+        if p < threshold:
+            return SearchDecision(False, p=p)
+        schema = {"type": "object", "properties": {"action": {"const": "web_search"},
+                                                   "query": {"type": "string", "maxLength": 40}},
+                  "required": ["action", "query"]}
+        out = llm.complete_json(msgs, schema, max_tokens=40)
+        return SearchDecision(True, str(out.get("query") or user_text).strip() or user_text.strip(), p)
+    out = llm.complete_json(msgs, SCHEMA, max_tokens=40)
+    if out.get("action") == "web_search":
+        return SearchDecision(True, str(out.get("query") or user_text).strip() or user_text.strip())
+    return SearchDecision(False)
+
+
+_NOTE = {
+    "zh": ("刚才用「{query}」查到了下面的资料（{today}）：\n{results}\n"
+           "只根据这些资料回答用户，简短地说出来源（比如“据{first}”）。资料里没有的内容不要编，直接说没查到。"),
+    "en": ("A search for \"{query}\" found ({today}):\n{results}\n"
+           "Answer only from these results and name the source briefly (e.g. \"according to {first}\"). "
+           "Do not add anything they do not say; if they do not answer the question, say so."),
+}
+_NOTHING = {
+    "zh": ("刚才用「{query}」查询，{why}。你现在无法知道这个问题的最新情况："
+           "告诉用户你没查到，不要给出任何具体的数字、结果、天气或新闻，可以建议对方去哪里查。"),
+    "en": ("A search for \"{query}\" {why}. You cannot know the current answer: tell the user you could not look it up, "
+           "give no specific numbers, results, weather or news, and suggest where they could check."),
+}
+_WHY = {"zh": {"empty": "没有找到相关结果", "error": "搜索服务暂时用不了", "off": "搜索功能没有开启"},
+        "en": {"empty": "found nothing relevant", "error": "could not reach the search service", "off": "is not available (search is off)"}}
+
+
+def results_note(query: str, results: list[SearchResult], lang: str, failure: str | None = None) -> str:
+    lang = "zh" if lang == "zh" else "en"
+    if not results:
+        return _NOTHING[lang].format(query=query, why=_WHY[lang][failure or "empty"])
+    lines = "\n".join(f"{i}. [{r.source}{'，' + r.published if r.published else ''}] {r.title}：{r.snippet}"
+                      for i, r in enumerate(results, 1))
+    return _NOTE[lang].format(query=query, results=lines, first=results[0].source, today=date.today().isoformat())
