@@ -195,6 +195,7 @@ class SearchConfig(BaseModel):
     api_key: str | None = None  # Tavily / Brave
     results: int = 3
     timeout_s: float = 8.0
+    threshold: float = 0.7  # P(web_search) of the LLM's decision above which it searches (0.58 on "我今天好累啊")
     max_age_days: float | None = None  # local documents older than this are not used for fresh questions
 
 

@@ -230,6 +230,8 @@ class PronunciationCoach:
         said = _align_words(words, words_of(heard)) if heard else [None] * len(words)
         out = []
         for w, iss, h in zip(words, issues, said):
+            if h and self.pronunciation(h) is None:
+                h = None  # not an English word: the ASR split or garbled it ("ill-sposed"), not the speaker
             score = max(0, 100 - 35 * len(iss))  # one wrong sound: 65 — clearly below a good word
             if h is not None:  # a different word (or none) was heard: at most the share of sounds in common
                 common = difflib.SequenceMatcher(None, prons[w], self.pronunciation(h) or []).ratio() if h else 0.0

@@ -74,7 +74,7 @@ from tingshuo.engine.stack import ModelStack
 from tingshuo.engine.turns import TurnScore, is_backchannel, required_silence_ms, text_score
 from tingshuo.llm.base import LlmError, Message
 from tingshuo.safety import Verdict
-from tingshuo.search import SearchDecision, SearchError, decide, results_note
+from tingshuo.search import SearchDecision, SearchError, results_note, route
 from tingshuo.tts import VoiceSettings, get_style, text_language
 from tingshuo.tts.voices import cast
 
@@ -88,14 +88,6 @@ _ACK = {"zh": "嗯，", "en": "Mm,"}
 _FILLER = {"zh": "我查一下。", "en": "Let me look that up."}  # spoken while a search runs
 # said in place of a clause the output check stopped (the reply ends there)
 _BLOCKED = {"zh": "这部分我不能说下去，我们换个话题吧。", "en": "I can't go on with that part; let's talk about something else."}
-# Turns without any of these words skip the LLM's search decision (1–2 s of prompt on 2 cores): the decision is
-# the model's, this only spares it questions that cannot be about the current state of the world.
-_FRESH_CUE = re.compile(
-    r"今天|今晚|今年|明天|后天|昨天|昨晚|前天|现在|目前|最近|最新|刚刚|刚才|本周|这周|下周|上周|这个月|实时|新闻|天气|气温|下雨|下雪|比分|比赛|"
-    r"股价|汇率|油价|金价|房价|价格|多少钱|开门|营业|航班|票房|排名|疫情|选举|现任|"
-    r"\b(today|tonight|tomorrow|yesterday|now|currently|current|latest|recent|recently|this (week|month|year)|news|"
-    r"weather|forecast|score|scores|won|game|match|stock|price|prices|exchange rate|open|flight|election|president)\b",
-    re.I)
 _LEADING_ACK = re.compile(r"^(?:嗯+|恩+|mm+|hmm+)[，,。.！!\s]*", re.IGNORECASE)
 _ids = itertools.count(1)
 log = logging.getLogger("tingshuo.engine")
@@ -785,14 +777,15 @@ class Session:
 
     async def _search_decision(self, text: str, lang: str) -> SearchDecision | None:
         llm = self.stack.llm
-        if llm is None or not hasattr(llm, "complete_json") or not _FRESH_CUE.search(text):
+        if llm is None or not hasattr(llm, "complete_json"):
             return None
         try:
-            d = await self._run(self._llm_pool, decide, llm, self._with_note(self._history(), lang), text)
+            d = await self._run(self._llm_pool, route, llm, self._with_note(self._history(), lang), text,
+                                self.settings.search.threshold)
         except LlmError as e:
             log.warning("search decision failed: %s", e)
             return None
-        return d if d.search else None
+        return d if d is not None and d.search else None
 
     def _with_safety(self, u: _Understanding, v: Verdict | None, lang: str) -> _Understanding:
         """Refusal or care replaces whatever else the turn asked for (a role, a song, a story)."""

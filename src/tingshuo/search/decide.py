@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 
@@ -23,6 +24,16 @@ _QUESTION = (
 )
 
 
+# Turns without any of these words skip the LLM's decision (1–2 s of prompt on 2 cores): the decision is the
+# model's; this only spares it questions that cannot be about the current state of the world.
+FRESH_CUE = re.compile(
+    r"今天|今晚|今年|明天|后天|昨天|昨晚|前天|现在|目前|最近|最新|刚刚|刚才|本周|这周|下周|上周|这个月|实时|新闻|天气|气温|下雨|下雪|"
+    r"比分|比赛|股价|汇率|油价|金价|房价|价格|多少钱|开门|营业|航班|票房|排名|选举|现任|"
+    r"\b(today|tonight|tomorrow|yesterday|now|currently|current|latest|recent|recently|this (week|month|year)|news|"
+    r"weather|forecast|score|scores|won|win|game|match|stock|price|prices|exchange rate|open|flight|election)\b",
+    re.I)
+
+
 @dataclass
 class SearchDecision:
     search: bool
@@ -31,7 +42,7 @@ class SearchDecision:
 
 
 def decide(llm, history: list[Message], user_text: str, today: date | None = None,
-           threshold: float = 0.5) -> SearchDecision:
+           threshold: float = 0.7) -> SearchDecision:
     """Asked after the user's turn (the conversation prefix stays cached).
 
     Local model: the decision is the token the schema's grammar would choose after '{"action": "', read as a
@@ -55,6 +66,13 @@ def decide(llm, history: list[Message], user_text: str, today: date | None = Non
     if out.get("action") == "web_search":
         return SearchDecision(True, str(out.get("query") or user_text).strip() or user_text.strip())
     return SearchDecision(False)
+
+
+def route(llm, history: list[Message], user_text: str, threshold: float = 0.7) -> SearchDecision | None:
+    """The decision for a turn, or None when the turn has no cue of time-sensitivity (no LLM call)."""
+    if not FRESH_CUE.search(user_text):
+        return None
+    return decide(llm, history, user_text, threshold=threshold)
 
 
 _NOTE = {
