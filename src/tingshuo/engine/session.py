@@ -1245,7 +1245,7 @@ class Session:
                     if blocked:
                         return
                     if guard is not None:
-                        v = await loop.run_in_executor(self._guard_pool, guard.check_output, c)
+                        v = await loop.run_in_executor(self._guard_pool, guard.check_output, c, r.care_lines or self.care)
                         if v.action != "allow":
                             # not a word of it is spoken or kept; the generation stops and the reply ends here
                             blocked.append(c)

@@ -133,12 +133,14 @@ class SafetyGuard:
         """P(自杀) alone: combined with distress in the voice for borderline words."""
         return self.categories(text)["自杀"]
 
-    def check_output(self, text: str) -> Verdict:
-        """A clause the assistant is about to say: blocked when it reads as harmful instructions or content."""
+    def check_output(self, text: str, care: bool = False) -> Verdict:
+        """A clause the assistant is about to say: blocked when it reads as harmful instructions or content.
+        ``care``: a reply to someone at risk, which talks about suicide by necessity — there the self-harm label
+        does not count (a method would still read as violence or drugs)."""
         if len(text.strip()) < 4:
             return ALLOW
         probs = self.categories(text, "助手")
-        harm = sum(v for k, v in probs.items() if k != "正常")
+        harm = sum(v for k, v in probs.items() if k != "正常" and not (care and k == "自杀"))
         scores = {"harmful_output": round(harm, 3)}
         if harm >= self.cfg.output_threshold:
             return Verdict("refuse", "harmful_output", harm, scores, text)
