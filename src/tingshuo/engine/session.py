@@ -74,7 +74,7 @@ from tingshuo.engine.stack import ModelStack
 from tingshuo.engine.turns import TurnScore, is_backchannel, required_silence_ms, text_score
 from tingshuo.llm.base import LlmError, Message
 from tingshuo.safety import Verdict
-from tingshuo.search import SearchDecision, SearchError, results_note, route
+from tingshuo.search import SearchDecision, SearchError, results_note, route, source_lead
 from tingshuo.tts import VoiceSettings, get_style, text_language
 from tingshuo.tts.voices import cast
 
@@ -1181,7 +1181,7 @@ class Session:
         blocked: list[str] = []
         passed: list[str] = []
 
-        def lookup() -> str:
+        def lookup() -> tuple[str, str]:
             """LLM thread, before generating: a filler is spoken while the provider is asked; the results (or
             why there are none) become a note after the user's words."""
             assert r.search is not None
@@ -1200,7 +1200,7 @@ class Session:
             timings["search"] = (time.perf_counter() - t) * 1000
             loop.call_soon_threadsafe(r.emit, self, SearchDone(r.rid, r.search.query, provider.name if provider is not None else "none",
                                                                [x.to_dict() for x in results], error))
-            return results_note(r.search.query, results, user_lang, failure)
+            return results_note(r.search.query, results, user_lang, failure), source_lead(results, user_lang)
 
         def produce() -> None:
             """LLM thread: push deltas to the loop until done or stopped."""
@@ -1210,13 +1210,17 @@ class Session:
                 loop.call_soon_threadsafe(deltas.put_nowait, _END)
                 return
             assert llm is not None
-            msgs = messages
+            msgs, lead = messages, ""
             if r.search is not None:
-                msgs = [*messages, {"role": "system", "content": lookup()}]
+                note, lead = lookup()
+                msgs = [*messages, {"role": "system", "content": note}]
                 if stop.is_set():
                     loop.call_soon_threadsafe(deltas.put_nowait, _END)
                     return
-            gen = llm.stream(msgs, max_tokens=r.max_tokens or cfg.llm.max_tokens, temperature=cfg.llm.temperature)
+                if lead:
+                    loop.call_soon_threadsafe(deltas.put_nowait, lead)
+            gen = llm.stream(msgs, max_tokens=r.max_tokens or cfg.llm.max_tokens, temperature=cfg.llm.temperature,
+                             **({"prefix": lead} if lead else {}))
             try:
                 for d in gen:
                     if stop.is_set():

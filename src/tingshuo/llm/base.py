@@ -23,8 +23,9 @@ class LlmError(RuntimeError):
 class ChatModel(Protocol):
     name: str
 
-    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
-        """Blocking iterator of text deltas. Closing it early (``.close()``) must stop the generation."""
+    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "") -> Iterator[str]:
+        """Blocking iterator of text deltas. Closing it early (``.close()``) must stop the generation.
+        ``prefix``: the reply's first words, already said; the model continues after them where it can."""
 
     def count_tokens(self, text: str) -> int:
         """Prompt-size estimate used to keep the history inside the context window."""

@@ -186,9 +186,10 @@ class LlamaCppChat:
                 raise LlmError(f"the local model refused the request: {e}") from e
         return out["choices"][0]["text"]  # type: ignore[index]
 
-    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
+    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "") -> Iterator[str]:
+        """``prefix``: the start of the reply, already said (not yielded again); the model continues it."""
         with self._lock:
-            tokens = self._tokenize(self._prompt(messages))
+            tokens = self._tokenize(self._prompt(messages) + prefix)
             if len(tokens) + max_tokens > self.cfg.n_ctx:
                 raise LlmError(f"the prompt ({len(tokens)} tokens) does not fit the context window "
                                f"({self.cfg.n_ctx}); lower dialogue.history_tokens or raise llm.n_ctx")

@@ -81,7 +81,9 @@ class OpenAICompatChat:
         except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as e:
             raise LlmError(f"the model gave no valid JSON decision: {e}") from e
 
-    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float) -> Iterator[str]:
+    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "") -> Iterator[str]:
+        """``prefix`` (the reply's start, already said) cannot be pre-filled through every server's chat API;
+        the caller's note says how the reply begins instead."""
         body = {
             "model": self.cfg.model_name,
             "messages": list(messages),

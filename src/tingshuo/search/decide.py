@@ -18,10 +18,10 @@ SCHEMA = {
     ],
 }
 
-_QUESTION = (
-    "今天是{today}。回答这句话要不要上网查实时信息？只有天气、新闻、比赛结果、股价汇率、营业时间这类每天在变的才要查；"
-    "知识、历史、常识、聊天、讲故事都不查。例：今天天气→web_search；长城多长→reply；讲个笑话→reply；昨天谁赢了→web_search。"
-)
+# Asked in Chinese whatever the user's language: with an English version the 1.5B missed "Will it snow in Chicago
+# tomorrow?" (P 0.42) and "latest news about the Mars mission" (0.52); with this one it routed 29 of 29.
+_QUESTION = ("今天是{today}。回答这句话要不要上网查实时信息？只有天气、新闻、比赛结果、股价汇率、营业时间这类每天在变的才要查；"
+             "知识、历史、常识、聊天、讲故事都不查。例：今天天气→web_search；长城多长→reply；讲个笑话→reply；昨天谁赢了→web_search。")
 
 
 # Turns without any of these words skip the LLM's decision (1–2 s of prompt on 2 cores): the decision is the
@@ -77,11 +77,19 @@ def route(llm, history: list[Message], user_text: str, threshold: float = 0.7) -
 
 _NOTE = {
     "zh": ("刚才用「{query}」查到了下面的资料（{today}）：\n{results}\n"
-           "只根据这些资料回答用户，简短地说出来源（比如“据{first}”）。资料里没有的内容不要编，直接说没查到。"),
+           "你的回答已经以“据{first}，”开头，接着用一两句话直接说出资料里回答用户问题的具体事实。资料里没有的内容不要编。"),
     "en": ("A search for \"{query}\" found ({today}):\n{results}\n"
-           "Answer only from these results and name the source briefly (e.g. \"according to {first}\"). "
-           "Do not add anything they do not say; if they do not answer the question, say so."),
+           "Your answer already begins with \"According to {first}, \"; go on with the specific facts from these "
+           "results that answer the question, in one or two sentences. Do not add anything they do not say."),
 }
+_LEAD = {"zh": "据{source}，", "en": "According to {source}, "}
+
+
+def source_lead(results: list[SearchResult], lang: str) -> str:
+    """The reply's first words when there are results: the source, named by us so it is never left out."""
+    return _LEAD["zh" if lang == "zh" else "en"].format(source=results[0].source) if results else ""
+
+
 _NOTHING = {
     "zh": ("刚才用「{query}」查询，{why}。你现在无法知道这个问题的最新情况："
            "告诉用户你没查到，不要给出任何具体的数字、结果、天气或新闻，可以建议对方去哪里查。"),

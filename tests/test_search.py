@@ -1,0 +1,135 @@
+"""Live search: routing of time-sensitive vs timeless questions, answers from the offline index with the
+source named, no invented facts without a result, and the web providers' protocol on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from tingshuo.config import SearchConfig
+from tingshuo.engine import Session
+from tingshuo.search import LocalIndex, SearchError, route
+from tingshuo.search.providers import SearxngSearch
+
+FRESH = ["What time does the Great Wall at Badaling open now?", "Will it snow in Chicago tomorrow?", "现在谁是美国总统", "今天北京天气怎么样", "昨晚比赛谁赢了", "现在美元兑人民币汇率是多少", "最近有什么新闻", "明天上海会下雨吗",
+         "茅台今天的股价多少", "What's the weather in London today?", "Who won the game last night?",
+         "What's the latest news about the Mars mission?", "Is the Louvre open today?"]
+TIMELESS = ["What is the tallest mountain in the world?", "今天我想学做饭，番茄炒蛋怎么做", "长城有多长", "给我讲个笑话", "水的沸点是多少度", "我今天好累啊", "李白是哪个朝代的诗人",
+            "帮我把谢谢翻译成英文", "How many legs does a spider have?", "Tell me a story about a cat",
+            "What is the capital of France?", "Why is the sky blue?"]
+
+DOCS = [
+    ("北京今日天气", "北京今天多云转晴，最高气温9度，最低零下2度，北风三级。", "中国天气网"),
+    ("昨晚CBA：辽宁队胜广东队", "昨晚的CBA比赛中，辽宁队以102比95战胜广东队，赵继伟得到25分。", "新华体育"),
+    ("长城旅游提示", "八达岭长城冬季开放时间为早上七点半到下午五点。", "北京旅游网"),
+]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def swap_search(stack):
+    """Point the shared stack at a given provider for one test."""
+    before = stack.search
+
+    def use(provider):
+        stack.search = provider
+
+    yield use
+    stack.search = before
+
+
+async def _ask(stack, text):
+    s = Session(stack, speak=False)
+    events = []
+
+    async def consume():
+        async for ev in s.events():
+            events.append(ev)
+
+    task = asyncio.create_task(consume())
+    await s.push_text(text)
+    await s.wait_idle()
+    await s.close()
+    await task
+    return next(e for e in events if e.type == "response.done").text, [e for e in events if e.type == "search.done"]
+
+
+def test_routing_time_sensitive_and_timeless(stack):
+    history = [{"role": "system", "content": stack.settings.dialogue.system_prompt or "你是小暖。"}]
+    right = 0
+    wrong = []
+    for q in FRESH + TIMELESS:
+        d = route(stack.llm, history, q, stack.settings.search.threshold)
+        ok = bool(d and d.search) == (q in FRESH)
+        right += ok
+        if not ok:
+            wrong.append(q)
+    assert right >= 0.9 * len(FRESH + TIMELESS), wrong
+
+
+def test_answer_comes_from_the_local_index_with_its_source(stack, tmp_path, swap_search):
+    index = LocalIndex(tmp_path / "index.sqlite")
+    for title, text, source in DOCS:
+        index.add(title, text, source, published="2026-11-26")
+    assert len(index) == 3 and index.search("北京天气")[0].source == "中国天气网"
+    swap_search(index)
+    reply, done = asyncio.run(_ask(stack, "今天北京天气怎么样"))
+    assert done and done[0].results and done[0].provider == "local"
+    assert reply.startswith("我查一下")
+    assert re.search(r"9|九|多云", reply), reply
+    assert "据中国天气网" in reply, reply  # the source, named
+    reply, done = asyncio.run(_ask(stack, "昨晚CBA比赛谁赢了"))
+    assert "辽宁" in reply, reply
+
+
+def test_no_result_no_invented_fact(stack, tmp_path, swap_search):
+    swap_search(LocalIndex(tmp_path / "empty.sqlite"))
+    for q in ("今天北京天气怎么样", "What's the weather in London today?"):
+        reply, done = asyncio.run(_ask(stack, q))
+        assert done and not done[0].results
+        assert not re.search(r"\d|度|℃|晴|多云|小雨|大雨|sunny|cloudy|rain|degrees", reply.split("。", 1)[-1] if "。" in reply else reply), reply
+
+
+class _Searx(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 — http.server's name
+        body = json.dumps({"results": [{"title": "Weather in London", "content": "Light rain, 11°C.",
+                                        "url": "https://www.bbc.co.uk/weather/2643743"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_searxng_provider_and_a_dead_one():
+    server = HTTPServer(("127.0.0.1", 0), _Searx)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        res = SearxngSearch(SearchConfig(provider="searxng", url=f"http://127.0.0.1:{server.server_port}")).search("weather")
+        assert res[0].source == "bbc.co.uk" and "rain" in res[0].snippet
+    finally:
+        server.shutdown()
+    with pytest.raises(SearchError):
+        SearxngSearch(SearchConfig(provider="searxng", url="http://127.0.0.1:9", timeout_s=1)).search("weather")
+
+
+def test_feeds_and_files_fill_the_index(tmp_path):
+    feed = tmp_path / "news.xml"
+    feed.write_text("""<?xml version="1.0"?><rss version="2.0"><channel><title>本地新闻</title>
+      <item><title>地铁新线开通</title><description>地铁19号线今天开通运营。</description>
+      <pubDate>Thu, 26 Nov 2026 08:00:00 GMT</pubDate></item></channel></rss>""", encoding="utf-8")
+    note = tmp_path / "家里.md"
+    note.write_text("# 家里的事\n垃圾每周二和周五早上收。", encoding="utf-8")
+    index = LocalIndex(tmp_path / "i.sqlite")
+    assert index.add_file(feed) == 1 and index.add_file(note) == 1
+    hit = index.search("地铁开通")[0]
+    assert hit.source == "本地新闻" and hit.published == "2026-11-26"
+    assert index.search("垃圾哪天收")[0].source == "家里"
