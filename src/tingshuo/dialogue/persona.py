@@ -39,6 +39,7 @@ class Persona:
     prompt: str | None = None  # the whole system prompt, when the fields above should not write it
     acknowledges: bool = True  # may open a spoken reply with a short "嗯，" while the answer is prepared
     female: bool = True  # for casting this character in stories
+    coach: bool = False  # checks the learner's English pronunciation on spoken turns (tingshuo.coach)
 
     @property
     def system_prompt(self) -> str:
@@ -141,7 +142,7 @@ BUILTIN: tuple[Persona, ...] = (
                                   "[旁白]后来呀，一只大象走了过来。[大象]别怕，我送你回家。"),
     ),
     Persona(
-        key="tutor", name="Joe", voice="joe", language="en", female=False,
+        key="tutor", name="Joe", voice="joe", language="en", female=False, coach=True,
         description="a friendly English tutor for Chinese learners",
         speaking_style="speak simple, clear English; gently correct the learner's mistakes by repeating the right "
                        "sentence; ask one short question back to keep them talking; if they are stuck, one short "

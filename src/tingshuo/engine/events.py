@@ -113,6 +113,18 @@ class PersonaChanged(Event):
 
 
 @dataclass
+class PronunciationReport(Event):
+    """The English coach's reading of a spoken turn (tutor persona): a score per word and what sounded wrong."""
+
+    item_id: str
+    expected: str
+    score: int
+    feedback: str
+    words: list[dict] = field(default_factory=list)
+    type: str = field(init=False, default="pronunciation.report")
+
+
+@dataclass
 class SafetyVerdict(Event):
     """A user turn or an assistant clause the safety policy did not simply allow (kept in the session log)."""
 

@@ -53,6 +53,7 @@ from tingshuo.engine.events import (
     Event,
     Paralinguistics,
     PersonaChanged,
+    PronunciationReport,
     SafetyVerdict,
     CareChanged,
     SearchDone,
@@ -72,6 +73,7 @@ from tingshuo.engine.events import (
 from tingshuo.engine.playout import Playout
 from tingshuo.engine.stack import ModelStack
 from tingshuo.engine.turns import TurnScore, is_backchannel, required_silence_ms, text_score
+from tingshuo.coach.pronunciation import Report, words_of
 from tingshuo.llm.base import LlmError, Message
 from tingshuo.safety import Verdict
 from tingshuo.search import SearchDecision, SearchError, results_note, route, source_lead
@@ -85,6 +87,7 @@ _LANG_NOTE = {
     "en": "Reply in spoken English to what the user says next; do not repeat their words.",
 }
 _ACK = {"zh": "嗯，", "en": "Mm,"}
+_QUOTED = re.compile(r"[\"“]([A-Za-z][^\"”]{3,}?)[\"”]|:\s*([A-Z][A-Za-z ,']{3,}[.!?])")
 _FILLER = {"zh": "我查一下。", "en": "Let me look that up."}  # spoken while a search runs
 # said in place of a clause the output check stopped (the reply ends there)
 _BLOCKED = {"zh": "这部分我不能说下去，我们换个话题吧。", "en": "I can't go on with that part; let's talk about something else."}
@@ -130,6 +133,7 @@ class _Understanding:
     story: bool = False  # the reply is a story with attributed, voiced lines
     safety: Verdict | None = None  # the safety policy's reading of the turn (None: safety off)
     search: SearchDecision | None = None  # a search to run before answering
+    pronunciation: "Report | None" = None  # the coach's reading of a spoken English turn (tutor persona)
 
 
 @dataclass
@@ -184,6 +188,7 @@ class _Response:
     story: bool = False  # lines are attributed ("[旁白]", "[孙悟空]") and spoken in the speakers' voices
     cast: dict[str, str] = field(default_factory=dict)  # story speaker → voice
     care_lines: bool = False  # a care reply: it must name a help line (one is added if the LLM did not)
+    model_answer: str | None = None  # a sentence to say clearly at the end (the coach's model answer)
     search: SearchDecision | None = None
 
     def emit(self, session: "Session", ev: Event) -> None:
@@ -327,9 +332,8 @@ class Session:
         if (o.history is None and o.fixed is None and history and history[-1]["role"] == "user"
                 and (self._und is None or self._und.text != last_user)):
             # a user item added directly (Realtime conversation.item.create), not heard or typed through the engine:
-            # what it asks the assistant to do (a role, a song, a story) is read now
-            und = self._with_requests(_Understanding(None, None, self.voice_state, ReplyPlan(), last_user),
-                                      self._requests(last_user, lang), lang)
+            # read now like a typed turn — the safety policy, what it asks for (a role, a song, a story), a search
+            und = await self._understand(last_user, lang, None)
             self._accept(und, self.conversation.ids[-1] if self.conversation.ids else "")
         system: Message = {"role": "system", "content": o.instructions or self.conversation.system_prompt}
         r = self._new_response(last_user, o)
@@ -762,6 +766,8 @@ class Session:
             job = asyncio.ensure_future(self._run(self._guard_pool, guard.check_input, text, self._prev_user))
         u = await self._feel(text, language, audio, early)
         t0 = time.perf_counter()
+        if (u.persona or self.persona).coach and audio is not None and text.strip() and text_language(text) == "en":
+            u.pronunciation = await self._run(self._turn_pool, self._assess, audio, text)
         verdict = None
         if job is not None:
             try:
@@ -774,6 +780,25 @@ class Session:
             u.search = await self._search_decision(text, lang)
         u.ms += (time.perf_counter() - t0) * 1000
         return u
+
+    def _assess(self, audio: np.ndarray, heard: str) -> "Report | None":
+        """Turn thread: the learner's audio against the sentence they were asked to say (the last quoted English
+        sentence of the tutor's previous turn, when what was heard is close to it), else against what was heard
+        (the coach then finds sounds, not words: Whisper tends to hear the intended word)."""
+        expected = heard
+        last = next((m["content"] for m in reversed(self.conversation.messages(lambda t: 0, 10**9))
+                     if m["role"] == "assistant"), "")
+        quotes = [m.group(1) or m.group(2) for m in _QUOTED.finditer(last)]
+        if quotes:
+            said = set(words_of(heard))
+            best = max(quotes, key=lambda q: len(said & set(words_of(q))) / max(len(set(words_of(q))), 1))
+            if len(said & set(words_of(best))) >= 0.5 * len(set(words_of(best))):
+                expected = best
+        try:
+            return self.stack.coach.assess(audio, INPUT_RATE, expected, heard)
+        except (ValueError, RuntimeError) as e:  # a word outside the dictionary, a decoder failure
+            log.info("pronunciation not assessed: %s", e)
+            return None
 
     async def _search_decision(self, text: str, lang: str) -> SearchDecision | None:
         llm = self.stack.llm
@@ -807,7 +832,15 @@ class Session:
                 u.persona = self.persona
                 u.plan = replace(u.plan, style=u.plan.style or "calm", note=refusal_note(v.category, lang),
                                  reason=f"refusal ({v.category})")
-        elif self.care:
+        if u.pronunciation is not None and (v is None or v.action == "allow"):
+            rep = u.pronunciation
+            note = (f"Pronunciation check of what the learner just said (expected: \"{rep.expected}\"): overall "
+                    f"{rep.score}/100; " + ", ".join(f"{w.word} {w.score}" for w in rep.words if w.score < 100)
+                    + (f". Problems: {rep.feedback()} Tell the learner this kindly in one or two sentences, naming the "
+                       "sounds; the correct sentence will be said after your words." if any(w.flagged for w in rep.words)
+                       else ". Every sound was clear: praise them briefly and go on."))
+            u.plan = replace(u.plan, note="\n".join(x for x in (u.plan.note, note) if x))
+        if self.care and not (v is not None and v.action in ("refuse", "care")):
             u.role = None
             u.persona = companion
             u.plan = replace(u.plan, note="\n".join(x for x in (u.plan.note, care_note(cfg, lang, first=False)) if x))
@@ -889,6 +922,9 @@ class Session:
         if u is None:
             return
         self._prev_user = u.text
+        if u.pronunciation is not None:
+            p = u.pronunciation
+            self._emit(PronunciationReport(item_id, p.expected, p.score, p.feedback(), p.to_dict()["words"]))
         v = u.safety
         if v is not None and v.action != "allow":
             ev = SafetyVerdict(item_id, "input", v.category, v.action, round(v.confidence, 3), u.text)
@@ -1130,6 +1166,9 @@ class Session:
                 r.max_tokens = max(r.max_tokens or 0, self.settings.dialogue.story_tokens)
             r.care_lines = und.safety is not None and und.safety.action == "care"
             r.search = und.search
+            p = und.pronunciation
+            if p is not None and any(w.flagged for w in p.words):
+                r.model_answer = p.expected
         else:
             r.voice_state = self.voice_state
         lang = language or text_language(text) or r.persona.language
@@ -1325,6 +1364,10 @@ class Session:
             if rest and not blocked:
                 await text(rest)
             await put(splitter.flush())
+            if r.model_answer and not blocked:
+                await put(splitter.flush())
+                await text(" Listen, and say it with me: " + r.model_answer.rstrip(".!?") + ".")
+                await put(splitter.flush())
             if r.care_lines and not blocked and not names_a_line("".join(generated), cfg.safety, user_lang):
                 # the one fixed sentence of a care reply: the deployment's help lines, when the LLM named none
                 await text(("" if user_lang == "zh" else " ") + lines_sentence(cfg.safety, user_lang))

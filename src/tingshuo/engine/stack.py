@@ -14,6 +14,7 @@ from tingshuo.llm import ChatModel, load_chat_model
 from tingshuo.tts import SpeechSynthesizer
 
 if TYPE_CHECKING:
+    from tingshuo.coach import PronunciationCoach
     from tingshuo.safety import SafetyGuard
     from tingshuo.search import SearchProvider
     from tingshuo.tts.singing import Singer, Songbook
@@ -63,6 +64,17 @@ class ModelStack:
 
     guard: "SafetyGuard | None" = None  # loaded with the LLM when safety is on
     search: "SearchProvider | None" = None  # None: search off (time-sensitive questions are answered honestly)
+
+    _coach: "PronunciationCoach | None" = None
+
+    @property
+    def coach(self) -> "PronunciationCoach":
+        """The English pronunciation coach (pocketsphinx, loaded on first use, ~0.3 s); runs on the turn thread."""
+        if self._coach is None:
+            from tingshuo.coach import PronunciationCoach
+
+            self._coach = PronunciationCoach()
+        return self._coach
 
     def warm(self, system_prompt: str) -> None:
         """Fill the LLM's prefix cache with a session's system prompt (once per prompt)."""

@@ -713,6 +713,17 @@ class RealtimeConnection:
             self.cfg.voice = ev.voice or self.settings.tts.voice_zh
             await self.emit("tingshuo.persona.changed", persona=ev.persona, name=ev.name, voice=ev.voice,
                             request=ev.request)
+        elif isinstance(ev, E.SafetyVerdict):
+            # refused, care or a blocked clause: told to the client and kept in the deployer's risk log
+            await self.emit("tingshuo.safety", item_id=ev.item_id, source=ev.source, category=ev.category,
+                            action=ev.action, confidence=ev.confidence)
+            if self.store is not None:
+                self.store.add_risk(self.id, ev.item_id, ev.source, ev.category, ev.action, ev.confidence, ev.text)
+        elif isinstance(ev, E.CareChanged):
+            await self.emit("tingshuo.care.changed", on=ev.on, reason=ev.reason, hotlines=ev.hotlines)
+        elif isinstance(ev, E.SearchDone):
+            await self.emit("tingshuo.search", response_id=ev.response_id, query=ev.query, provider=ev.provider,
+                            results=ev.results, error=ev.error)
         elif isinstance(ev, E.TurnDetected):
             await self.emit("tingshuo.turn.detected", p_audio=ev.p_audio, p_text=ev.p_text, waited_ms=ev.waited_ms)
         elif isinstance(ev, E.ResponseStarted):

@@ -26,6 +26,10 @@ CREATE TABLE IF NOT EXISTS turns (
     timings TEXT, audio_s REAL, truncated_ms REAL, deleted INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
     PRIMARY KEY (session_id, item_id)
 );
+CREATE TABLE IF NOT EXISTS risk (
+    session_id TEXT NOT NULL REFERENCES sessions(id), item_id TEXT, source TEXT NOT NULL, category TEXT NOT NULL,
+    action TEXT NOT NULL, confidence REAL, text TEXT, created REAL NOT NULL
+);
 """
 
 
@@ -81,6 +85,13 @@ class TranscriptStore:
         self._submit(self._write, "UPDATE turns SET emotion = ? WHERE session_id = ? AND item_id = ?",
                      (json.dumps(emotion, ensure_ascii=False), session_id, item_id))
 
+    def add_risk(self, session_id: str, item_id: str, source: str, category: str, action: str, confidence: float,
+                 text: str) -> None:
+        """A safety verdict that was not "allow" (refused, care, a blocked clause): the deployer's risk log."""
+        self._submit(self._write, "INSERT INTO risk (session_id, item_id, source, category, action, confidence, text,"
+                     " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (session_id, item_id, source, category, action, confidence, text, time.time()))
+
     def update_text(self, session_id: str, item_id: str, text: str, *, truncated_ms: float | None = None) -> None:
         self._submit(self._write, "UPDATE turns SET text = ?, truncated_ms = ? WHERE session_id = ? AND item_id = ?",
                      (text, truncated_ms, session_id, item_id))
@@ -123,8 +134,14 @@ def export_sessions(path: Path, session_id: str | None = None, include_deleted: 
                     "timings_ms": json.loads(t["timings"]) if t["timings"] else None, "audio_s": t["audio_s"],
                     "truncated_ms": t["truncated_ms"], "deleted": bool(t["deleted"]), "at": t["created"],
                 })
+            try:
+                risk = [{"item_id": r["item_id"], "source": r["source"], "category": r["category"],
+                         "action": r["action"], "confidence": r["confidence"], "text": r["text"], "at": r["created"]}
+                        for r in conn.execute("SELECT * FROM risk WHERE session_id = ? ORDER BY created", (s["id"],))]
+            except sqlite3.OperationalError:  # a store written before the risk log existed
+                risk = []
             result.append({"id": s["id"], "started": s["started"], "ended": s["ended"], "client": s["client"],
-                           "key_label": s["key_label"], "turns": turns})
+                           "key_label": s["key_label"], "turns": turns, "risk": risk})
         return result
     finally:
         conn.close()
