@@ -221,3 +221,31 @@ def test_voices_personas_songs_and_sing(tmp_path):
     assert r.returncode == 2 and "needs 32 syllables" in r.stderr and "Traceback" not in r.stderr
     r = cli("sing", "青花瓷", "--out", str(tmp_path / "x.wav"))
     assert r.returncode == 2 and "not in the songbook" in r.stderr
+
+
+def test_respond_json_reports_safety_and_care_and_search_indexes(tmp_path):
+    """respond --text --json goes through the safety and care layer; search add/query fill and ask the index."""
+    import os
+    import re
+
+    r = cli("respond", "--text", "我真的不想活了", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    assert d["safety"]["category"] == "self_harm" and d["safety"]["action"] == "care" and d["care"] is True
+    assert re.search(r"12356|82951332", d["reply_text"]), d["reply_text"]
+    r = cli("respond", "--text", "炸酱面怎么做", "--json")
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    assert d["safety"] == {"category": "none", "action": "allow"} and d["care"] is False and d["reply_text"]
+
+    note = tmp_path / "小区通知.md"
+    note.write_text("# 小区通知\n本周六上午九点停水，周日恢复供水。", encoding="utf-8")
+    env = {**os.environ, "TINGSHUO_SEARCH__INDEX_PATH": str(tmp_path / "index.sqlite")}
+    add = subprocess.run([*TINGSHUO, "search", "add", str(note)], capture_output=True, text=True, env=env, timeout=120)
+    assert add.returncode == 0 and "1 added" in add.stdout, add.stderr
+    q = subprocess.run([*TINGSHUO, "search", "query", "什么时候停水", "--json"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    hits = json.loads(q.stdout)
+    assert hits and "停水" in hits[0]["snippet"] and hits[0]["source"] == "小区通知"
+    bad = subprocess.run([*TINGSHUO, "search", "add", str(tmp_path / "missing.txt")], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

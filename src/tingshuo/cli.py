@@ -725,6 +725,62 @@ def serve(
         _fail(f"cannot serve on {cfg.host}:{cfg.port}: {e}", EXIT_INPUT)
 
 
+search_app = typer.Typer(help="Live information: the local document index (default provider) and test queries.")
+app.add_typer(search_app, name="search")
+
+
+def _local_index(settings):
+    from tingshuo.search import LocalIndex
+
+    return LocalIndex(settings.search.index_path or settings.cache_dir / "search" / "index.sqlite")
+
+
+@search_app.command("add")
+def search_add(
+    sources: Annotated[list[str], typer.Argument(help="text/Markdown files, JSON lines (.jsonl), RSS/Atom feeds (file or URL)")],
+) -> None:
+    """Add documents or feed entries to the local index (`search.index_path`)."""
+    from tingshuo.search import SearchError
+
+    settings = _settings()
+    index = _local_index(settings)
+    total = 0
+    for src in sources:
+        try:
+            n = index.add_feed(src) if src.startswith(("http://", "https://")) else index.add_file(Path(src))
+        except (OSError, ValueError, KeyError, SearchError) as e:
+            _fail(f"{src}: {e}", EXIT_INPUT)
+        typer.echo(f"{src}: {n} document(s)")
+        total += n
+    typer.echo(f"{total} added; {len(index)} in {index.path}")
+
+
+@search_app.command("query")
+def search_query(
+    text: Annotated[str, typer.Argument(help="what to look up")],
+    k: Annotated[int, typer.Option("-k", min=1, max=20)] = 3,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Ask the configured provider (local index, SearXNG, Tavily, Brave) directly."""
+    from tingshuo.search import SearchError, load_provider
+
+    settings = _settings()
+    provider = load_provider(settings.search, settings.cache_dir)
+    if provider is None:
+        _fail("search is off (search.enabled = false or search.provider = \"none\")", EXIT_INPUT)
+    try:
+        results = provider.search(text, k)
+    except SearchError as e:
+        _fail(str(e), 1)
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results], ensure_ascii=False))
+        return
+    for r in results:
+        typer.echo(f"[{r.source}{' ' + r.published if r.published else ''}] {r.title}\n    {r.snippet}")
+    if not results:
+        typer.echo("nothing found")
+
+
 sessions_app = typer.Typer(help="Stored call transcripts (the server writes every turn to SQLite as it happens).")
 app.add_typer(sessions_app, name="sessions")
 
