@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--no-server", action="store_true", help="skip the Realtime API benchmark (bench/server.py)")
     ap.add_argument("--no-emotion", action="store_true", help="skip the emotion benchmark (bench/emotion.py)")
     ap.add_argument("--no-perform", action="store_true", help="skip voices/singing/stories (bench/perform.py)")
+    ap.add_argument("--no-care", action="store_true", help="skip safety/care/search/coach (bench/care.py)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
@@ -140,6 +141,12 @@ def main() -> None:
 
         print("\nvoices, singing, stories, roles (bench/perform.py):")
         perform.run(stack, args.out)
+    if not args.no_care:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import care
+
+        print("\nsafety, care, search, coach (bench/care.py):")
+        care.run(stack, args.out)
     if not args.no_duplex:
         sys.path.insert(0, str(Path(__file__).parent))
         import duplex

@@ -1,0 +1,170 @@
+"""Safety, care, search and the pronunciation coach: how right and how fast, on the real default stack.
+
+    .venv/bin/python bench/care.py [--out bench/results]     (also run by bench/run.py)
+
+Reports: the guard's verdicts on the test sets (red team, look-alikes, crisis, non-crisis; tests/safety_cases.py)
+with the time per check; the search route on time-sensitive / timeless questions with the time per decision;
+typed turns' first text and total time with the whole layer on vs off; the coach's scores on the LibriVox clips and
+on TTS readings of altered text, with its time per sentence. Writes ``care.json`` and ``care.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from safety_cases import BENIGN, CRISIS, NOT_CRISIS, RED_TEAM  # noqa: E402
+from test_coach import ALTERED  # noqa: E402
+from test_search import FRESH, TIMELESS  # noqa: E402
+
+from tingshuo.engine import ModelStack, Session  # noqa: E402
+from tingshuo.search import route  # noqa: E402
+
+
+def guard(stack: ModelStack) -> dict:
+    g = stack.guard
+    g.warmup()
+    sets = {"red_team": ([t for t, _ in RED_TEAM], {"refuse", "care"}), "benign": (BENIGN, {"allow"}),
+            "crisis": (CRISIS, {"care"}), "not_crisis": (NOT_CRISIS, {"allow", "refuse"})}
+    out, times = {}, []
+    for name, (items, want) in sets.items():
+        wrong = []
+        for t in items:
+            t0 = time.perf_counter()
+            v = g.check_input(t)
+            times.append(time.perf_counter() - t0)
+            if v.action not in want:
+                wrong.append([t, v.action, v.category])
+        out[name] = {"n": len(items), "right": len(items) - len(wrong), "wrong": wrong}
+    out["check_ms_p50"] = round(float(np.median(times)) * 1000)
+    out["check_ms_p90"] = round(float(np.percentile(times, 90)) * 1000)
+    return out
+
+
+def search_route(stack: ModelStack) -> dict:
+    history = [{"role": "system", "content": "你是小暖。"}]
+    wrong, times = [], []
+    for q in FRESH + TIMELESS:
+        t0 = time.perf_counter()
+        d = route(stack.llm, history, q, stack.settings.search.threshold)
+        dt = time.perf_counter() - t0
+        if d is not None:
+            times.append(dt)
+        if bool(d and d.search) != (q in FRESH):
+            wrong.append(q)
+    n = len(FRESH + TIMELESS)
+    return {"n": n, "right": n - len(wrong), "wrong": wrong, "decisions": len(times),
+            "decision_ms_p50": round(float(np.median(times)) * 1000) if times else None}
+
+
+async def _typed(stack: ModelStack, text: str) -> dict:
+    s = Session(stack, speak=False)
+    first = None
+    t0 = time.perf_counter()
+    async def consume():
+        nonlocal first
+        async for ev in s.events():
+            if ev.type == "reply.text.delta" and first is None:
+                first = time.perf_counter() - t0
+    task = asyncio.create_task(consume())
+    await s.push_text(text)
+    await s.wait_idle()
+    total = time.perf_counter() - t0
+    await s.close()
+    await task
+    return {"first_text_s": round(first or total, 2), "total_s": round(total, 2)}
+
+
+def layer_cost(stack: ModelStack) -> dict:
+    texts = ["我今天有点累，想早点睡", "你觉得学钢琴难吗", "What should I cook for dinner tonight?"]
+    on = [asyncio.run(_typed(stack, t)) for t in texts]
+    settings = stack.settings
+    stack.settings = settings.model_copy(update={"safety": replace_model(settings.safety, enabled=False),
+                                                 "search": replace_model(settings.search, enabled=False)})
+    try:
+        off = [asyncio.run(_typed(stack, t)) for t in texts]
+    finally:
+        stack.settings = settings
+    return {"texts": texts, "on": on, "off": off,
+            "first_text_on_s": round(float(np.mean([x["first_text_s"] for x in on])), 2),
+            "first_text_off_s": round(float(np.mean([x["first_text_s"] for x in off])), 2)}
+
+
+def replace_model(m, **kw):
+    return m.model_copy(update=kw)
+
+
+def coach(stack: ModelStack) -> dict:
+    import soundfile as sf
+    import soxr
+
+    from conftest import librivox
+    from tingshuo.tts import VoiceSettings
+
+    c = stack.coach
+    real, times = [], []
+    for path, text in librivox().items():
+        a, sr = sf.read(path, dtype="float32")
+        t0 = time.perf_counter()
+        rep = c.assess(a, sr, text)
+        times.append(time.perf_counter() - t0)
+        real.append({"clip": path.name, "score": rep.score, "flagged": [w.word for w in rep.words if w.flagged]})
+    altered = []
+    for expected, said, word in ALTERED:
+        a = soxr.resample(stack.tts.synthesize(said, VoiceSettings(), "en"), stack.tts.sample_rate, 16000)
+        heard = stack.asr.transcribe(a.astype(np.float32), language="en").text
+        rep = c.assess(a, 16000, expected, heard)
+        w = next(x for x in rep.words if x.word == word)
+        altered.append({"said": said, "word": word, "flagged": w.flagged, "score": w.score, "feedback": rep.feedback()})
+    return {"real": real, "altered": altered, "assess_ms_p50": round(float(np.median(times)) * 1000)}
+
+
+def run(stack: ModelStack, out_dir: Path) -> dict:
+    res = {"guard": guard(stack), "search": search_route(stack), "layer": layer_cost(stack), "coach": coach(stack)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "care.json").write_text(json.dumps(res, indent=2, ensure_ascii=False))
+    g, s, lc, c = res["guard"], res["search"], res["layer"], res["coach"]
+    print(f"{'set':12s} {'right':>7s}")
+    for k in ("red_team", "benign", "crisis", "not_crisis"):
+        print(f"{k:12s} {g[k]['right']:3d}/{g[k]['n']:<3d}  {'; '.join(w[0] for w in g[k]['wrong'])}")
+    print(f"guard check p50/p90: {g['check_ms_p50']}/{g['check_ms_p90']} ms")
+    print(f"search route: {s['right']}/{s['n']} right, {s['decisions']} LLM decisions, p50 {s['decision_ms_p50']} ms")
+    print(f"typed turn, first text: {lc['first_text_on_s']} s with safety+search on, {lc['first_text_off_s']} s off")
+    print(f"coach: real clips {[r['score'] for r in c['real']]}, altered flagged "
+          f"{sum(a['flagged'] for a in c['altered'])}/{len(c['altered'])}, {c['assess_ms_p50']} ms per sentence")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    names = ["red_team", "benign", "crisis", "not_crisis", "search"]
+    vals = [g[k]["right"] / g[k]["n"] for k in names[:4]] + [s["right"] / s["n"]]
+    ax[0].bar(names, vals, color="#4a7")
+    ax[0].set_ylim(0, 1.05)
+    ax[0].set_title("share right (guard verdicts, search route)")
+    ax[1].bar(["first text on", "first text off"], [lc["first_text_on_s"], lc["first_text_off_s"]], color=["#a74", "#47a"])
+    ax[1].set_ylabel("s")
+    ax[1].set_title("typed turn: safety+search on vs off")
+    fig.tight_layout()
+    fig.savefig(out_dir / "care.png", dpi=110)
+    return res
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = ap.parse_args()
+    from tingshuo.config import load_settings
+
+    run(ModelStack.load(load_settings({"llm.temperature": 0.0, "llm.seed": 0})), args.out)
