@@ -176,7 +176,7 @@ class SafetyConfig(BaseModel):
     # fixed prompt stays cached and the conversation's KV cache is not evicted by every check.
     separate_context: bool = True
     refuse_threshold: float = 0.3  # P(harmful categories) of a user turn above which it is refused (benign look-alikes ≤ 0.25)
-    care_threshold: float = 0.35  # P(self-harm) of a user turn above which care mode starts
+    care_threshold: float = 0.3  # P(self-harm) of a user turn above which care mode starts
     output_threshold: float = 0.5  # P(anything but 正常) of an assistant clause above which it is not spoken
     # borderline words + distress in the voice (sad/anxious reading at ≥ this confidence) also switch care on
     voice_distress: float = 0.5

@@ -109,6 +109,8 @@ class ModelStack:
                 # and the conversation's KV cache is not evicted by each check
                 own = settings.safety.separate_context and settings.llm.backend == "llama-cpp"
                 stack.guard = SafetyGuard(load_chat_model(settings.llm, cache) if own else stack.llm, settings.safety)
+                if own:
+                    stack.guard.warmup()  # its fixed prompt, once (~2–4 s), not in the first user's turn
             from tingshuo.search import load_provider
 
             stack.search = load_provider(settings.search, cache)
