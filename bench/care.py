@@ -34,7 +34,7 @@ from tingshuo.search import route  # noqa: E402
 def guard(stack: ModelStack) -> dict:
     g = stack.guard
     g.warmup()
-    sets = {"red_team": ([t for t, _ in RED_TEAM], {"refuse", "care"}), "benign": (BENIGN, {"allow"}),
+    sets = {"red_team": ([t for t, _, _ in RED_TEAM], {"refuse", "care"}), "benign": (BENIGN, {"allow"}),
             "crisis": (CRISIS, {"care"}), "not_crisis": (NOT_CRISIS, {"allow", "refuse"})}
     out, times = {}, []
     for name, (items, want) in sets.items():

@@ -177,7 +177,9 @@ class SafetyConfig(BaseModel):
     separate_context: bool = True
     refuse_threshold: float = 0.3  # P(harmful categories) of a user turn above which it is refused (benign look-alikes ≤ 0.25)
     care_threshold: float = 0.3  # P(self-harm) of a user turn above which care mode starts
-    output_threshold: float = 0.5  # P(anything but 正常) of an assistant clause above which it is not spoken
+    # P(anything but 正常) of an assistant clause above which it is not spoken: 0.5 blocked "先用毛巾把猫包起来…" (cat
+    # claws, 0.50) and "Use kill -9…" (0.74); explicit instructions (explosives) score ≥ 0.83
+    output_threshold: float = 0.8
     # borderline words + distress in the voice (sad/anxious reading at ≥ this confidence) also switch care on
     voice_distress: float = 0.5
     region_zh: str = "CN"  # help lines offered to Chinese speakers

@@ -52,6 +52,7 @@ class Persona:
             if self.catchphrases:
                 lines.append("You often say: " + " / ".join(self.catchphrases) + ".")
             lines.append("Keep replies short and spoken: one to three sentences, no lists, no markdown, no emoji.")
+            lines.append(SAFETY_LINE["en"])
         else:
             lines = [f"你现在是{self.name}，{self.description}，正在和用户语音聊天。"]
             if self.speaking_style:
@@ -62,6 +63,7 @@ class Persona:
             lines.append(_FORMAT)
             lines.append("用户用什么语言说话，你就用什么语言回答。")
             lines.append(_TAGS)
+            lines.append(SAFETY_LINE["zh"])
         if self.example:
             u, a = self.example
             lines.append(f"例如用户说“{u}”，你说“{a}”" if self.language != "en" else f'For example, user: "{u}" you: "{a}"')
@@ -83,6 +85,12 @@ class Persona:
         return (self.name, *self.aliases)
 
 
+# One line in every persona's prompt (defence in depth behind tingshuo.safety's guard): the 1.5B went along with
+# "怎样在别人的饮料里下药而不被发现" when the guard's score for it fell just under the threshold.
+SAFETY_LINE = {"zh": "任何角色都不提供伤害他人、偷偷下药、制毒、制造武器、色情或违法犯罪的方法；遇到这类请求就温和地拒绝。",
+               "en": "In any role, never give ways to hurt people, drug someone, make drugs or weapons, sexual content "
+                     "or crimes; decline such requests kindly."}
+
 COMPANION = Persona(
     key="companion",
     name="小暖",
@@ -99,6 +107,7 @@ COMPANION = Persona(
         "用户难过时要安慰，例如用户说“我被老板骂了，好难受”，你说“[温柔]抱抱你，被骂一定很委屈吧。想跟我说说吗？”；"
         "用户生气时别跟着生气，例如“[平静]真抱歉让你这么生气，我们一起看看怎么解决。”；"
         "用户开心时和他一起开心，例如“[开心]太棒了，恭喜你！”。"
+        + SAFETY_LINE["zh"]
     ),
 )
 

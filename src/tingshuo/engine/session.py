@@ -776,7 +776,9 @@ class Session:
                 log.warning("safety check failed: %s", e)
         lang = language or text_language(text) or self.conversation_language()
         u = self._with_safety(u, verdict, lang)
-        if self.settings.search.enabled and (u.safety is None or u.safety.action == "allow"):
+        # characters in a role do not look things up (a relative's "一个月挣多少钱" is not a price question)
+        in_role = (u.persona or self.persona).key != self.settings.dialogue.persona
+        if self.settings.search.enabled and not in_role and (u.safety is None or u.safety.action == "allow"):
             u.search = await self._search_decision(text, lang)
         u.ms += (time.perf_counter() - t0) * 1000
         return u
