@@ -73,6 +73,38 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def one_turn(stack, *, text: str | None = None, audio=None, persona: str | None = None, prepare=None, speak=False):
+    """One user turn (typed or a whole utterance) through a fresh session; returns (events, session) — the
+    session closed, its state (care, conversation) kept. ``prepare(session)`` runs first (e.g. earlier turns)."""
+    from tingshuo.engine import Session
+
+    async def go():
+        s = Session(stack, speak=speak, persona=persona)
+        if prepare is not None:
+            prepare(s)
+        events = []
+
+        async def consume():
+            async for ev in s.events():
+                events.append(ev)
+
+        task = asyncio.create_task(consume())
+        if text is not None:
+            await s.push_text(text)
+        else:
+            await s.push_utterance(audio)
+        await s.wait_idle()
+        await s.close()
+        await task
+        return events, s
+
+    return asyncio.run(go())
+
+
+def reply_of(events) -> str:
+    return next(e for e in events if e.type == "response.done").text
+
+
 @pytest.fixture(scope="session")
 def speaker_encoder():
     """Resemblyzer's speaker encoder (numpy port, tingshuo/audio/speaker.py)."""

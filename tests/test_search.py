@@ -3,7 +3,6 @@ source named, no invented facts without a result, and the web providers' protoco
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import threading
@@ -12,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from tingshuo.config import SearchConfig
-from tingshuo.engine import Session
+from conftest import one_turn, reply_of
 from tingshuo.search import LocalIndex, SearchError, route
 from tingshuo.search.providers import SearxngSearch
 
@@ -44,20 +43,9 @@ def swap_search(stack):
     stack.search = before
 
 
-async def _ask(stack, text):
-    s = Session(stack, speak=False)
-    events = []
-
-    async def consume():
-        async for ev in s.events():
-            events.append(ev)
-
-    task = asyncio.create_task(consume())
-    await s.push_text(text)
-    await s.wait_idle()
-    await s.close()
-    await task
-    return next(e for e in events if e.type == "response.done").text, [e for e in events if e.type == "search.done"]
+def _ask(stack, text):
+    events, _ = one_turn(stack, text=text)
+    return reply_of(events), [e for e in events if e.type == "search.done"]
 
 
 def test_routing_time_sensitive_and_timeless(stack):
@@ -79,19 +67,19 @@ def test_answer_comes_from_the_local_index_with_its_source(stack, tmp_path, swap
         index.add(title, text, source, published="2026-11-26")
     assert len(index) == 3 and index.search("北京天气")[0].source == "中国天气网"
     swap_search(index)
-    reply, done = asyncio.run(_ask(stack, "今天北京天气怎么样"))
+    reply, done = (_ask(stack, "今天北京天气怎么样"))
     assert done and done[0].results and done[0].provider == "local"
     assert reply.startswith("我查一下")
     assert re.search(r"9|九|多云", reply), reply
     assert "据中国天气网" in reply, reply  # the source, named
-    reply, done = asyncio.run(_ask(stack, "昨晚CBA比赛谁赢了"))
+    reply, done = (_ask(stack, "昨晚CBA比赛谁赢了"))
     assert "辽宁" in reply, reply
 
 
 def test_no_result_no_invented_fact(stack, tmp_path, swap_search):
     swap_search(LocalIndex(tmp_path / "empty.sqlite"))
     for q in ("今天北京天气怎么样", "What's the weather in London today?"):
-        reply, done = asyncio.run(_ask(stack, q))
+        reply, done = (_ask(stack, q))
         assert done and not done[0].results
         assert not re.search(r"\d|度|℃|晴|多云|小雨|大雨|sunny|cloudy|rain|degrees", reply.split("。", 1)[-1] if "。" in reply else reply), reply
 

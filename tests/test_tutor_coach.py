@@ -4,13 +4,11 @@ correct sentence is said at the end as a model answer."""
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
 import soxr
 
-from tingshuo.engine import Session
+from conftest import one_turn, reply_of
 from tingshuo.tts import VoiceSettings
 
 pytestmark = pytest.mark.slow
@@ -21,24 +19,11 @@ def test_tutor_flags_the_sound_and_says_the_model_answer(stack, tts):
     said = soxr.resample(tts.synthesize("We walked along the liver after dinner.", VoiceSettings(), "en"),
                          tts.sample_rate, 16000).astype(np.float32)
 
-    async def main():
-        s = Session(stack, speak=False, persona="tutor")
+    def prepare(s):
         s.conversation.add_user("Can you help me with my pronunciation?", "item_u0")
         s.conversation.add_assistant(f'Sure! Please read this sentence: "{sentence}"', "item_a0")
-        events = []
 
-        async def consume():
-            async for ev in s.events():
-                events.append(ev)
-
-        task = asyncio.create_task(consume())
-        await s.push_utterance(said)
-        await s.wait_idle()
-        await s.close()
-        await task
-        return events
-
-    events = asyncio.run(main())
+    events, _ = one_turn(stack, audio=said, persona="tutor", prepare=prepare)
     reports = [e for e in events if e.type == "pronunciation.report"]
     assert reports, [e.type for e in events]
     rep = reports[0]
@@ -47,5 +32,5 @@ def test_tutor_flags_the_sound_and_says_the_model_answer(stack, tts):
     assert river["flagged"] and river["score"] < 80, rep.words
     others = [w for w in rep.words if w["word"] != "river"]
     assert np.mean([w["score"] for w in others]) >= 85, rep.words
-    reply = next(e for e in events if e.type == "response.done").text
+    reply = reply_of(events)
     assert reply.rstrip().endswith("Listen, and say it with me: We walked along the river after dinner."), reply

@@ -76,7 +76,7 @@ from tingshuo.engine.turns import TurnScore, is_backchannel, required_silence_ms
 from tingshuo.coach.pronunciation import Report, words_of
 from tingshuo.llm.base import LlmError, Message
 from tingshuo.safety import Verdict
-from tingshuo.search import SearchDecision, SearchError, results_note, route, source_lead
+from tingshuo.search import FRESH_CUE, SearchDecision, SearchError, results_note, route, source_lead
 from tingshuo.tts import VoiceSettings, get_style, text_language
 from tingshuo.tts.voices import cast
 
@@ -132,7 +132,7 @@ class _Understanding:
     song: SongRequest | None = None  # something to sing (song set), or an unknown title (answered honestly)
     story: bool = False  # the reply is a story with attributed, voiced lines
     safety: Verdict | None = None  # the safety policy's reading of the turn (None: safety off)
-    search: SearchDecision | None = None  # a search to run before answering
+    search_candidate: bool = False  # the turn may need a search (the response asks the LLM)
     pronunciation: "Report | None" = None  # the coach's reading of a spoken English turn (tutor persona)
 
 
@@ -189,6 +189,7 @@ class _Response:
     cast: dict[str, str] = field(default_factory=dict)  # story speaker → voice
     care_lines: bool = False  # a care reply: it must name a help line (one is added if the LLM did not)
     model_answer: str | None = None  # a sentence to say clearly at the end (the coach's model answer)
+    search_candidate: bool = False
     search: SearchDecision | None = None
 
     def emit(self, session: "Session", ev: Event) -> None:
@@ -345,7 +346,7 @@ class Session:
                 und = self._und
                 if und is not None and und.text == last_user and o.fixed is None:
                     r.care_lines = und.safety is not None and und.safety.action == "care"
-                    r.search = und.search
+                    r.search_candidate = und.search_candidate
                     r.story = und.story
                     if und.story:
                         r.max_tokens = max(r.max_tokens or 0, self.settings.dialogue.story_tokens)
@@ -779,7 +780,9 @@ class Session:
         # characters in a role do not look things up (a relative's "一个月挣多少钱" is not a price question)
         in_role = (u.persona or self.persona).key != self.settings.dialogue.persona
         if self.settings.search.enabled and not in_role and (u.safety is None or u.safety.action == "allow"):
-            u.search = await self._search_decision(text, lang)
+            # the LLM's decision itself is taken by the response, on the LLM thread: here it would queue behind a
+            # reply still being generated (the user talking over it) and hold back the turn's transcript
+            u.search_candidate = bool(FRESH_CUE.search(text)) and self.stack.llm is not None
         u.ms += (time.perf_counter() - t0) * 1000
         return u
 
@@ -801,18 +804,6 @@ class Session:
         except (ValueError, RuntimeError) as e:  # a word outside the dictionary, a decoder failure
             log.info("pronunciation not assessed: %s", e)
             return None
-
-    async def _search_decision(self, text: str, lang: str) -> SearchDecision | None:
-        llm = self.stack.llm
-        if llm is None or not hasattr(llm, "complete_json"):
-            return None
-        try:
-            d = await self._run(self._llm_pool, route, llm, self._with_note(self._history(), lang), text,
-                                self.settings.search.threshold)
-        except LlmError as e:
-            log.warning("search decision failed: %s", e)
-            return None
-        return d if d is not None and d.search else None
 
     def _with_safety(self, u: _Understanding, v: Verdict | None, lang: str) -> _Understanding:
         """Refusal or care replaces whatever else the turn asked for (a role, a song, a story)."""
@@ -1167,7 +1158,7 @@ class Session:
             if und.story:
                 r.max_tokens = max(r.max_tokens or 0, self.settings.dialogue.story_tokens)
             r.care_lines = und.safety is not None and und.safety.action == "care"
-            r.search = und.search
+            r.search_candidate = und.search_candidate
             p = und.pronunciation
             if p is not None and any(w.flagged for w in p.words):
                 r.model_answer = p.expected
@@ -1252,7 +1243,17 @@ class Session:
                 return
             assert llm is not None
             msgs, lead = messages, ""
-            if r.search is not None:
+            if r.search is None and r.search_candidate and hasattr(llm, "complete_json"):
+                last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+                try:
+                    d = route(llm, messages[:last], messages[last]["content"], cfg.search.threshold)
+                except LlmError as e:
+                    log.warning("search decision failed: %s", e)
+                    d = None
+                timings["search_decision"] = (time.perf_counter() - t_llm) * 1000
+                if d is not None and d.search:
+                    r.search = d
+            if r.search is not None and not stop.is_set():
                 note, lead = lookup()
                 msgs = [*messages, {"role": "system", "content": note}]
                 if stop.is_set():
