@@ -122,7 +122,7 @@ async def run_scenario(session: Session, sc: Scenario, greet: bool = True) -> Ou
     onsets: list[float] = []  # wall times of user speech onsets / ends (ground truth)
     ends: list[float] = []
     out = Outcome(sc.name, sc.kind)
-    state: dict[str, object] = {"pos": 0, "start": None if greet else 0, "replied": False}
+    state: dict[str, object] = {"pos": 0, "start": None if greet else 0, "replied": False, "last_end": 0}
     t0 = time.perf_counter()
     pending = list(sc.cues)
     events: list = []
@@ -131,6 +131,7 @@ async def run_scenario(session: Session, sc: Scenario, greet: bool = True) -> Ou
     def place(audio: np.ndarray, start: int) -> None:
         on, off = speech_bounds(audio)
         mic[start : start + len(audio)] += audio[: max(0, len(mic) - start)]
+        state["last_end"] = max(int(state["last_end"]), start + len(audio))  # type: ignore[call-overload]
         onsets.append(t0 + start / RATE + on)
         ends.append(t0 + start / RATE + off)
 
@@ -168,7 +169,10 @@ async def run_scenario(session: Session, sc: Scenario, greet: bool = True) -> Ou
     k = 0
     while True:
         start = state["start"]
-        if start is not None and k >= int(start) + int(sc.duration_s * RATE):  # type: ignore[arg-type]
+        # the scenario's length, but never less than TAIL_S after the last cue placed: a cue "after the reply"
+        # moves with the reply's start, and its own turn must have the time to be taken
+        if start is not None and k >= max(int(start) + int(sc.duration_s * RATE),  # type: ignore[arg-type]
+                                          int(state["last_end"]) + int(TAIL_S * RATE)):  # type: ignore[call-overload]
             break
         if k + FRAME > len(mic):
             break
@@ -183,6 +187,9 @@ async def run_scenario(session: Session, sc: Scenario, greet: bool = True) -> Ou
     await consumer
     _score(sc, out, events, times, onsets, ends, t0 + int(state["start"] or 0) / RATE, t_close)  # type: ignore[arg-type]
     return out
+
+
+TAIL_S = 4.0
 
 
 def _score(sc: Scenario, out: Outcome, events: list, times: list[float], onsets: list[float], ends: list[float],
