@@ -23,6 +23,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a model *name* must never reach 
 
 RATE = 16000
 _STUTTER = re.compile(r"([\u4e00-\u9fff])\1\1")
+# A phrase of three or more words said twice in a row ("That's a good thing. That's a good thing. That's"): Whisper
+# base loops like this on short synthetic clips; people almost never do.
+_LOOP = re.compile(r"\b(\w+(?:\W+\w+){2,}?)\W+\1\b", re.I)
 
 
 class WhisperRecognizer:
@@ -128,8 +131,8 @@ class WhisperRecognizer:
                 return "", language, prob  # Whisper's own "no speech" rule
             avg = result.scores[0] / (len(tokens) + 1)
             # Whisper's fallback rules (compression ratio, mean log-prob) plus one for stutter loops that are too
-            # short to compress badly ("几乒乒乒的情况"): a Han character three times in a row.
-            if get_compression_ratio(text) <= 2.4 and avg >= -1.0 and not _STUTTER.search(text):
+            # short to compress badly ("几乒乒乒的情况"): a Han character three times in a row, or a phrase said twice.
+            if get_compression_ratio(text) <= 2.4 and avg >= -1.0 and not _STUTTER.search(text) and not _LOOP.search(text):
                 return text, language, prob
             if best is None or avg > best[0]:
                 best = (avg, text)
