@@ -114,7 +114,12 @@ class LlmConfig(BaseModel):
     base_url: str = "http://127.0.0.1:8011/v1"
     api_key: str | None = None
     model_name: str = "qwen-local"
-    timeout_s: float = 30.0
+    timeout_s: float = 30.0  # HTTP read timeout of the openai backend (a stalled server)
+    retries: int = 2  # openai backend: attempts after a refused connection, a 429 or a 5xx before the first token
+    # Any backend: a reply with no first token this long after the LLM thread took it, or no next token this long,
+    # fails with a spoken notice instead of leaving the user in silence (queue time under load does not count)
+    first_token_timeout_s: float = 45.0
+    stall_timeout_s: float = 20.0
 
 
 class TtsConfig(BaseModel):
@@ -214,7 +219,11 @@ class ServerConfig(BaseModel):
     max_frame_bytes: int = 64 * 2**20  # transport limit: bigger frames close the socket (code 1009)
     max_input_buffer_s: float = 300.0  # push-to-talk buffer (turn detection off) before commit
     max_sessions_per_key: int = 4
-    max_sessions: int = 16
+    max_sessions: int = 16  # hard cap; the load gate below usually closes first (bench/soak.py measures capacity)
+    # Admission control: a new session is refused (error ``server_busy``, close code 1013, /readyz 503) while the
+    # 90th percentile of the time model jobs waited for their worker over the last 20 s exceeds this: the sessions
+    # already talking would lose real time if another joined. 0 turns the load gate off.
+    admit_queue_s: float = 1.0
     max_outbox_events: int = 3000  # events queued for a client that does not read (~2 min of audio) → disconnect
     lead_ms: int = 200  # paced output runs this far ahead of real time (network jitter vs stopping fast)
     aec: bool = False  # browsers cancel echo themselves; the server does not know when the client plays

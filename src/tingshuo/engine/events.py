@@ -222,3 +222,25 @@ class ErrorEvent(Event):
     message: str
     item_id: str = ""  # the user turn it concerns (a committed turn with no words in it), if any
     type: str = field(init=False, default="error")
+
+
+@dataclass
+class UnheardTurn(Event):
+    """A user turn the recognizer failed on (twice): its audio is kept, so nothing the user said is lost; an
+    ``error`` event follows, and the assistant says it did not catch it."""
+
+    item_id: str
+    audio: np.ndarray = field(repr=False)
+    audio_seconds: float
+    reason: str
+    type: str = field(init=False, default="transcript.failed")
+
+
+@dataclass
+class SpeechDegraded(Event):
+    """Speech synthesis failed during a response: the rest of it (from ``text`` on) is delivered as text only."""
+
+    response_id: str
+    text: str  # the clause that could not be voiced
+    reason: str
+    type: str = field(init=False, default="reply.degraded")

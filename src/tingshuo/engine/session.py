@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -67,9 +67,12 @@ from tingshuo.engine.events import (
     SpeechStopped,
     TranscriptFinal,
     TranscriptPartial,
+    SpeechDegraded,
     TurnDetected,
+    UnheardTurn,
     VoiceChanged,
 )
+from tingshuo.engine.faults import AsrFailed, notice
 from tingshuo.engine.playout import Playout
 from tingshuo.engine.stack import ModelStack
 from tingshuo.engine.turns import TurnScore, is_backchannel, required_silence_ms, text_score
@@ -82,6 +85,7 @@ from tingshuo.tts.voices import cast
 
 MAX_FRAME_SECONDS = 10.0  # one push_audio call; streaming clients send 20–100 ms
 _END = object()
+_STARTED = object()  # the LLM worker picked the response up (queued time is not a stall)
 _LANG_NOTE = {
     "zh": "请用简体中文口语回应用户接下来说的话，不要重复原话。",
     "en": "Reply in spoken English to what the user says next; do not repeat their words.",
@@ -153,6 +157,7 @@ class _Evaluation:
     und_task: "asyncio.Future[_Understanding] | None" = None  # started once, awaited by speculation or commit
     # the words' feeling as read (or being read) from a partial transcript while the user was still talking
     early_emotion: "tuple[str, asyncio.Future[dict[str, float] | None]] | None" = None
+    asr_failed: bool = False  # the recognizer raised on this audio (not the same as "no words")
 
 
 @dataclass
@@ -228,12 +233,13 @@ class Session:
         self._response: _Response | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._responses: set[asyncio.Task[None]] = set()  # every response task, speculative ones included
-        # One thread per model, shared by every session on the stack: the models are not thread-safe.
-        self._asr_pool = stack.pool("asr")
-        self._llm_pool = stack.pool("llm")
-        self._tts_pool = stack.pool("tts")
-        self._turn_pool = stack.pool("turn")
-        self._guard_pool = stack.pool("guard")  # the safety guard's own llama.cpp context
+        # One thread per model, shared by every session on the stack (the models are not thread-safe); each session
+        # has its own lane, so sessions take turns instead of queueing behind one busy caller.
+        self._asr_pool = stack.lane("asr", self)
+        self._llm_pool = stack.lane("llm", self)
+        self._tts_pool = stack.lane("tts", self)
+        self._turn_pool = stack.lane("turn", self)
+        self._guard_pool = stack.lane("guard", self)  # the safety guard's own llama.cpp context
         self.care = False  # care mode (a self-harm signal was heard): stays on for the session
         self.risk: list[SafetyVerdict] = []  # every non-allowed verdict, for the deployer's session log
         self._prev_user = ""
@@ -277,6 +283,8 @@ class Session:
                 self._aec = EchoCanceller(stack.tts.sample_rate, cfg.lead_ms)
             if cfg.acknowledge and self.persona.acknowledges:
                 self._tts_pool.submit(self._prepare_acks)
+        if self.speak:
+            stack.notices.prepare(self.voice, self.persona.language)  # "my voice failed", while it works
         self._closed = False
 
     # ------------------------------------------------------------------ output
@@ -449,7 +457,11 @@ class Session:
         except AudioError as e:
             self._emit(ErrorEvent("invalid_audio", str(e)))
             return None
-        return await self._transcribe(x)
+        try:
+            return await self._transcribe(x)
+        except AsrFailed as e:
+            self._emit(ErrorEvent("asr_failed", f"speech recognition failed: {e}"))
+            return None
 
     async def end_audio(self) -> None:
         """The input stream ended: an utterance still open is answered now."""
@@ -479,7 +491,11 @@ class Session:
         if frac < 0.02:
             self._emit(ErrorEvent("no_speech", "no speech was detected in the audio (silence or noise only)", item_id))
             return
-        t = await self._transcribe(x)
+        try:
+            t = await self._transcribe(x)
+        except AsrFailed as e:
+            await self._unheard(item_id, x, str(e))
+            return
         if t is None:
             self._emit(ErrorEvent("no_speech", "no words were recognized in the audio", item_id))
             return
@@ -520,6 +536,8 @@ class Session:
         for t in [*self._tasks, *self._responses]:
             t.cancel()
         await asyncio.gather(*self._tasks, *self._responses, return_exceptions=True)
+        for lane in (self._asr_pool, self._llm_pool, self._tts_pool, self._turn_pool, self._guard_pool):
+            lane.shutdown(cancel_futures=True)  # queued work of a closed session: nobody waits for it
         if self._playout is not None:
             self._playout.close()
         self._queue.put_nowait(None)
@@ -689,21 +707,38 @@ class Session:
             self._spawn(self._finish_commit(self._detach_turn()))
 
     # ------------------------------------------------------------------ workers
-    async def _run(self, pool: ThreadPoolExecutor, fn: Callable, *args):
+    async def _run(self, pool: Executor, fn: Callable, *args):
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     async def _transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript | None:
+        """The words in ``audio`` (None: no words). A recognizer that raises is tried once more (a transient
+        failure, a worker restarted); twice is :class:`AsrFailed` — the caller keeps the audio."""
         if self.stack.asr is None:
             self._emit(ErrorEvent("no_asr", "this session was started without speech recognition"))
             return None
-        try:
-            t = await self._run(self._asr_pool, self.stack.asr.transcribe, audio, language)
-        except Exception as e:  # a crashed recognizer must not end the session
-            self._emit(ErrorEvent("asr_failed", f"speech recognition failed: {e}"))
-            return None
-        if not t.text.strip():
-            return None
-        return t
+        health = self.stack.backend("asr")
+        last: Exception | None = None
+        for _ in range(2):
+            try:
+                t = await self._run(self._asr_pool, self.stack.asr.transcribe, audio, language)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a crashed recognizer must not end the session
+                log.warning("speech recognition failed: %s", e)
+                health.failed(e)
+                last = e
+                continue
+            health.succeeded()
+            return t if t.text.strip() else None
+        raise AsrFailed(f"{type(last).__name__}: {last}")
+
+    async def _unheard(self, item_id: str, audio: np.ndarray, reason: str) -> None:
+        """The recognizer failed on a turn: keep its audio (the server stores it), say so, and go on."""
+        self._emit(UnheardTurn(item_id, audio, len(audio) / INPUT_RATE, reason))
+        self._emit(ErrorEvent("asr_failed", f"speech recognition failed ({reason}); the audio of the turn was kept",
+                              item_id))
+        lang = self.conversation_language()
+        await self.respond(ResponseOptions(fixed=notice("asr", lang), record=False))
 
     def conversation_language(self) -> str:
         """The language of the user's last turn (the persona's before anyone spoke)."""
@@ -986,7 +1021,10 @@ class Session:
 
     async def _partial(self, audio: np.ndarray, item_id: str) -> None:
         try:
-            t = await self._transcribe(audio, None)
+            try:
+                t = await self._transcribe(audio, None)
+            except AsrFailed:
+                return  # a partial is only a preview; the end of the turn tries again and reports
             if t is None or self._utt is None or self._utt_id != item_id:
                 return
             self._emit(TranscriptPartial(t.text, item_id))
@@ -1021,7 +1059,10 @@ class Session:
                      if turn_model is not None and tcfg.mode == "semantic_vad" else None)
         # Speech over our reply is judged in the conversation's language: Whisper's language ID on a lone
         # "对" picks English about as often as not ("Twainer").
-        ev.transcript = await self._transcribe(ev.audio, self.conversation_language() if self._barge else None)
+        try:
+            ev.transcript = await self._transcribe(ev.audio, self.conversation_language() if self._barge else None)
+        except AsrFailed:
+            ev.asr_failed = True  # the commit tries once more, then keeps the audio and says so
         p_audio = await audio_job if audio_job is not None else None
         p_text = None
         # An interruption (speech over our reply that is not a backchannel) is a turn like any other: without the
@@ -1041,7 +1082,7 @@ class Session:
             # one reading per utterance, shared by the speculative reply and the commit (whichever comes first)
             ev.und_task = asyncio.ensure_future(self._understand(ev.transcript.text, ev.transcript.language,
                                                                  ev.audio, ev.early_emotion))
-        if ev.transcript is None:
+        if ev.transcript is None and not ev.asr_failed:
             if self._barge is not None or self._speech < 0.5 * INPUT_RATE:
                 self._discard_utterance()  # noise, a cough, breath: no words
                 return
@@ -1083,10 +1124,16 @@ class Session:
         end_sample, t_end, audio, ev, barge, item_id = snap
         if ev is not None and ev.end_sample == end_sample and not ev.done and ev.task is not None:
             await asyncio.gather(ev.task, return_exceptions=True)
-        if ev is None or not ev.done or ev.end_sample != end_sample:
+        if ev is None or not ev.done or ev.end_sample != end_sample or ev.asr_failed:
             if ev is not None:
                 await self._drop_speculation(ev)
-            t = await self._transcribe(audio, None)
+            try:
+                t = await self._transcribe(audio, None)
+            except AsrFailed as e:
+                if barge is not None:
+                    await self.cancel()
+                await self._unheard(item_id, audio, str(e))
+                return
             ev = _Evaluation(end_sample, audio, t)
         if ev.transcript is None:
             self._emit(ErrorEvent("no_speech", "no words were recognized in the audio", item_id))
@@ -1182,6 +1229,28 @@ class Session:
         self._responses.add(r.task)
         r.task.add_done_callback(self._responses.discard)
 
+    async def _say_notice(self, r: _Response, kind: str, lang: str, playout: Playout | None, *,
+                          spoken: bool = True) -> None:
+        """A failed response ends with a sentence saying so: spoken after what was already voiced (when the voice
+        works), and as text for text clients."""
+        await r.gate.wait()
+        text = notice(kind, lang)
+        r.emit(self, ReplyTextDelta(r.rid, text))
+        tts = self.stack.tts
+        if not (r.speak and spoken and tts is not None and self.stack.backend("tts").available()):
+            return
+        try:
+            audio = await self._run(self._tts_pool, tts.synthesize, text, self._base_voice(r), lang)
+        except Exception as e:
+            self.stack.backend("tts").failed(e)
+            return
+        if playout is not None and playout.rid == r.rid:
+            playout.enqueue(text, audio)
+            playout.finish()
+            await playout.drained()
+        elif playout is None:
+            self._emit(AudioChunk(r.rid, audio, tts.sample_rate, text))
+
     async def _run_response(self, r: _Response, messages: list[Message], user_lang: str,
                             fixed: str | None = None, song: SongRequest | None = None) -> None:
         """``fixed``: speak this text instead of asking the LLM (greetings). ``song``: sing it (new words to
@@ -1236,6 +1305,7 @@ class Session:
 
         def produce() -> None:
             """LLM thread: push deltas to the loop until done or stopped."""
+            loop.call_soon_threadsafe(deltas.put_nowait, _STARTED)  # the stall clock starts now, not while queued
             if stop.is_set() or fixed is not None:
                 if fixed is not None:
                     loop.call_soon_threadsafe(deltas.put_nowait, fixed)
@@ -1268,7 +1338,10 @@ class Session:
                     if stop.is_set():
                         break
                     loop.call_soon_threadsafe(deltas.put_nowait, d)
-                    tts_idle.wait()
+                    # pause while a clause is synthesized, unless another session waits for the LLM thread:
+                    # then finish quickly and hand it over
+                    while not tts_idle.wait(0.05) and not self._llm_pool.contended():
+                        pass
             except Exception as e:  # LlmError or a backend bug: reported as an event
                 loop.call_soon_threadsafe(deltas.put_nowait, e)
             finally:
@@ -1339,13 +1412,24 @@ class Session:
                     await clauses.put(_Clause(words, None, None, None, _next_phrase(phrases) if phrases else None,
                                               sung=True))
 
+            started = got_first = False
             while True:
-                d = await deltas.get()
+                # a backend that stops answering (a remote endpoint that hangs, a wedged worker) is a failure the
+                # user is told about, not an endless silence
+                wait = (cfg.llm.stall_timeout_s if got_first else cfg.llm.first_token_timeout_s) if started else None
+                try:
+                    d = await asyncio.wait_for(deltas.get(), wait)
+                except TimeoutError:
+                    raise LlmError(f"the language model stopped answering (no output for {wait:.0f} s)") from None
+                if d is _STARTED:
+                    started = True
+                    continue
                 if d is _END:
                     break
                 if isinstance(d, Exception):
                     raise d
                 assert isinstance(d, str)
+                got_first = True
                 if blocked:
                     continue
                 if "llm_first_token" not in timings:
@@ -1390,6 +1474,23 @@ class Session:
                 acked[0] = True
                 playout.enqueue(_ACK[lang], ack, is_ack=True)
 
+        tts_health = self.stack.backend("tts")
+        degraded: list[str] = []  # why speech failed in this response (the rest of it is text)
+
+        async def degrade(clause: str, reason: str) -> None:
+            """The voice failed: say so (with the notice rendered while it worked) and go on in text."""
+            await r.gate.wait()
+            degraded.append(reason)
+            r.emit(self, ErrorEvent("tts_failed", f"speech synthesis failed ({reason}); the reply goes on as text"))
+            r.emit(self, SpeechDegraded(r.rid, clause, reason))
+            lang = reply_lang[0] if reply_lang else user_lang
+            audio = self.stack.notices.get(self._base_voice(r), "tts", lang)
+            if audio is not None and self.stack.tts is not None:
+                if playout is not None:
+                    playout.enqueue(notice("tts", lang), audio)
+                else:
+                    self._emit(AudioChunk(r.rid, audio, self.stack.tts.sample_rate, notice("tts", lang)))
+
         async def audio_stage() -> None:
             first = True
             while (item := await clauses.get()) is not None:
@@ -1399,12 +1500,16 @@ class Session:
                 first = False
                 r.emit(self, ReplyClause(r.rid, clause, get_style(style).name if style else None, item.speaker,
                                          item.voice, item.sung))
-                if not r.speak:
+                if not r.speak or degraded:
                     spoken.append(clause)
                     continue
                 assert self.stack.tts is not None
                 if not reply_lang:
                     reply_lang.append(text_language(clause) or user_lang)
+                if not tts_health.available():  # failing for every clause lately: text until its cooldown ends
+                    await degrade(clause, tts_health.last_error)
+                    spoken.append(clause)
+                    continue
                 t_clause = time.perf_counter()
                 tts_idle.clear()
                 try:
@@ -1413,8 +1518,15 @@ class Session:
                     else:
                         audio = await loop.run_in_executor(self._tts_pool, self.stack.tts.synthesize, clause,
                                                            self._clause_voice(r, style, item.voice), reply_lang[0])
+                except Exception as e:  # CancelledError is not an Exception: a barge-in still cancels
+                    log.warning("speech synthesis failed: %s", e)
+                    tts_health.failed(e)
+                    await degrade(clause, f"{type(e).__name__}: {e}")
+                    spoken.append(clause)
+                    continue
                 finally:
                     tts_idle.set()
+                tts_health.succeeded()
                 if "tts_first_audio" not in timings:
                     timings["tts_first_audio"] = (time.perf_counter() - t_clause) * 1000
                 await r.gate.wait()  # speculative: ready, but not a word until the turn is really ours
@@ -1443,6 +1555,7 @@ class Session:
                     else asyncio.get_running_loop().run_in_executor(None, produce))
         heard: str | None = None
         played_ms: float | None = None
+        failure: str | None = None
         try:
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -1450,11 +1563,19 @@ class Session:
                     tg.create_task(text_stage())
                     tg.create_task(audio_stage())
             except* LlmError as eg:
-                status = "failed"
+                status, failure = "failed", "llm"
+                self.stack.backend("llm").failed(eg.exceptions[0])
                 r.emit(self, ErrorEvent("llm_failed", str(eg.exceptions[0])))
             except* Exception as eg:
-                status = "failed"
+                status, failure = "failed", "internal"
+                log.error("response failed", exc_info=eg.exceptions[0])
                 r.emit(self, ErrorEvent("response_failed", f"{type(eg.exceptions[0]).__name__}: {eg.exceptions[0]}"))
+            else:
+                if fixed is None:
+                    self.stack.backend("llm").succeeded()
+            if failure is not None:
+                await self._say_notice(r, failure, reply_lang[0] if reply_lang else user_lang, playout,
+                                       spoken=not degraded)
         except asyncio.CancelledError:
             status = "cancelled"
         finally:

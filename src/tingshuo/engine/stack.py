@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tingshuo.asr import Recognizer, load_recognizer
 from tingshuo.audio.smart_turn import SmartTurn
 from tingshuo.config import Settings
+from tingshuo.engine.health import BackendHealth
+from tingshuo.engine.workers import JobObserver, Lane, Worker
 from tingshuo.llm import ChatModel, load_chat_model
 from tingshuo.tts import SpeechSynthesizer
 
 if TYPE_CHECKING:
+    from tingshuo.engine.faults import NoticeVoice
     from tingshuo.coach import PronunciationCoach
     from tingshuo.safety import SafetyGuard
     from tingshuo.search import SearchProvider
@@ -29,17 +31,48 @@ class ModelStack:
     turn: SmartTurn | None = None  # acoustic end-of-turn model, loaded with ASR
     load_ms: dict[str, float] = field(default_factory=dict)
     _warm_prompts: set[str] = field(default_factory=set)
-    _pools: dict[str, ThreadPoolExecutor] = field(default_factory=dict)
+    _pools: dict[str, Worker] = field(default_factory=dict)
+    observer: JobObserver | None = None  # told of every finished job (the server's metrics)
+    # per backend (asr, llm, tts, store): failures seen, and whether to try it now (a tripped breaker waits)
+    health: dict[str, BackendHealth] = field(default_factory=dict)
 
-    def pool(self, name: str) -> ThreadPoolExecutor:
-        """The one worker thread of a model (``asr``, ``llm``, ``tts``, ``turn``), shared by every session.
+    def pool(self, name: str) -> Worker:
+        """The one worker thread of a model (``asr``, ``llm``, ``tts``, ``turn``, ``guard``), shared by every session.
 
         The models are not thread-safe (llama.cpp's context least of all), so sessions queue on the same thread
-        instead of each owning one. Idle workers cost nothing; they live as long as the stack.
+        instead of each owning one, and take turns (:mod:`tingshuo.engine.workers`). Idle workers cost nothing.
         """
         if name not in self._pools:
-            self._pools[name] = ThreadPoolExecutor(1, thread_name_prefix=name)
+            self._pools[name] = Worker(name, self._observe)
         return self._pools[name]
+
+    def lane(self, name: str, owner: object) -> Lane:
+        """A session's lane into a model's worker (round robin with the other sessions)."""
+        return self.pool(name).lane(owner)
+
+    def _observe(self, name: str, queued_s: float, ran_s: float, failed: bool) -> None:
+        if self.observer is not None:
+            self.observer(name, queued_s, ran_s, failed)
+
+    @property
+    def workers(self) -> dict[str, Worker]:
+        return dict(self._pools)
+
+    _notices: "NoticeVoice | None" = None
+
+    @property
+    def notices(self) -> "NoticeVoice":
+        """Fault notices pre-rendered per voice (so a failing TTS can still say it failed)."""
+        if self._notices is None:
+            from tingshuo.engine.faults import NoticeVoice
+
+            self._notices = NoticeVoice(self)
+        return self._notices
+
+    def backend(self, name: str) -> BackendHealth:
+        if name not in self.health:
+            self.health[name] = BackendHealth(name)
+        return self.health[name]
 
     _songbook: "Songbook | None" = None
     _singer: "Singer | None" = None

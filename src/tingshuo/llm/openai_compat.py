@@ -1,14 +1,17 @@
 """Any OpenAI-compatible ``/v1/chat/completions`` server with ``stream: true`` (llama.cpp server,
 ``llama_cpp.server``, vLLM, Ollama, hosted APIs): the scale-out path for bigger models.
 
-Speaks SSE over httpx. Connection failures before the first token are retried with backoff; a stall longer than
-``timeout_s`` between tokens or any HTTP error becomes an :class:`LlmError` with a readable message.
+Speaks SSE over httpx. Before the first token, a refused connection, a dropped one, a read timeout, HTTP 429 or a
+5xx is retried ``retries`` times with exponential backoff and jitter (the server may be restarting or busy); after
+it, nothing is retried (the words already went out) and any failure becomes an :class:`LlmError` with a readable
+message. A stall longer than ``timeout_s`` between bytes is such a failure.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from collections.abc import Iterator
 
@@ -17,7 +20,18 @@ import httpx
 from tingshuo.config import LlmConfig
 from tingshuo.llm.base import LlmError, Message, emotion_question
 
-_RETRIES = 2
+_RETRY_STATUS = {429, 500, 502, 503, 504}  # overloaded or restarting: worth another try before the first token
+
+
+def _backoff(attempt: int, retry_after: str | None = None) -> None:
+    """Exponential backoff with jitter (0.3 s, 0.6 s, 1.2 s … capped at 4 s); a server's Retry-After (≤ 4 s) wins."""
+    delay = min(4.0, 0.3 * 2**attempt) * (0.75 + 0.5 * random.random())
+    if retry_after:
+        try:
+            delay = min(4.0, max(0.0, float(retry_after)))
+        except ValueError:
+            pass
+    time.sleep(delay)
 
 
 class OpenAICompatChat:
@@ -92,20 +106,31 @@ class OpenAICompatChat:
             "temperature": temperature,
             "top_p": self.cfg.top_p,
         }
-        for attempt in range(_RETRIES + 1):
+        retries = self.cfg.retries
+        for attempt in range(retries + 1):
+            sent = False  # once a token went out, a retry would repeat it: failures after that are final
             try:
                 with self.client.stream("POST", "/chat/completions", json=body) as resp:
                     if resp.status_code != 200:
                         detail = resp.read().decode("utf-8", "replace")[:300]
+                        if resp.status_code in _RETRY_STATUS and attempt < retries:
+                            _backoff(attempt, resp.headers.get("retry-after"))
+                            continue
                         raise LlmError(f"LLM endpoint {self.cfg.base_url} answered HTTP {resp.status_code}: {detail}")
-                    yield from self._events(resp)
+                    for delta in self._events(resp):
+                        sent = True
+                        yield delta
                 return
-            except httpx.ConnectError as e:
-                if attempt == _RETRIES:
-                    raise LlmError(f"cannot reach the LLM endpoint {self.cfg.base_url}: {e}") from e
-                time.sleep(0.3 * 2**attempt)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+                if sent or attempt == retries:
+                    what = "failed mid-response" if sent else "cannot be reached"
+                    raise LlmError(f"the LLM endpoint {self.cfg.base_url} {what}: {e}") from e
+                _backoff(attempt)
             except httpx.TimeoutException as e:
-                raise LlmError(f"the LLM endpoint {self.cfg.base_url} stalled for more than {self.cfg.timeout_s:.0f} s") from e
+                if sent or attempt == retries:
+                    raise LlmError(f"the LLM endpoint {self.cfg.base_url} stalled for more than "
+                                   f"{self.cfg.timeout_s:.0f} s") from e
+                _backoff(attempt)
             except httpx.HTTPError as e:
                 raise LlmError(f"the LLM endpoint {self.cfg.base_url} failed mid-response: {e}") from e
 

@@ -32,7 +32,9 @@ from tingshuo.config import Settings
 from tingshuo.dialogue.persona import PERSONAS
 from tingshuo.engine.stack import ModelStack
 from tingshuo.server.realtime import RealtimeConnection
-from tingshuo.server.store import TranscriptStore
+from tingshuo.server.metrics import CONTENT_TYPE as METRICS_TYPE
+from tingshuo.server.metrics import Metrics
+from tingshuo.server.store import TranscriptStore, export_sessions
 
 log = logging.getLogger("tingshuo.server")
 KEY_PROTOCOL = "openai-insecure-api-key."
@@ -57,25 +59,74 @@ def db_path(settings: Settings) -> Path:
 
 
 class RealtimeServer:
-    """State shared by all connections: the models, the transcript store, the session counts."""
+    """State shared by all connections: the models, the transcript store, the session counts, the metrics."""
 
     def __init__(self, settings: Settings, stack: ModelStack | None = None) -> None:
         self.settings = settings
         self.stack = stack
         self.store: TranscriptStore | None = None
         self.sessions: Counter[str] = Counter()
+        self.connections: dict[str, RealtimeConnection] = {}
+        self.metrics = Metrics()
+        self.ready = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if stack is not None:
+            stack.observer = self.metrics.on_job
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        self.store = TranscriptStore(db_path(self.settings))
+        self._loop = asyncio.get_running_loop()
+        self.store = TranscriptStore(db_path(self.settings), on_failure=self._store_failed,
+                                     on_recovery=self._store_recovered)
         if self.stack is None:
             log.info("loading models…")
             self.stack = await asyncio.to_thread(ModelStack.load, self.settings)
+            self.stack.observer = self.metrics.on_job
+        self.ready = True
         log.info("ready")
         try:
             yield
         finally:
+            self.ready = False
             self.store.close()
+
+    def _store_failed(self, reason: str) -> None:
+        """Writer thread: tell every connected client that its turns are held in memory for now."""
+        msg = (f"the transcript store cannot write ({reason}); your turns are kept in memory and written as soon as "
+               "it can")
+        self._broadcast("transcript_store_failed", msg)
+
+    def _store_recovered(self) -> None:
+        log.info("transcript store recovered")
+
+    def _broadcast(self, code: str, message: str) -> None:
+        if self._loop is None:
+            return
+
+        def send() -> None:
+            for conn in list(self.connections.values()):
+                asyncio.ensure_future(conn.error(code, message, error_type="server_error"))
+
+        self._loop.call_soon_threadsafe(send)
+
+    def admission(self, label: str) -> tuple[str, str] | None:
+        """Why a new session must be refused now (code, message), or None. Hard caps first, then load: when the
+        models' queues already hold jobs longer than real time allows, another caller would slow everyone."""
+        cfg = self.settings.server
+        if self.sessions[label] >= cfg.max_sessions_per_key:
+            return "session_limit_reached", (f"too many concurrent sessions ({cfg.max_sessions_per_key} per API key);"
+                                             " close one and reconnect")
+        if sum(self.sessions.values()) >= cfg.max_sessions:
+            return "session_limit_reached", f"too many concurrent sessions ({cfg.max_sessions} in all); try later"
+        if cfg.admit_queue_s > 0 and self.stack is not None:
+            for name in ("asr", "llm", "tts"):
+                w = self.stack.workers.get(name)
+                wait = w.recent_wait() if w is not None else 0.0
+                if wait > cfg.admit_queue_s:
+                    return "server_busy", (f"the server is at capacity: {name} jobs wait {wait:.1f} s (limit "
+                                           f"{cfg.admit_queue_s:.1f} s), so another call would break real time for "
+                                           "everyone. Try again in a minute, or another server")
+        return None
 
     # ------------------------------------------------------------------ HTTP
     async def page(self, request: Request) -> Response:
@@ -87,7 +138,30 @@ class RealtimeServer:
             return FileResponse(p, media_type=_WEB_FILES[name], headers={"Cache-Control": "no-cache"})
 
     async def health(self, request: Request) -> Response:
+        """Liveness: the process answers (a load balancer restarts it when this fails)."""
         return JSONResponse({"status": "ok", "sessions": sum(self.sessions.values())})
+
+    async def readiness(self, request: Request) -> Response:
+        """Readiness: models loaded, the LLM's breaker not open, a new session would be admitted. 503 with the
+        reasons otherwise, so a load balancer sends new calls to another server (live ones stay)."""
+        reasons: list[str] = []
+        if not self.ready or self.stack is None:
+            reasons.append("models are loading")
+        else:
+            for name, h in self.stack.health.items():
+                if h.state == "open":
+                    reasons.append(f"{name} is failing ({h.last_error})")
+            refusal = self.admission("")
+            if refusal is not None:
+                reasons.append(refusal[1])
+        body = {"ready": not reasons, "reasons": reasons, "sessions": sum(self.sessions.values()),
+                "backends": {k: v.to_dict() for k, v in (self.stack.health.items() if self.stack else [])},
+                "store": {"failing": self.store.failure if self.store else None,
+                          "held_writes": self.store.backlog if self.store else 0}}
+        return JSONResponse(body, status_code=200 if not reasons else 503)
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(self.metrics.render(self.stack, self.store), media_type=METRICS_TYPE)
 
     async def options(self, request: Request) -> Response:
         """What the call page offers in its pickers."""
@@ -132,16 +206,26 @@ class RealtimeServer:
             return
         offered = [p for p in _protocols(ws) if not p.startswith(KEY_PROTOCOL)]
         await ws.accept(subprotocol="realtime" if "realtime" in offered else (offered[0] if offered else None))
-        if self.sessions[label] >= cfg.max_sessions_per_key or sum(self.sessions.values()) >= cfg.max_sessions:
-            limit = (f"{cfg.max_sessions_per_key} per API key" if self.sessions[label] >= cfg.max_sessions_per_key
-                     else f"{cfg.max_sessions} in all")
+        refusal = self.admission(label)
+        resume_id = ws.query_params.get("tingshuo_session")
+        resume = None
+        if refusal is None and resume_id:
+            resume = await asyncio.to_thread(self._stored, resume_id, label)
+            if isinstance(resume, str):
+                refusal, resume = ("session_not_found", resume), None
+        if refusal is not None:
+            code, message = refusal
+            self.metrics.sessions.labels(f"refused_{code}").inc()
+            self.metrics.error(code)
             await ws.send_text(json.dumps({"type": "error", "event_id": "event_limit", "error": {
-                "type": "invalid_request_error", "code": "session_limit_reached",
-                "message": f"too many concurrent sessions ({limit}); close one and reconnect", "param": None}}))
-            await ws.close(code=1008, reason="session limit reached")
+                "type": "invalid_request_error", "code": code, "message": message, "param": None}}))
+            # 1013 "try again later" for load; 1008 policy for caps and unknown sessions
+            await ws.close(code=1013 if code == "server_busy" else 1008, reason=code)
             return
         assert self.stack is not None
         self.sessions[label] += 1
+        self.metrics.sessions.labels("accepted").inc()
+        self.metrics.sessions_active.inc()
         beta = "realtime=v1" in ws.headers.get("openai-beta", "")
         outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
@@ -158,9 +242,12 @@ class RealtimeServer:
             while (ev := await outbox.get()) is not None:
                 await ws.send_text(json.dumps(ev, ensure_ascii=False))
 
+        path = db_path(self.settings)
         conn = RealtimeConnection(self.stack, cfg, send, beta=beta, store=self.store,
                                   model=ws.query_params.get("model", "tingshuo"),
-                                  client=ws.headers.get("user-agent", ""), key_label=label)
+                                  client=ws.headers.get("user-agent", ""), key_label=label,
+                                  audio_dir=path.parent / "unheard", metrics=self.metrics, resume=resume)
+        self.connections[conn.id] = conn
         writer_task = asyncio.create_task(writer())
         try:
             await conn.start()
@@ -176,6 +263,8 @@ class RealtimeServer:
             pass
         finally:
             self.sessions[label] -= 1
+            self.metrics.sessions_active.dec()
+            self.connections.pop(conn.id, None)
             await conn.close()
             outbox.put_nowait(None)
             with contextlib.suppress(Exception):
@@ -183,6 +272,20 @@ class RealtimeServer:
             writer_task.cancel()
             with contextlib.suppress(Exception):
                 await ws.close()
+
+
+    def _stored(self, session_id: str, label: str) -> dict[str, Any] | str:
+        """A stored session to continue (any server sharing the store may have started it), or why not."""
+        if session_id in self.connections:
+            return f"session {session_id} is connected already"
+        assert self.store is not None
+        self.store.flush()
+        found = export_sessions(self.store.path, session_id)
+        if not found:
+            return f"no stored session {session_id!r}"
+        if found[0]["key_label"] != label:
+            return f"session {session_id!r} belongs to another API key"
+        return found[0]
 
 
 def _protocols(ws: WebSocket) -> list[str]:
@@ -203,6 +306,8 @@ def create_app(settings: Settings, stack: ModelStack | None = None) -> Starlette
         Route("/", srv.page),
         Route("/static/{name}", srv.page),
         Route("/healthz", srv.health),
+        Route("/readyz", srv.readiness),
+        Route("/metrics", srv.prometheus),
         Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/v1/tingshuo/options", srv.options),
         WebSocketRoute("/v1/realtime", srv.realtime),

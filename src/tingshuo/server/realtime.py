@@ -23,7 +23,8 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soxr
@@ -49,6 +50,9 @@ from tingshuo.server.protocol import (
 )
 from tingshuo.server.store import TranscriptStore
 from tingshuo.tts import VoiceSettings
+
+if TYPE_CHECKING:
+    from tingshuo.server.metrics import Metrics
 
 log = logging.getLogger("tingshuo.server")
 _event_ids = itertools.count(1)
@@ -78,6 +82,7 @@ class _Out:
     audio_bytes: bytearray = field(default_factory=bytearray)
     resampler: soxr.ResampleStream | None = None
     last_text: str = ""
+    degraded: bool = False  # the voice failed: the rest comes as transcript text only
 
 
 def _b64(b: bytes) -> str:
@@ -87,9 +92,13 @@ def _b64(b: bytes) -> str:
 class RealtimeConnection:
     def __init__(self, stack: ModelStack, server: ServerConfig, send: Callable[[dict[str, Any]], Awaitable[None]], *,
                  beta: bool, store: TranscriptStore | None = None, model: str = "tingshuo",
-                 client: str = "", key_label: str = "") -> None:
+                 client: str = "", key_label: str = "", audio_dir: Path | None = None,
+                 metrics: "Metrics | None" = None, resume: dict[str, Any] | None = None) -> None:
+        """``audio_dir``: where the audio of turns the recognizer failed on is kept. ``resume``: a stored session
+        (``export_sessions`` form) this connection continues — same id, its turns back in the conversation."""
         self.stack, self.server, self._send, self.beta, self.store = stack, server, send, beta, store
-        self.id = f"sess_{secrets.token_hex(8)}"
+        self.audio_dir, self.metrics = audio_dir, metrics
+        self.id = resume["id"] if resume else f"sess_{secrets.token_hex(8)}"
         self.settings: Settings = stack.settings.model_copy(deep=True)
         self.settings.duplex.aec = server.aec
         self.settings.duplex.lead_ms = server.lead_ms
@@ -119,8 +128,19 @@ class RealtimeConnection:
         self._idle_prompts = 0
         self._pump: asyncio.Task[None] | None = None
         self._apply()
+        if resume:
+            self._restore(resume)
         if store is not None:
             store.open_session(self.id, client=client, key_label=key_label, config=self._wire_session())
+
+    def _restore(self, stored: dict[str, Any]) -> None:
+        """A session continued on this server (after a reconnect, maybe on another one): the store is the state."""
+        conv = self.session.conversation
+        for t in stored.get("turns", []):
+            if t["role"] in ("user", "assistant") and t["text"]:
+                conv.add(t["role"], t["text"], t["item_id"])
+                self._kinds[t["item_id"]] = "audio" if str(t.get("source", "")).startswith("audio") else "text"
+                self._announced.add(t["item_id"])
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -145,6 +165,8 @@ class RealtimeConnection:
 
     async def error(self, code: str, message: str, *, param: str | None = None, event_id: str | None = None,
                     error_type: str = "invalid_request_error") -> None:
+        if self.metrics is not None:
+            self.metrics.error(code)
         await self.emit("error", error={"type": error_type, "code": code, "message": message, "param": param,
                                         "event_id": event_id})
 
@@ -655,6 +677,8 @@ class RealtimeConnection:
     # ------------------------------------------------------------------ engine → client
     async def _pump_events(self) -> None:
         async for ev in self.session.events():
+            if self.metrics is not None:
+                self.metrics.on_event(ev)
             try:
                 await self._on_event(ev)
             except Exception:  # never lose the stream over one event
@@ -699,6 +723,19 @@ class RealtimeConnection:
             if self.store is not None:
                 self.store.add_turn(self.id, ev.item_id, "user", ev.text, language=ev.language,
                                     source="audio", audio_s=ev.audio_seconds)
+        elif isinstance(ev, E.UnheardTurn):
+            # the recognizer failed: the turn is still a conversation item, and its audio is kept
+            await self._announce_user(ev.item_id, "audio", None)
+            path = await asyncio.to_thread(self._keep_audio, ev.item_id, ev.audio)
+            if self.store is not None:
+                self.store.add_turn(self.id, ev.item_id, "user", "", source="audio/unheard", audio_s=ev.audio_seconds,
+                                    audio_path=path)
+        elif isinstance(ev, E.SpeechDegraded):
+            out = self._out.get(ev.response_id)
+            if out is not None and out.speak and not out.degraded:
+                out.degraded = True
+                out.transcript.append(ev.text)
+                await self._delta("response.output_audio_transcript.delta", out, delta=ev.text)
         elif isinstance(ev, E.Paralinguistics):
             # after the transcript: how the turn was said (extension event; docs/emotion.md)
             await self.emit("tingshuo.paralinguistics", item_id=ev.item_id, emotion=ev.details)
@@ -734,7 +771,10 @@ class RealtimeConnection:
                 await self._delta("response.output_text.delta", out, delta=ev.text)
         elif isinstance(ev, E.ReplyClause):
             out = self._out.get(ev.response_id)
-            if out is not None:
+            if out is not None and out.degraded:  # no audio will carry it: the text goes out now
+                out.transcript.append(ev.text)
+                await self._delta("response.output_audio_transcript.delta", out, delta=ev.text)
+            elif out is not None:
                 out.clauses.append(ev.text)
             if ev.speaker or ev.sung:  # who says a story line, or a sung phrase (captions, karaoke)
                 await self.emit("tingshuo.reply.clause", response_id=ev.response_id, text=ev.text, style=ev.style,
@@ -758,8 +798,23 @@ class RealtimeConnection:
                     return
                 if ev.code == "no_speech" and td is not None:
                     return  # the VAD heard a noise that held no words: not the client's error, nothing to commit
-            server_side = ev.code in ("internal_error", "response_failed", "asr_failed", "llm_failed")
+            server_side = ev.code in ("internal_error", "response_failed", "asr_failed", "llm_failed", "tts_failed")
             await self.error(ev.code, ev.message, error_type="server_error" if server_side else "invalid_request_error")
+
+    def _keep_audio(self, item_id: str, audio: np.ndarray) -> str | None:
+        """Write an unheard turn's audio (16 kHz WAV) next to the store; its path goes into the turn's row."""
+        if self.audio_dir is None:
+            return None
+        import soundfile as sf
+
+        path = self.audio_dir / self.id / f"{item_id}.wav"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, audio, INPUT_RATE, subtype="PCM_16")
+        except OSError as e:
+            log.error("could not keep the audio of %s: %s", item_id, e)
+            return None
+        return str(path)
 
     async def _delta(self, ga_type: str, out: _Out, **fields: Any) -> None:
         await self.emit(ga_type, response_id=out.rid, item_id=out.item_id, output_index=0, content_index=0, **fields)

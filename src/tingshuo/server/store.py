@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,11 +37,28 @@ CREATE TABLE IF NOT EXISTS risk (
 
 
 class TranscriptStore:
-    def __init__(self, path: Path) -> None:
+    """``on_failure(message)`` / ``on_recovery()`` are called from the writer thread when writes start failing
+    (a full disk, an I/O error) and when the backlog has been written after all.
+
+    A failed write is not dropped: it waits in memory, in order, and is retried before every later write and every
+    ``RETRY_S`` seconds, so the turns spoken while the disk was full reach the file once there is room. If the
+    process ends first, ``close`` logs the backlog as JSON lines (the last place left to keep them).
+    """
+
+    RETRY_S = 5.0
+
+    def __init__(self, path: Path, *, on_failure: Callable[[str], None] | None = None,
+                 on_recovery: Callable[[], None] | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.on_failure, self.on_recovery = on_failure, on_recovery
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._conn: sqlite3.Connection | None = None
+        self._backlog: deque[tuple[str, tuple[Any, ...]]] = deque()
+        self.failure: str | None = None  # why writes fail now (None: healthy)
+        self.failed_writes = 0
+        self._timer: threading.Timer | None = None
+        self._closed = False
         self._submit(self._open).result()
 
     # ------------------------------------------------------------------ writer thread
@@ -46,6 +66,9 @@ class TranscriptStore:
         self._conn = sqlite3.connect(self.path, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(_SCHEMA)
+        cols = {r[1] for r in self._conn.execute("PRAGMA table_info(turns)")}
+        if "audio_path" not in cols:  # a store written before unheard turns kept their audio
+            self._conn.execute("ALTER TABLE turns ADD COLUMN audio_path TEXT")
         self._conn.commit()
 
     def _submit(self, fn: Any, *args: Any) -> Future[Any]:
@@ -54,9 +77,49 @@ class TranscriptStore:
         return fut
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        self._backlog.append((sql, args))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Write the backlog in order; stop at the first failure (it stays queued)."""
         assert self._conn is not None
-        with self._conn:
-            self._conn.execute(sql, args)
+        while self._backlog:
+            sql, args = self._backlog[0]
+            try:
+                with self._conn:
+                    self._conn.execute(sql, args)
+            except sqlite3.IntegrityError as e:  # a bad row, not a bad disk: dropping it is the only way on
+                log.error("transcript store: dropped a write (%s)", e)
+            except sqlite3.Error as e:  # full disk, I/O error, locked: keep it and try again later
+                self.failed_writes += 1
+                if self.failure is None:
+                    self.failure = f"{type(e).__name__}: {e}"
+                    log.error("transcript store failing (%s); %d write(s) held in memory", e, len(self._backlog))
+                    if self.on_failure is not None:
+                        self.on_failure(self.failure)
+                self._schedule_retry()
+                return
+            self._backlog.popleft()
+        if self.failure is not None:
+            log.warning("transcript store writes again; the held writes are on disk")
+            self.failure = None
+            if self.on_recovery is not None:
+                self.on_recovery()
+
+    def _schedule_retry(self) -> None:
+        if self._timer is None and not self._closed:
+            def retry() -> None:
+                self._timer = None
+                if not self._closed:
+                    self._submit(self._drain)
+
+            self._timer = threading.Timer(self.RETRY_S, retry)
+            self._timer.daemon = True
+            self._timer.start()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
 
     # ------------------------------------------------------------------ API (non-blocking)
     def open_session(self, session_id: str, *, client: str = "", key_label: str = "",
@@ -70,15 +133,16 @@ class TranscriptStore:
 
     def add_turn(self, session_id: str, item_id: str, role: str, text: str, *, language: str | None = None,
                  source: str = "", timings: dict[str, float] | None = None, full_text: str | None = None,
-                 audio_s: float | None = None, emotion: dict[str, Any] | None = None) -> None:
+                 audio_s: float | None = None, emotion: dict[str, Any] | None = None,
+                 audio_path: str | None = None) -> None:
         self._submit(
             self._write,
             "INSERT OR REPLACE INTO turns (session_id, item_id, seq, role, text, full_text, language, source, emotion,"
-            " timings, audio_s, created) VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM turns WHERE session_id"
-            " = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " timings, audio_s, audio_path, created) VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM turns WHERE"
+            " session_id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (session_id, item_id, session_id, role, text, full_text, language, source,
              json.dumps(emotion, ensure_ascii=False) if emotion else None,
-             json.dumps(timings) if timings else None, audio_s, time.time()))
+             json.dumps(timings) if timings else None, audio_s, audio_path, time.time()))
 
     def set_emotion(self, session_id: str, item_id: str, emotion: dict[str, Any]) -> None:
         """The Paralinguistics reading of a user turn (it arrives just after the transcript)."""
@@ -101,11 +165,17 @@ class TranscriptStore:
                      (session_id, item_id))
 
     def flush(self) -> None:
-        """Wait for every write queued so far."""
-        self._pool.submit(lambda: None).result()
+        """Wait for every write queued so far (and try the held ones once more)."""
+        self._pool.submit(self._drain).result()
 
     def close(self) -> None:
         self.flush()
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for sql, args in self._backlog:  # the disk never came back: the log is the last place to keep them
+            log.error("transcript store: unwritten %s", json.dumps({"sql": sql, "args": args}, ensure_ascii=False,
+                                                                  default=str))
         if self._conn is not None:
             self._pool.submit(self._conn.close).result()
         self._pool.shutdown(wait=True)
@@ -133,6 +203,7 @@ def export_sessions(path: Path, session_id: str | None = None, include_deleted: 
                     "emotion": json.loads(t["emotion"]) if t["emotion"] else None,
                     "timings_ms": json.loads(t["timings"]) if t["timings"] else None, "audio_s": t["audio_s"],
                     "truncated_ms": t["truncated_ms"], "deleted": bool(t["deleted"]), "at": t["created"],
+                    "audio_path": t["audio_path"] if "audio_path" in t.keys() else None,
                 })
             try:
                 risk = [{"item_id": r["item_id"], "source": r["source"], "category": r["category"],

@@ -1,0 +1,76 @@
+"""What a session says when a backend fails, and the audio to say it with when the voice itself is the failure.
+
+A user of a voice assistant whose model died mid-sentence hears silence and cannot tell a crash from a pause.
+So every failure is spoken (and sent as an ``error`` event): the reply stopped, the words were not caught, the
+voice is gone and text follows. The sentences are rendered once per voice, in the background, while the TTS
+still works, so a TTS that later fails can still say that it failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from tingshuo.engine.stack import ModelStack
+    from tingshuo.tts import VoiceSettings
+
+log = logging.getLogger("tingshuo.engine")
+
+NOTICES: dict[str, dict[str, str]] = {
+    "llm": {"zh": "抱歉，我这边的语言模型出了问题，刚才的话没能说完。请稍后再说一遍。",
+            "en": "Sorry, my language model failed and I couldn't finish that. Please say it again in a moment."},
+    "asr": {"zh": "抱歉，我这边的语音识别出了问题，没听清你刚才说的话。可以再说一遍，或者打字告诉我。",
+            "en": "Sorry, my speech recognition failed and I missed what you just said. Please say it again, or "
+                  "type it."},
+    "tts": {"zh": "抱歉，我的声音出了点问题，接下来先用文字回复你。",
+            "en": "Sorry, my voice is not working right now; I'll answer in text for the moment."},
+    "internal": {"zh": "抱歉，我这边出了点问题，这次没能回答。请再说一遍。",
+                 "en": "Sorry, something went wrong on my side and I couldn't answer. Please say it again."},
+}
+
+
+class AsrFailed(Exception):
+    """The recognizer raised on the turn's audio, retried once."""
+
+
+def notice(kind: str, lang: str) -> str:
+    texts = NOTICES.get(kind, NOTICES["internal"])
+    return texts.get(lang, texts["en"])
+
+
+class NoticeVoice:
+    """The notices rendered in a voice, once per stack and voice (on the TTS worker's shared lane)."""
+
+    def __init__(self, stack: "ModelStack") -> None:
+        self.stack = stack
+        self._audio: dict[tuple[str, str, str], np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._pending: set[str] = set()
+
+    def prepare(self, voice: "VoiceSettings", lang: str) -> None:
+        """Queue the rendering of the "my voice failed" notice in ``voice`` (once per voice and language). The
+        other notices are synthesized when needed: the voice still works then."""
+        key = f"{voice.voice or ''}/{lang}"
+        with self._lock:
+            if key in self._pending or self.stack.tts is None:
+                return
+            self._pending.add(key)
+        self.stack.pool("tts").submit(self._render, voice, lang)
+
+    def _render(self, voice: "VoiceSettings", lang: str) -> None:
+        assert self.stack.tts is not None
+        try:
+            audio = self.stack.tts.synthesize(notice("tts", lang), voice, lang)
+        except Exception as e:  # the voice is already failing: the notice will be text only
+            log.warning("could not render the voice-failure notice: %s", e)
+            return
+        with self._lock:
+            self._audio[(voice.voice or "", "tts", lang)] = audio
+
+    def get(self, voice: "VoiceSettings", kind: str, lang: str) -> np.ndarray | None:
+        with self._lock:
+            return self._audio.get((voice.voice or "", kind, lang))
