@@ -10,6 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,7 +52,9 @@ def settings():
     from tingshuo.config import load_settings
 
     # Greedy decoding: the same prompt gives the same reply, so a round-trip check cannot pass or fail by luck.
-    return load_settings({"llm.temperature": 0.0, "llm.seed": 0})
+    # The load gate is off: a test's server must not refuse it because the previous test kept the models busy
+    # (test_load.py turns it on and checks it).
+    return load_settings({"llm.temperature": 0.0, "llm.seed": 0, "server.admit_queue_s": 0})
 
 
 @pytest.fixture(scope="session")
@@ -121,3 +127,42 @@ def voice_references(tts, speaker_encoder):
     text = "从前有一座山，山里有一座庙，庙里住着一个老和尚，每天给小和尚讲故事。"
     return {k: speaker_encoder.embed(tts.synthesize(text, VoiceSettings(voice=k), "zh"), tts.sample_rate)
             for k in VOICES if k != "joe"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def llama_server_command(model: Path, port: int) -> list[str]:
+    """``llama_cpp.server`` as the deployment runs it (compose.yaml's llm service; test_deploy checks they agree)."""
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port",
+            str(port), "--n_ctx", "4096", "--n_threads", "2", "--model_alias", "qwen-local"]
+
+
+@pytest.fixture(scope="session")
+def llama_server(settings):
+    """A real ``llama_cpp.server`` over the bundled GGUF on a loopback port (the remote-LLM path); its URL."""
+    import httpx
+
+    from tingshuo.llm.llamacpp import gguf_path
+
+    port = free_port()
+    proc = subprocess.Popen(llama_server_command(gguf_path(settings.llm, settings.cache_dir), port),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(240):
+            assert proc.poll() is None, "llama_cpp.server exited at start"
+            try:
+                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("llama_cpp.server did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

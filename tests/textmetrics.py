@@ -30,3 +30,11 @@ def cer(ref: str, hyp: str) -> float:
     # characters as "words": jiwer.cer on the space-joined string would count the spaces as matched characters
     # and halve the error rate
     return jiwer.wer(" ".join(r), " ".join(h) or "<empty>") if r else float(bool(h))
+
+
+def cer_within(ref: str, hyp: str) -> float:
+    """CER of ``ref`` against the best-matching stretch of ``hyp`` (a sentence heard inside a longer reply)."""
+    r, h = norm_zh(ref), norm_zh(hyp)
+    if len(h) <= len(r):
+        return cer(r, h)
+    return min(cer(r, h[i : i + n]) for n in range(max(1, len(r) - 2), len(r) + 3) for i in range(len(h) - n + 1))

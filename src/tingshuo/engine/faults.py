@@ -73,4 +73,8 @@ class NoticeVoice:
 
     def get(self, voice: "VoiceSettings", kind: str, lang: str) -> np.ndarray | None:
         with self._lock:
-            return self._audio.get((voice.voice or "", kind, lang))
+            exact = self._audio.get((voice.voice or "", kind, lang))
+            if exact is not None:
+                return exact
+            # another voice's rendering beats silence (the session changed voice before this one was rendered)
+            return next((a for (_, k, lg), a in self._audio.items() if k == kind and lg == lang), None)

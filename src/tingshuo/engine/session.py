@@ -1476,6 +1476,8 @@ class Session:
 
         tts_health = self.stack.backend("tts")
         degraded: list[str] = []  # why speech failed in this response (the rest of it is text)
+        if r.speak and tts_health.state == "closed":
+            self.stack.notices.prepare(self._base_voice(r), user_lang)  # no-op once rendered in this voice
 
         async def degrade(clause: str, reason: str) -> None:
             """The voice failed: say so (with the notice rendered while it worked) and go on in text."""

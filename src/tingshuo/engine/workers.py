@@ -31,12 +31,14 @@ class _Job:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     queued_at: float
+    owner: object = None
+    busy_mark: float = 0.0  # the worker's busy time given to *other* owners when this job was queued
 
 
 class Worker(Executor):
     """One model's thread. ``submit`` queues on the shared lane; ``lane(owner)`` gives a session its own."""
 
-    WINDOW_S = 20.0  # how far back ``utilization`` looks
+    WINDOW_S = 10.0  # how far back ``utilization`` and ``recent_wait`` look
 
     def __init__(self, name: str, observer: JobObserver | None = None) -> None:
         self.name = name
@@ -51,6 +53,7 @@ class Worker(Executor):
         self.jobs = 0
         self.failures = 0
         self.busy_s = 0.0
+        self._busy_by: dict[object, float] = {}  # busy seconds per owner (for the waits caused by others)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -63,7 +66,8 @@ class Worker(Executor):
         with self._cv:
             if self._shutdown:
                 raise RuntimeError(f"the {self.name} worker is shut down")
-            self._lanes.setdefault(owner, deque()).append(_Job(fut, fn, args, kwargs, time.perf_counter()))
+            self._lanes.setdefault(owner, deque()).append(
+                _Job(fut, fn, args, kwargs, time.perf_counter(), owner, self._others_busy(owner)))
             self._cv.notify()
         return fut
 
@@ -83,6 +87,14 @@ class Worker(Executor):
             self._thread.join()
 
     # ------------------------------------------------------------------ state
+    def _others_busy(self, owner: object, now: float | None = None) -> float:
+        """Seconds this worker has run jobs of owners other than ``owner`` (the shared lane counts as other),
+        including the running one (call with the lock held)."""
+        busy = self.busy_s - (self._busy_by.get(owner, 0.0) if owner is not None else 0.0)
+        if self._running_since is not None and (owner is None or self._running_owner is not owner):
+            busy += (now or time.perf_counter()) - self._running_since
+        return busy
+
     def queued(self, exclude: object = ...) -> int:
         """Jobs waiting (not running), optionally not counting one owner's."""
         with self._cv:
@@ -104,12 +116,13 @@ class Worker(Executor):
         return min(1.0, busy / window_s)
 
     def recent_wait(self, quantile: float = 0.9) -> float:
-        """The ``quantile`` of queue waits of jobs started in the last window, counting the jobs still waiting
-        (how long they have waited so far): the sign that callers wait for this model more than real time allows."""
+        """The ``quantile``, over jobs started in the last window and jobs still queued, of how long each waited
+        for *other sessions'* work. A session waiting for its own earlier job is not load; waiting for others is
+        the sign that the model cannot keep real time for everyone."""
         now = time.perf_counter()
         with self._cv:
             waits = [w for t, w in self._waits if t > now - self.WINDOW_S]
-            waits += [now - job.queued_at for q in self._lanes.values() for job in q]
+            waits += [self._others_busy(job.owner, now) - job.busy_mark for q in self._lanes.values() for job in q]
         if not waits:
             return 0.0
         waits.sort()
@@ -119,6 +132,7 @@ class Worker(Executor):
         """Drop an owner's queued jobs (a closed session's work nobody will wait for)."""
         with self._cv:
             q = self._lanes.pop(owner, None)
+            self._busy_by.pop(owner, None)  # a closed session's share (its key would otherwise live forever)
         for job in q or ():
             job.future.cancel()
 
@@ -146,6 +160,7 @@ class Worker(Executor):
                 if not job.future.set_running_or_notify_cancel():
                     continue
                 start = time.perf_counter()
+                waited_for_others = self._others_busy(job.owner, start) - job.busy_mark
                 self._running_since = start
             failed = False
             try:
@@ -158,17 +173,18 @@ class Worker(Executor):
             finally:
                 end = time.perf_counter()
                 with self._cv:
+                    self.busy_s += end - start
                     self._running_since = None
                     self._running_owner = None
                     self._spans.append((start, end))
                     while self._spans and self._spans[0][1] < end - self.WINDOW_S:
                         self._spans.popleft()
-                    self._waits.append((start, start - job.queued_at))
+                    self._waits.append((start, max(0.0, waited_for_others)))
+                    self._busy_by[job.owner] = self._busy_by.get(job.owner, 0.0) + (end - start)
                     while self._waits and self._waits[0][0] < end - self.WINDOW_S:
                         self._waits.popleft()
                     self.jobs += 1
                     self.failures += failed
-                    self.busy_s += end - start
                 if self.observer is not None:
                     try:
                         self.observer(self.name, start - job.queued_at, end - start, failed)

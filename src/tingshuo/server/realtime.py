@@ -768,6 +768,7 @@ class RealtimeConnection:
         elif isinstance(ev, E.ReplyTextDelta):
             out = self._out.get(ev.response_id)
             if out is not None and not out.speak:
+                out.transcript.append(ev.text)
                 await self._delta("response.output_text.delta", out, delta=ev.text)
         elif isinstance(ev, E.ReplyClause):
             out = self._out.get(ev.response_id)
@@ -795,7 +796,8 @@ class RealtimeConnection:
                     await self.emit("conversation.item.input_audio_transcription.failed", item_id=ev.item_id,
                                     content_index=0, error={"type": "transcription_error", "code": ev.code,
                                                             "message": ev.message})
-                    return
+                    if ev.code != "asr_failed":
+                        return  # the client's audio held no words; a crashed recognizer is also a server error
                 if ev.code == "no_speech" and td is not None:
                     return  # the VAD heard a noise that held no words: not the client's error, nothing to commit
             server_side = ev.code in ("internal_error", "response_failed", "asr_failed", "llm_failed", "tts_failed")
@@ -899,6 +901,8 @@ class RealtimeConnection:
         kept = conv.get(out.item_id)["content"] if out.item_id in conv.ids else (ev.heard_text or "")
         if ev.status == "completed":
             kept = "".join(out.transcript) if out.speak and out.transcript else ev.text
+        elif ev.status == "failed" and out.transcript:
+            kept = "".join(out.transcript)  # what was sent, the failure notice included
         status_item = "completed" if ev.status == "completed" else "incomplete"
         if out.speak:
             await self._delta("response.output_audio.done", out)

@@ -1,0 +1,124 @@
+"""Fault injection for the reliability tests: real backends made to fail the way they fail in production.
+
+- :class:`Failing` wraps a real model object; chosen methods raise (the process's TTS or ASR worker crashing on a
+  call) for as long as the test says, everything else is the real model.
+- :class:`FaultyProxy` is a TCP proxy in front of a real LLM server (``llama_cpp.server``): it can cut every
+  response after N bytes (the endpoint dies mid-response), stop forwarding after N bytes (it stalls), or close the
+  next N connections at once (it is restarting). The model behind it is real; only the wire is broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+
+class Failing:
+    """``Failing(real, "synthesize")``: calls to the named methods raise RuntimeError while ``failing`` is set."""
+
+    def __init__(self, real: Any, *methods: str, failing: bool = True) -> None:
+        self._real = real
+        self._methods = set(methods)
+        self.failing = failing
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._real, name)
+        if name not in self._methods:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.failing:
+                raise RuntimeError(f"injected fault: {type(self._real).__name__}.{name} crashed")
+            return attr(*args, **kwargs)
+
+        return call
+
+
+class FaultyProxy:
+    """Forwards 127.0.0.1:<port> → the target; ``mode`` decides what happens to responses."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.mode = "pass"  # "pass" | "cut" (close after cut_after bytes) | "stall" (stop forwarding after them)
+        self.after = 0
+        self.refuse = 0  # close this many new connections at once
+        self.connections = 0
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.base_events.Server | None = None
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), daemon=True)
+        self._thread.start()
+        started.wait(10)
+        assert self._server is not None
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def set(self, mode: str, after: int = 0, refuse: int = 0) -> None:
+        self.mode, self.after, self.refuse = mode, after, refuse
+
+    def close(self) -> None:
+        async def stop() -> None:
+            assert self._server is not None
+            self._server.close()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    # ------------------------------------------------------------------ the proxy
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", 0))
+        started.set()
+        self._loop.run_forever()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.refuse > 0:
+            self.refuse -= 1
+            writer.close()
+            return
+        try:
+            up_r, up_w = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        mode, after = self.mode, self.after
+
+        async def upstream() -> None:
+            try:
+                while data := await reader.read(65536):
+                    up_w.write(data)
+                    await up_w.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+
+        async def downstream() -> None:
+            sent = 0
+            try:
+                while data := await up_r.read(65536):
+                    if mode != "pass" and sent + len(data) > after:
+                        writer.write(data[: max(0, after - sent)])
+                        await writer.drain()
+                        if mode == "stall":
+                            await asyncio.sleep(3600)  # holds the connection open, sends nothing more
+                        return
+                    sent += len(data)
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+
+        up = asyncio.ensure_future(upstream())
+        try:
+            await downstream()
+        finally:
+            up.cancel()
+            for w in (writer, up_w):
+                try:
+                    w.close()
+                except Exception:
+                    pass
