@@ -162,6 +162,9 @@ class RealtimeConfig:
         if not isinstance(audio, dict):
             raise ProtocolError("invalid_type", "session.audio must be an object", "session.audio")
         inp, out = audio.get("input") or {}, audio.get("output") or {}
+        for part, name in ((inp, "input"), (out, "output")):
+            if not isinstance(part, dict):
+                raise ProtocolError("invalid_type", f"session.audio.{name} must be an object", f"session.audio.{name}")
         if "format" in inp or "input_audio_format" in s:
             new.input_format = _parse_format(inp.get("format", s.get("input_audio_format")), "session.audio.input.format")
         if "format" in out or "output_audio_format" in s:

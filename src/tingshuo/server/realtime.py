@@ -201,7 +201,8 @@ class RealtimeConnection:
             await self.error(e.code, e.message, param=e.param, event_id=eid, error_type=e.error_type)
         except Exception as e:  # a bug must cost one event, not the call
             log.exception("handling %s failed", ev["type"])
-            await self.error("server_error", f"{type(e).__name__}: {e}", event_id=eid, error_type="server_error")
+            await self.error("server_error", f"{ev['type']} failed: {type(e).__name__}: {e}", event_id=eid,
+                             error_type="server_error")
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[None]]]:
         return {
@@ -239,7 +240,8 @@ class RealtimeConnection:
     # ---- session
     async def _session_update(self, ev: dict[str, Any]) -> None:
         s = ev.get("session")
-        if isinstance(s, dict) and s.get("tingshuo", {}).get("persona") not in (None, *PERSONAS):
+        ext = s.get("tingshuo") if isinstance(s, dict) else None
+        if isinstance(ext, dict) and ext.get("persona") not in (None, *PERSONAS):
             raise ProtocolError("invalid_value", f"unknown persona; available: {', '.join(PERSONAS)}",
                                 "session.tingshuo.persona")
         old_persona = self.cfg.persona
@@ -273,9 +275,13 @@ class RealtimeConnection:
         self.session.auto_respond = bool(td and td.create_response)
         self.settings.duplex.barge_in = bool(td is None or td.interrupt_response)
         if self.session.conversation.system_prompt != self.cfg.instructions:
-            self.session.conversation.system_prompt = self.cfg.instructions
+            self.session.conversation.system_prompt = prompt = self.cfg.instructions
             if self.stack.llm is not None:
-                self.stack.pool("llm").submit(self.stack.warm, self.cfg.instructions)
+                def warm() -> None:  # on this session's lane; skipped if another update replaced the prompt since
+                    if self.session.conversation.system_prompt == prompt:
+                        self.stack.warm(prompt)
+
+                self.session._llm_pool.submit(warm)
         self.session.voice = VoiceSettings(voice=self._engine_voice(self.cfg.voice), speed=self.cfg.speed)
         self.session.speak = self.cfg.speak
 
@@ -489,7 +495,7 @@ class RealtimeConnection:
         return item_id
 
     async def _item_retrieve(self, ev: dict[str, Any]) -> None:
-        out = self._by_item.get(ev.get("item_id", ""))
+        out = self._by_item.get(ev["item_id"]) if isinstance(ev.get("item_id"), str) else None
         if out is not None and out.rid == self._active:
             raise ProtocolError("item_in_progress", "the item is still being generated", "item_id")
         item_id = self._find(ev)
@@ -503,7 +509,7 @@ class RealtimeConnection:
         await self.emit("conversation.item.retrieved", item=item)
 
     async def _item_delete(self, ev: dict[str, Any]) -> None:
-        out = self._by_item.get(ev.get("item_id", ""))
+        out = self._by_item.get(ev["item_id"]) if isinstance(ev.get("item_id"), str) else None
         if out is not None and out.rid == self._active:
             await self._cancel_active()
         item_id = self._find(ev)
