@@ -135,10 +135,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def llama_server_command(model: Path, port: int) -> list[str]:
-    """``llama_cpp.server`` as the deployment runs it (compose.yaml's llm service; test_deploy checks they agree)."""
-    return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port",
-            str(port), "--n_ctx", "4096", "--n_threads", "2", "--model_alias", "qwen-local"]
+def llama_server_command(port: int) -> list[str]:
+    """The compose deployment's ``llm`` service command, on loopback (test_deploy checks they agree)."""
+    return [str(Path(sys.executable).with_name("tingshuo")), "llm-server", "--host", "127.0.0.1", "--port", str(port)]
 
 
 @pytest.fixture(scope="session")
@@ -146,10 +145,8 @@ def llama_server(settings):
     """A real ``llama_cpp.server`` over the bundled GGUF on a loopback port (the remote-LLM path); its URL."""
     import httpx
 
-    from tingshuo.llm.llamacpp import gguf_path
-
     port = free_port()
-    proc = subprocess.Popen(llama_server_command(gguf_path(settings.llm, settings.cache_dir), port),
+    proc = subprocess.Popen(llama_server_command(port),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     try:

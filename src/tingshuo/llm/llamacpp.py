@@ -40,6 +40,18 @@ def gguf_path(cfg: LlmConfig, cache_dir: Path | None = None) -> Path:
     return asset.ensure(cache_dir)
 
 
+def server_command(cfg: LlmConfig, cache_dir: Path | None, *, host: str, port: int, threads: int | None = None,
+                   n_ctx: int | None = None) -> list[str]:
+    """``llama_cpp.server`` (llama-cpp-python's OpenAI-compatible server) over the configured GGUF: the ``llm``
+    service of the compose deployment, and what the remote-LLM tests run on loopback. The alias is the
+    ``llm.model_name`` the openai backend asks for by default."""
+    import sys
+
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path(cfg, cache_dir)), "--host", host,
+            "--port", str(port), "--n_ctx", str(n_ctx or cfg.n_ctx), "--n_threads", str(threads or cfg.threads),
+            "--verbose", "False", "--model_alias", LlmConfig().model_name]
+
+
 class LlamaCppChat:
     def __init__(self, cfg: LlmConfig, cache_dir: Path | None = None) -> None:
         from llama_cpp import Llama
