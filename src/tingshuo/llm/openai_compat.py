@@ -123,8 +123,9 @@ class OpenAICompatChat:
                 return
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
                 if sent or attempt == retries:
-                    what = "failed mid-response" if sent else "cannot be reached"
-                    raise LlmError(f"the LLM endpoint {self.cfg.base_url} {what}: {e}") from e
+                    if sent:
+                        raise LlmError(f"the LLM endpoint {self.cfg.base_url} failed mid-response: {e}") from e
+                    raise LlmError(f"cannot reach the LLM endpoint {self.cfg.base_url}: {e}") from e
                 _backoff(attempt)
             except httpx.TimeoutException as e:
                 if sent or attempt == retries:
