@@ -617,7 +617,9 @@ class Session:
                 # too long for a backchannel: a real interruption (the second test covers speech that the VAD
                 # scores 0.35–0.5 throughout, which continues an utterance without counting as confident speech)
                 self._confirm_barge_in()
-            if (self.partials and not self._partial_busy
+            # Partial transcripts are a preview (captions, an early emotion reading, a warm LLM cache): when another
+            # session is waiting for the recognizer, they are skipped so its committed turns go first.
+            if (self.partials and not self._partial_busy and not self._asr_pool.contended()
                     and self._pos - self._partial_at >= tcfg.partial_every_ms * INPUT_RATE // 1000):
                 self._partial_at = self._pos
                 self._partial_busy = True
@@ -784,6 +786,8 @@ class Session:
             return None
         lang = lang or text_language(text) or self.conversation_language()
         zh = [LABELS_ZH[k] for k in LABELS]
+        if self._llm_pool.busy_with_others():
+            return None  # under load the feeling is read from the voice alone, not after another caller's reply
         try:
             p = await self._run(self._llm_pool, fn, self._with_note(self._history(), lang), text, zh)
         except LlmError as e:
@@ -1014,6 +1018,10 @@ class Session:
         fn = getattr(llm, "turn_end_probability", None)
         if fn is None:
             return None
+        if self._llm_pool.busy_with_others():
+            # another session's reply holds the LLM for seconds: decide the end of the turn on the audio alone
+            # rather than wait (with several callers, waiting here was most of their latency)
+            return None
         try:
             return await self._run(self._llm_pool, fn, self._with_note(self._history(), lang), text)
         except LlmError:
@@ -1028,7 +1036,8 @@ class Session:
             if t is None or self._utt is None or self._utt_id != item_id:
                 return
             self._emit(TranscriptPartial(t.text, item_id))
-            if self._response is None or self._response.task is None or self._response.task.done():
+            if (self._response is None or self._response.task is None or self._response.task.done()) \
+                    and not self._llm_pool.contended():  # optional work: not while another session waits
                 await self._score_text(t.text, t.language)  # pre-fills the LLM cache with the user's words
                 # The LLM is idle while the user talks: read the feeling in the words now, so the end of the turn
                 # does not wait for it (reused when the final transcript says nearly the same).

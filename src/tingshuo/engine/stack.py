@@ -113,6 +113,8 @@ class ModelStack:
         """Fill the LLM's prefix cache with a session's system prompt (once per prompt)."""
         if self.llm is not None and system_prompt not in self._warm_prompts:
             self.llm.warmup(system_prompt)
+            if len(self._warm_prompts) > 256:  # clients' own instructions: a long-running server must not hoard them
+                self._warm_prompts.clear()
             self._warm_prompts.add(system_prompt)
 
     @classmethod

@@ -104,6 +104,12 @@ class Worker(Executor):
         """Is anyone else waiting for this thread? (A long job then stops pausing and finishes quickly.)"""
         return self.queued(exclude=owner) > 0
 
+    def busy_with_others(self, owner: object) -> bool:
+        """Is the thread running another owner's job, or are others queued? A job submitted now would wait."""
+        with self._cv:
+            running_other = self._running_since is not None and self._running_owner is not owner
+        return running_other or self.contended(owner)
+
     def utilization(self, window_s: float | None = None) -> float:
         """Share of the last ``window_s`` seconds this thread spent running jobs (0…1)."""
         window_s = window_s or self.WINDOW_S
@@ -205,6 +211,9 @@ class Lane(Executor):
 
     def contended(self) -> bool:
         return self.worker.contended(self.owner)
+
+    def busy_with_others(self) -> bool:
+        return self.worker.busy_with_others(self.owner)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures:
