@@ -63,8 +63,7 @@ class OpenAICompatChat:
         body = {"model": self.cfg.model_name, "max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 20,
                 "messages": messages}
         try:
-            resp = self.client.post("/chat/completions", json=body)
-            resp.raise_for_status()
+            resp = self._post(body)
             top = resp.json()["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
         except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError):
             return None
@@ -88,12 +87,27 @@ class OpenAICompatChat:
         body = {"model": self.cfg.model_name, "max_tokens": max_tokens, "temperature": 0, "messages": messages,
                 "response_format": {"type": "json_schema", "json_schema": {"name": "decision", "schema": schema}}}
         try:
-            resp = self.client.post("/chat/completions", json=body)
-            resp.raise_for_status()
+            resp = self._post(body)
             text = resp.json()["choices"][0]["message"]["content"]
             return json.loads(text)
         except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as e:
             raise LlmError(f"the model gave no valid JSON decision: {e}") from e
+
+    def _post(self, body: dict) -> httpx.Response:
+        """A non-streaming call, retried like a stream's start (refused, dropped, timed out, 429, 5xx)."""
+        for attempt in range(self.cfg.retries + 1):
+            try:
+                resp = self.client.post("/chat/completions", json=body)
+                if resp.status_code in _RETRY_STATUS and attempt < self.cfg.retries:
+                    _backoff(attempt, resp.headers.get("retry-after"))
+                    continue
+                resp.raise_for_status()
+                return resp
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.TimeoutException):
+                if attempt == self.cfg.retries:
+                    raise
+                _backoff(attempt)
+        raise AssertionError("unreachable")
 
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "") -> Iterator[str]:
         """``prefix`` (the reply's start, already said) cannot be pre-filled through every server's chat API;
