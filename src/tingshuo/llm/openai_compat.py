@@ -1,8 +1,7 @@
 """Any OpenAI-compatible ``/v1/chat/completions`` server with ``stream: true`` (llama.cpp server,
 ``llama_cpp.server``, vLLM, Ollama, hosted APIs): the scale-out path for bigger models.
 
-Speaks SSE over httpx. Before the first token, a refused connection, a dropped one, a read timeout, HTTP 429 or a
-5xx is retried ``retries`` times with exponential backoff and jitter (the server may be restarting or busy); after
+Speaks SSE over httpx. Before the first token, a refused connection, a dropped one, HTTP 429 or a 5xx is retried ``retries`` times with exponential backoff and jitter (the server may be restarting or busy); after
 it, nothing is retried (the words already went out) and any failure becomes an :class:`LlmError` with a readable
 message. A stall longer than ``timeout_s`` between bytes is such a failure.
 """
@@ -103,7 +102,7 @@ class OpenAICompatChat:
                     continue
                 resp.raise_for_status()
                 return resp
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.TimeoutException):
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):  # a stall is not retried
                 if attempt == self.cfg.retries:
                     raise
                 _backoff(attempt)
@@ -141,11 +140,9 @@ class OpenAICompatChat:
                         raise LlmError(f"the LLM endpoint {self.cfg.base_url} failed mid-response: {e}") from e
                     raise LlmError(f"cannot reach the LLM endpoint {self.cfg.base_url}: {e}") from e
                 _backoff(attempt)
-            except httpx.TimeoutException as e:
-                if sent or attempt == retries:
-                    raise LlmError(f"the LLM endpoint {self.cfg.base_url} stalled for more than "
-                                   f"{self.cfg.timeout_s:.0f} s") from e
-                _backoff(attempt)
+            except httpx.TimeoutException as e:  # not retried: a stalled server holds the LLM thread meanwhile
+                raise LlmError(f"the LLM endpoint {self.cfg.base_url} stalled for more than "
+                               f"{self.cfg.timeout_s:.0f} s") from e
             except httpx.HTTPError as e:
                 raise LlmError(f"the LLM endpoint {self.cfg.base_url} failed mid-response: {e}") from e
 
