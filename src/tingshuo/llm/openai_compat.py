@@ -1,9 +1,10 @@
 """Any OpenAI-compatible ``/v1/chat/completions`` server with ``stream: true`` (llama.cpp server,
 ``llama_cpp.server``, vLLM, Ollama, hosted APIs): the scale-out path for bigger models.
 
-Speaks SSE over httpx. Before the first token, a refused connection, a dropped one, HTTP 429 or a 5xx is retried ``retries`` times with exponential backoff and jitter (the server may be restarting or busy); after
-it, nothing is retried (the words already went out) and any failure becomes an :class:`LlmError` with a readable
-message. A stall longer than ``timeout_s`` between bytes is such a failure.
+Speaks SSE over httpx. Before the first token, a refused connection, a dropped one, HTTP 429 or a 5xx is retried
+``retries`` times with exponential backoff and jitter (the server may be restarting or busy); after it, nothing is
+retried (the words already went out) and any failure becomes an :class:`LlmError` with a readable message. A stall
+longer than ``timeout_s`` between bytes is such a failure, never retried.
 """
 
 from __future__ import annotations
