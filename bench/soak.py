@@ -234,8 +234,13 @@ def main() -> None:
     ap.add_argument("--capacity", type=str, default=None, help="comma-separated session counts to try")
     ap.add_argument("--budget-ms", type=float, default=2500.0, help="p90 first audio a real-time call may take")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--replot", type=Path, default=None, help="redraw the PNG of a soak.json / capacity.json")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        doc = json.loads(args.replot.read_text())
+        (plot_capacity if doc["capacity"] else plot)(doc["runs"], args.replot.with_suffix(".png"), doc["capacity"])
+        return
     pool = clips()
     cores = os.cpu_count() or 1
     warmup = args.warmup if args.warmup is not None else args.minutes / 6
@@ -279,7 +284,7 @@ def main() -> None:
     doc = {"machine": {"cores": cores, "python": sys.version.split()[0]}, "budget_ms": args.budget_ms,
            "capacity": capacity, "runs": [{k: v for k, v in r.items() if k != "t0"} for r in results]}
     (args.out / f"{name}.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
-    plot(results, args.out / f"{name}.png", capacity)
+    (plot_capacity if capacity else plot)(results, args.out / f"{name}.png", capacity)
     print(f"wrote {args.out / (name + '.json')} and {args.out / (name + '.png')}")
 
 
@@ -306,6 +311,41 @@ def plot(results: list[dict], path: Path, capacity: dict | None) -> None:
     title = "tingshuo soak" if capacity is None else (f"capacity: {capacity['max_sessions']} sessions on "
                                                       f"{capacity['cores']} cores")
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_capacity(results: list[dict], path: Path, capacity: dict) -> None:
+    """Latency percentiles against the number of sessions (with the budget), and RSS over time per level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    n = [r["sessions"] for r in results]
+    for key, style, label in (("p50_ms", "o-", "first audio p50"), ("p90_ms", "s--", "first audio p90"),
+                              ("reply_words_p50_ms", "^-", "reply's words p50"),
+                              ("reply_words_p90_ms", "v--", "reply's words p90")):
+        ax1.plot(n, [r["summary"][key] for r in results], style, label=label)
+    ax1.axhline(capacity["budget_p90_ms"], color="red", lw=1, label="p90 budget")
+    for r in results:
+        if r["summary"]["refused"]:
+            ax1.annotate(f"{len(r['summary']['refused'])} refused (server_busy)", (r["sessions"], r["summary"]["p50_ms"]),
+                         textcoords="offset points", xytext=(-40, -18), fontsize=8)
+    ax1.set_xticks(n)
+    ax1.set_xlabel("concurrent sessions")
+    ax1.set_ylabel("end of speech → audio (ms)")
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    for r in results:
+        ax2.plot([t / 60 for t, _ in r["rss_mb"]], [m for _, m in r["rss_mb"]], label=f"{r['sessions']} sessions")
+    ax2.set_xlabel("minutes")
+    ax2.set_ylabel("server RSS (MiB)")
+    ax2.legend(fontsize=8)
+    ax2.grid(alpha=0.3)
+    fig.suptitle(f"capacity: {capacity['max_sessions']} real-time session(s) on {capacity['cores']} cores "
+                 f"({capacity['sessions_per_core']} per core)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
