@@ -10,6 +10,7 @@ const I18N = {
     typeHere: "输入文字…", speakReply: "语音回复", send: "发送", micDenied: "无法使用麦克风：{e}", error: "错误：{e}",
     firstAudio: "首音 {ms} ms", asr: "识别", llm: "首字", tts: "合成", speed: "语速", unknown: "—",
     closed: "连接已断开（{c}）", greetingHint: "点击按钮开始语音通话，或直接输入文字",
+    busy: "服务器现在太忙，接不了新的通话，请过一会儿再试。",
   },
   en: {
     call: "Call", hangup: "Hang up", idle: "Not connected", connecting: "Connecting…", listening: "Listening…",
@@ -19,6 +20,7 @@ const I18N = {
     micDenied: "Microphone unavailable: {e}", error: "Error: {e}", firstAudio: "first audio {ms} ms", asr: "ASR",
     llm: "LLM", tts: "TTS", speed: "speed", unknown: "—", closed: "Disconnected ({c})",
     greetingHint: "Press the button to talk, or type a message",
+    busy: "The server is at capacity and cannot take another call right now; please try again in a minute.",
   },
 };
 
@@ -96,7 +98,8 @@ function connect() {
       const wasCall = state.inCall;
       state.ws = null; state.ready = null;
       stopAudio();
-      setStatus(wasCall && e.code === 1000 ? "ended" : "closed", { c: e.reason || e.code }, e.code !== 1000);
+      if (e.code === 1013) setStatus("busy", {}, true);  // admission control: try again later
+      else setStatus(wasCall && e.code === 1000 ? "ended" : "closed", { c: e.reason || e.code }, e.code !== 1000);
     };
   });
   state.ready.catch(() => {});
