@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -22,6 +23,21 @@ from dataclasses import dataclass
 from typing import Any
 
 JobObserver = Callable[[str, float, float, bool], None]  # (worker, queued s, ran s, failed)
+_LIVE: "weakref.WeakSet[Worker]" = weakref.WeakSet()
+
+
+def _python_exit() -> None:
+    """At interpreter exit, as ``concurrent.futures`` does for its threads: drop queued jobs and wait for the
+    running ones. A model thread killed mid-inference while the interpreter frees the model makes llama.cpp abort
+    (a failing exit code after a clean Ctrl-C)."""
+    workers = list(_LIVE)
+    for w in workers:
+        w.shutdown(wait=False, cancel_futures=True)
+    for w in workers:
+        w._thread.join()
+
+
+threading._register_atexit(_python_exit)  # runs before non-daemon threads are joined
 
 
 @dataclass
@@ -54,8 +70,9 @@ class Worker(Executor):
         self.failures = 0
         self.busy_s = 0.0
         self._busy_by: dict[object, float] = {}  # busy seconds per owner (for the waits caused by others)
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name)
         self._thread.start()
+        _LIVE.add(self)
 
     # ------------------------------------------------------------------ Executor
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
