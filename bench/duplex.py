@@ -6,7 +6,9 @@ Per set (``test``: the clips and sentences the tests use; ``heldout``: ones they
 take-over rate, turn-taking rate and latency (end of user speech → first assistant audio, and → first audio of
 the reply itself after an acknowledgement), interruption stop latency, backchannel take-over rate,
 self-interruptions on our own echo, frames sent after a stop; then per-stage timings and the CPU a cancelled
-reply still burns. Writes ``duplex.json`` and ``duplex.png``. Also run by ``bench/run.py``.
+reply still burns; then the paced playout's precision and how fast a closed LLM stream stops. The timing bounds
+the tests used to assert are checked at the end (``bounds``: measured, bound, the test it came from; ``--strict``
+exits 1 when one fails). Writes ``duplex.json`` and ``duplex.png``. Also run by ``bench/run.py``.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import librivox  # noqa: E402
 
+from bounds import Bounds  # noqa: E402
 from tingshuo.engine import ModelStack, Session  # noqa: E402
-from tingshuo.engine.simulate import build_suite, cancel_cpu, run_scenario, summarize  # noqa: E402
+from tingshuo.engine.simulate import build_suite, cancel_cpu, playout_trial, run_scenario, summarize  # noqa: E402
 
 STAGES = ("turn_wait", "turn_eval", "asr", "llm_first_token", "tts_first_audio", "first_audio", "first_reply_audio")
 
@@ -77,6 +80,11 @@ def run(stack: ModelStack, out_dir: Path, sets: list[str], repeat: int = 1) -> d
                      "p90": round(float(np.percentile(xs, 90)), 1) if xs else None, "n": len(xs)}
     results["stages_ms"] = stages
     results["cancel_cpu_s_per_2s"] = asyncio.run(cancel_cpu(stack))
+    results["llm_close_ms"] = llm_close_ms(stack)
+    trials = [asyncio.run(playout_trial()) for _ in range(5)]
+    results["playout"] = [asdict(t) for t in trials]
+    bounds = check_bounds(results, trials)
+    results["bounds"] = bounds.as_json()
     (out_dir / "duplex.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
     for which in sets:
         table(which, results["sets"][which]["summary"])
@@ -85,9 +93,51 @@ def run(stack: ModelStack, out_dir: Path, sets: list[str], repeat: int = 1) -> d
         print(f"  {k:36s} {v['p50'] or float('nan'):8.0f} {v['p90'] or float('nan'):8.0f}")
     c = results["cancel_cpu_s_per_2s"]
     print(f"  {'CPU s in 2 s: reply running / cancelled':36s} {c['running']:8.2f} {c['cancelled']:8.2f}")
+    print(f"  {'LLM stream closed mid-reply → stopped':36s} {results['llm_close_ms']:8.1f} ms")
+    print(bounds.table("bounds (the timing the tests no longer assert)"))
     plot(results, out_dir / "duplex.png")
     print(f"\nwrote {out_dir / 'duplex.json'} and {out_dir / 'duplex.png'}")
     return results
+
+
+def llm_close_ms(stack: ModelStack) -> float:
+    """Closing the LLM's token stream after three tokens: how long until generation has stopped."""
+    msgs = [{"role": "system", "content": "你是一个助手。"}, {"role": "user", "content": "从1数到100，用逗号隔开。"}]
+    gen = stack.llm.stream(msgs, max_tokens=300, temperature=0.0)
+    for _ in range(3):
+        next(gen)
+    t = time.perf_counter()
+    gen.close()
+    return (time.perf_counter() - t) * 1000
+
+
+def check_bounds(results: dict, trials: list) -> Bounds:
+    """The timing bounds of the tests (tests/README.md maps each to its test), on the ``test`` set."""
+    b = Bounds()
+    outs = results["sets"].get("test", {}).get("outcomes", [])
+    answered = [o["latency_ms"] for o in outs if o["kind"] in ("question", "echo")]
+    b.check("completed question → first audio, slowest scenario", max(answered) if answered and None not in answered
+            else None, "<", 2500, "ms", "test_duplex::test_completed_questions_are_answered")
+    stops = [o["stop_ms"] for o in outs if o["name"] == "test/interrupt_zh"]
+    b.check("interruption (zh) → playback stopped, slowest", max(stops) if stops and None not in stops else None, "<", 400, "ms",
+            "test_duplex::test_interruption_stops_playback_…")
+    c = results["cancel_cpu_s_per_2s"]
+    b.check("CPU s in 2 s, reply running", c["running"], ">", 1.5, "s", "test_duplex::test_a_cancelled_response_…")
+    b.check("CPU s in 2 s, after cancel", c["cancelled"], "<", 1.0, "s", "test_duplex::test_a_cancelled_response_…")
+    b.check("LLM stream close → generation stopped", results["llm_close_ms"], "<", 500, "ms",
+            "test_llm::test_closing_the_stream_stops_generation")
+    worst = lambda xs: max(xs, key=abs)  # noqa: E731
+    b.check("playout: heard at pause − 0.5 s, worst of 5", abs(worst([t.heard_at_pause_s - 0.5 for t in trials])),
+            "<=", 0.1, "s", "test_duplex::test_playout_knows_what_was_heard")
+    b.check("playout: frames released by the pause, most of 5", max(t.frames_at_pause for t in trials), "<=",
+            int((0.5 + 0.08) / 0.04) + 2, "frames", "test_duplex::test_playout_is_paced_not_sent_at_once")
+    b.check("playout: heard at stop − 0.7 s, worst of 5", abs(worst([t.heard_at_stop_s - 0.7 for t in trials])),
+            "<=", 0.1, "s", "test_duplex::test_playout_knows_what_was_heard")
+    b.check("playout: 0.5 s drained after, slowest of 5", max(t.drain_wall_s for t in trials), "<=", 0.8, "s",
+            "test_duplex::test_playout_drains_after_the_last_frame_is_heard")
+    b.check("playout: 0.5 s drained after, fastest of 5", min(t.drain_wall_s for t in trials), ">=", 0.45, "s",
+            "test_duplex::test_playout_drains_after_the_last_frame_is_heard")
+    return b
 
 
 def plot(results: dict, path: Path) -> None:
@@ -125,6 +175,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--sets", default="test,heldout")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a bound fails")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     from tingshuo.config import Settings
@@ -132,7 +183,9 @@ def main() -> None:
     t = time.perf_counter()
     stack = ModelStack.load(Settings())
     print(f"loaded in {time.perf_counter() - t:.1f} s")
-    run(stack, args.out, args.sets.split(","), args.repeat)
+    results = run(stack, args.out, args.sets.split(","), args.repeat)
+    if args.strict and not all(r["ok"] for r in results["bounds"]):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,27 @@ def stack(settings):
     return ModelStack.load(settings)
 
 
+_SWAPPABLE = ("asr", "llm", "tts", "turn", "guard", "search")
+
+
+@pytest.fixture(autouse=True)
+def _stack_as_it_was(request):
+    """Isolation for the one shared stack: whatever a test swapped (a failing TTS, another search provider) is
+    put back and the breakers its faults tripped are reset, so no test sees another's changes, in any order.
+    The shared settings must not be changed at all (tests change a deep copy): a test that did fails here."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    stack = request.getfixturevalue("stack")
+    models = {k: getattr(stack, k) for k in _SWAPPABLE}
+    settings = stack.settings.model_dump_json()
+    yield
+    for k, v in models.items():
+        setattr(stack, k, v)
+    stack.health.clear()
+    assert stack.settings.model_dump_json() == settings, f"{request.node.nodeid} changed the shared settings"
+
+
 @pytest.fixture(scope="session")
 def recognizer(stack):
     return stack.asr

@@ -31,7 +31,8 @@ def bad_files(tmp_path_factory, en_clips):
 
 
 @pytest.mark.parametrize("name,code,words", [
-    ("empty.wav", 2, "empty"), ("corrupt.wav", 2, "decode"), ("silence.wav", 5, "no speech"), ("hour.wav", 2, "min long"),
+    ("empty.wav", 2, "empty"), ("corrupt.wav", 2, "decode"), ("hour.wav", 2, "min long"),
+    pytest.param("silence.wav", 5, "no speech", marks=pytest.mark.slow),  # the recognizer is what hears nothing
 ])
 def test_bad_audio_clear_message_no_traceback(bad_files, name, code, words):
     r = cli("respond", str(bad_files / name), "--json")
@@ -91,6 +92,7 @@ def test_serve_refuses_an_open_public_address():
     assert r.returncode == 2 and "api_keys" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_serve_starts_the_page_and_the_api_and_stops_on_ctrl_c(tmp_path, tls):
     """The main job as `./run.sh` starts it: a real process, the page, a Realtime handshake, a clean Ctrl-C;
@@ -154,19 +156,19 @@ def test_serve_starts_the_page_and_the_api_and_stops_on_ctrl_c(tmp_path, tls):
     assert "Traceback" not in err and f"{scheme}://127.0.0.1:{port}/" in err
 
 
-def test_styles_say_with_style_and_listen(tmp_path):
-    """`styles` lists them; `say --style whisper` whispers; `listen --json` hears the whisper and the features."""
-    import json
-
-    import soundfile as sf
-
-    from tingshuo.audio import prosody
-
+def test_styles_are_listed_and_an_unknown_one_refused(tmp_path):
     r = cli("styles", "--json")
     assert r.returncode == 0
     names = {s["name"] for s in json.loads(r.stdout)}
     assert {"neutral", "happy", "sad", "angry", "fearful", "tender", "whisper"} <= names
     assert cli("say", "你好", "--style", "grumpy", "--out", str(tmp_path / "x.wav")).returncode == 2
+
+
+@pytest.mark.slow
+def test_styles_say_with_style_and_listen(tmp_path):
+    """`say --style whisper` whispers; `listen --json` hears the whisper and the features."""
+    from tingshuo.audio import prosody
+
     plain, quiet = tmp_path / "plain.wav", tmp_path / "whisper.wav"
     assert cli("say", "我跟你说一个小秘密，你千万别告诉别人。", "--out", str(plain)).returncode == 0
     assert cli("say", "我跟你说一个小秘密，你千万别告诉别人。", "--style", "whisper", "--out", str(quiet)).returncode == 0
@@ -184,11 +186,8 @@ def test_styles_say_with_style_and_listen(tmp_path):
     assert cli("say", "[生气]你怎么又迟到了！[开心]不过我原谅你了。", "--out", str(both)).returncode == 0
 
 
-def test_voices_personas_songs_and_sing(tmp_path):
-    """The listings, a song sung to a WAV with its notes, new lyrics that fit, and clear refusals."""
-    from tingshuo.audio.io import resample
-    from tingshuo.audio.prosody import pitch_track
-
+def test_voices_personas_and_songs_are_listed_and_bad_songs_refused(tmp_path):
+    """The listings, and clear refusals: lyrics that do not fit the melody, a song not in the songbook."""
     r = cli("voices", "--json")
     assert r.returncode == 0
     voices = {v["key"]: v for v in json.loads(r.stdout)}
@@ -203,6 +202,18 @@ def test_voices_personas_songs_and_sing(tmp_path):
     assert r.returncode == 0 and "猪八戒" in r.stdout
     r = cli("songs", "--json")
     assert {"两只老虎", "小星星", "生日快乐", "茉莉花", "新年好"} <= {s["title"] for s in json.loads(r.stdout)}
+    r = cli("sing", "两只老虎", "--out", str(tmp_path / "bad.wav"), "--lyrics", "太短了")
+    assert r.returncode == 2 and "needs 32 syllables" in r.stderr and "Traceback" not in r.stderr
+    r = cli("sing", "青花瓷", "--out", str(tmp_path / "x.wav"))
+    assert r.returncode == 2 and "not in the songbook" in r.stderr
+
+
+@pytest.mark.slow
+def test_sing_to_a_wav_with_its_notes_and_new_words(tmp_path):
+    """A song sung to a WAV with its notes, in tune; new lyrics that fit."""
+    from tingshuo.audio.io import resample
+    from tingshuo.audio.prosody import pitch_track
+
     out, notes = tmp_path / "tigers.wav", tmp_path / "notes.json"
     r = cli("sing", "两只老虎", "--out", str(out), "--voice", "wukong", "--notes", str(notes))
     assert r.returncode == 0, r.stderr
@@ -217,15 +228,11 @@ def test_voices_personas_songs_and_sing(tmp_path):
     r = cli("sing", "两只老虎", "--out", str(tmp_path / "new.wav"),
             "--lyrics", "天天加班，天天加班，真辛苦，真辛苦，一直坐到半夜，一直没有周末，好奇怪，好奇怪")
     assert r.returncode == 0 and "(new words)" in r.stdout, r.stderr
-    r = cli("sing", "两只老虎", "--out", str(tmp_path / "bad.wav"), "--lyrics", "太短了")
-    assert r.returncode == 2 and "needs 32 syllables" in r.stderr and "Traceback" not in r.stderr
-    r = cli("sing", "青花瓷", "--out", str(tmp_path / "x.wav"))
-    assert r.returncode == 2 and "not in the songbook" in r.stderr
 
 
-def test_respond_json_reports_safety_and_care_and_search_indexes(tmp_path):
-    """respond --text --json goes through the safety and care layer; search add/query fill and ask the index."""
-    import os
+@pytest.mark.slow
+def test_respond_json_reports_safety_and_care(tmp_path):
+    """respond --text --json goes through the safety and care layer."""
     import re
 
     r = cli("respond", "--text", "我真的不想活了", "--json")
@@ -236,6 +243,11 @@ def test_respond_json_reports_safety_and_care_and_search_indexes(tmp_path):
     r = cli("respond", "--text", "炸酱面怎么做", "--json")
     d = json.loads(r.stdout.strip().splitlines()[-1])
     assert d["safety"] == {"category": "none", "action": "allow"} and d["care"] is False and d["reply_text"]
+
+
+def test_search_add_and_query_the_local_index(tmp_path):
+    """search add/query fill and ask the index (no model: BM25 over jieba-segmented text)."""
+    import os
 
     note = tmp_path / "小区通知.md"
     note.write_text("# 小区通知\n本周六上午九点停水，周日恢复供水。", encoding="utf-8")

@@ -33,6 +33,7 @@ def coach():
     return PronunciationCoach()
 
 
+@pytest.mark.slow
 def test_real_readings_score_high(coach, en_clips, recognizer):
     for path, text in en_clips.items():
         audio, sr = sf.read(path, dtype="float32")

@@ -19,7 +19,6 @@ from conftest import ZH_CLIP, ZH_REF, llama_server_command
 from realtime_client import until
 from textmetrics import cer
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -72,6 +71,7 @@ def test_compose_proxy_and_image_agree(compose, monkeypatch):
     assert "tingshuo prepare" in dockerfile  # weights assembled at build time: containers need no network
 
 
+@pytest.mark.slow
 def test_remote_llm_speech_in_speech_out(compose, monkeypatch, llama_server, stack, recognizer, tmp_path):
     """The compose configuration with its LLM URL pointed at llama_cpp.server on loopback: the real loading
     code builds the remote LLM and the safety guard over it; a spoken Mandarin turn is answered in speech."""

@@ -139,7 +139,6 @@ def test_tts_failure_speaks_the_notice_and_goes_on_in_text(stack, settings, tmp_
         finally:
             stack.tts = real
         again = say(ws, "谢谢你。")
-    stack.health.pop("tts", None)
     errs = errors(events)
     assert any(e["code"] == "tts_failed" for e in errs), errs
     assert events[-1]["response"]["status"] == "completed"
@@ -175,7 +174,6 @@ def test_asr_failure_keeps_the_audio_and_says_so(stack, settings, tmp_path, reco
         ws.send_json({"type": "input_audio_buffer.commit"})
         again = until(ws, "conversation.item.input_audio_transcription.completed")
         tc.app.state.server.store.flush()
-    stack.health.pop("asr", None)
     failed = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.failed"]
     assert failed and any(e["code"] == "asr_failed" for e in errors(events)), [e["type"] for e in events]
     assert cer_within("没听清你刚才说的话", heard(recognizer, audio24(events))) <= 0.5

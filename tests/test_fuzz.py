@@ -116,23 +116,40 @@ def _sync(state, n: int) -> None:
 
 @hsettings(max_examples=EXAMPLES, deadline=None, database=None,
            derandomize=os.environ.get("TINGSHUO_FUZZ_RANDOM") != "1",
-           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                  HealthCheck.data_too_large])
+           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(frames=st.lists(frame, min_size=30, max_size=60))
-def test_malformed_events_never_crash_the_server(fuzzed, frames):
-    ws = fuzzed["victim"]
+def _fuzz(state, frames):
+    ws = state["victim"]
     for kind, data in frames:
         if kind == "bytes":
             ws.send_bytes(data)
         else:
             ws.send_text(data)
-    fuzzed["frames"] += len(frames)
-    _sync(fuzzed, fuzzed["frames"])
-    assert not fuzzed["bugs"], fuzzed["bugs"][:3]
+    state["frames"] += len(frames)
+    _sync(state, state["frames"])
+    assert not state["bugs"], state["bugs"][:3]
 
 
-def test_after_the_fuzz_both_sessions_still_talk(fuzzed):
-    """Runs after the fuzz (file order): thousands of frames later, a real turn still works on both sessions."""
+@pytest.fixture(scope="module")
+def fuzz_run(fuzzed):
+    """The fuzz, once, whichever of the two tests runs first: hypothesis's failure (shrunk to a minimal list of
+    frames) is kept for the first test to raise; the second then checks the sessions after it."""
+    try:
+        _fuzz(fuzzed)
+    except Exception as e:  # noqa: BLE001 — re-raised by the test that owns the verdict
+        fuzzed["failure"] = e
+    return fuzzed
+
+
+def test_malformed_events_never_crash_the_server(fuzz_run):
+    if "failure" in fuzz_run:
+        raise fuzz_run["failure"]
+    assert fuzz_run["frames"] >= 1000 and not fuzz_run["bugs"], (fuzz_run["frames"], fuzz_run["bugs"][:3])
+
+
+def test_after_the_fuzz_both_sessions_still_talk(fuzz_run):
+    """Thousands of frames later (the fuzz ran in the fixture), a real turn still works on both sessions."""
+    fuzzed = fuzz_run
     assert fuzzed["frames"] >= 1000, fuzzed["frames"]
     victim, bystander = fuzzed["victim"], fuzzed["bystander"]
     for ws in (victim, bystander):

@@ -13,7 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from realtime_client import realtime, say, until
 
-pytestmark = pytest.mark.slow
 
 
 def test_sessions_take_turns_on_a_model_thread():
@@ -49,6 +48,7 @@ def test_sessions_take_turns_on_a_model_thread():
     w.shutdown()
 
 
+@pytest.mark.slow
 def test_admission_refuses_a_call_when_real_time_cannot_be_held(stack, settings, tmp_path):
     """Real TTS work from two sessions keeps one waiting on the other: a new call is refused with server_busy
     (close code 1013) and /readyz says why; once the queue has drained, calls are admitted again."""
@@ -63,22 +63,28 @@ def test_admission_refuses_a_call_when_real_time_cannot_be_held(stack, settings,
     tts = stack.pool("tts")
     tts.WINDOW_S = 3.0  # this instance only: the gate reopens 3 s after the load, not 10
     text = "这是一个用来测试服务器负载的句子，它需要合成好几秒钟的语音。"
+    release = threading.Event()
     try:
-        stack.health.clear()  # breakers left by earlier tests' injected faults
         with TestClient(create_app(s, stack)) as tc:
             t0 = time.time()  # earlier tests' work on the shared models leaves the window within 3 s
             while (first := tc.get("/readyz")).status_code != 200:
                 assert time.time() - t0 < 15, first.json()
                 time.sleep(0.5)
             x, y = tts.lane("caller-x"), tts.lane("caller-y")
-            jobs = [x.submit(stack.tts.synthesize, text, VoiceSettings(), "zh") for _ in range(3)]
+            # x's first job holds the TTS thread until the refusal has been seen: y's wait for x's work grows
+            # past the 0.5 s gate on any machine (a synthesis alone may take less than that on a fast one)
+            jobs = [x.submit(release.wait, 120)]
+            jobs += [x.submit(stack.tts.synthesize, text, VoiceSettings(), "zh") for _ in range(2)]
             jobs.append(y.submit(stack.tts.synthesize, text, VoiceSettings(), "zh"))
-            time.sleep(1.5)  # y's job has waited > 0.5 s for x's
-            ready = tc.get("/readyz")
+            t0 = time.time()
+            while (ready := tc.get("/readyz")).status_code == 200:
+                assert time.time() - t0 < 15, ready.json()
+                time.sleep(0.2)
             with tc.websocket_connect("/v1/realtime") as ws:
                 refused = ws.receive_json()
                 with pytest.raises(WebSocketDisconnect) as closed:
                     ws.receive_json()
+            release.set()
             for j in jobs:
                 j.result(120)
             t0 = time.time()
@@ -89,6 +95,7 @@ def test_admission_refuses_a_call_when_real_time_cannot_be_held(stack, settings,
                 assert ws.receive_json()["type"] == "session.created"
             metrics = tc.get("/metrics").text
     finally:
+        release.set()  # never leave the shared TTS thread held, whatever failed
         del tts.WINDOW_S
     assert ready.status_code == 503 and any("tts" in r for r in ready.json()["reasons"]), ready.json()
     assert refused["type"] == "error" and refused["error"]["code"] == "server_busy", refused
@@ -97,6 +104,7 @@ def test_admission_refuses_a_call_when_real_time_cannot_be_held(stack, settings,
     assert 'tingshuo_sessions_total{outcome="refused_server_busy"} 1.0' in metrics
 
 
+@pytest.mark.slow
 def test_health_readiness_and_prometheus_metrics(stack, settings, tmp_path):
     with realtime(stack, settings, tmp_path) as (tc, ws, sid):
         assert tc.get("/healthz").json()["status"] == "ok"
@@ -123,6 +131,7 @@ def test_health_readiness_and_prometheus_metrics(stack, settings, tmp_path):
     assert value("process_resident_memory_bytes") > 100e6
 
 
+@pytest.mark.slow
 def test_a_session_continues_on_another_server_from_the_store(stack, settings, tmp_path):
     """Server A takes two turns and the connection drops; server B (same store, none of A's memory) continues the
     same session: the id, the conversation, and what the user said before."""

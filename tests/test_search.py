@@ -28,7 +28,6 @@ DOCS = [
     ("长城旅游提示", "八达岭长城冬季开放时间为早上七点半到下午五点。", "北京旅游网"),
 ]
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
@@ -48,6 +47,7 @@ def _ask(stack, text):
     return reply_of(events), [e for e in events if e.type == "search.done"]
 
 
+@pytest.mark.slow
 def test_routing_time_sensitive_and_timeless(stack):
     history = [{"role": "system", "content": stack.settings.dialogue.system_prompt or "你是小暖。"}]
     right = 0
@@ -61,6 +61,7 @@ def test_routing_time_sensitive_and_timeless(stack):
     assert right >= 0.9 * len(FRESH + TIMELESS), wrong
 
 
+@pytest.mark.slow
 def test_answer_comes_from_the_local_index_with_its_source(stack, tmp_path, swap_search):
     index = LocalIndex(tmp_path / "index.sqlite")
     for title, text, source in DOCS:
@@ -76,6 +77,7 @@ def test_answer_comes_from_the_local_index_with_its_source(stack, tmp_path, swap
     assert "辽宁" in reply, reply
 
 
+@pytest.mark.slow
 def test_no_result_no_invented_fact(stack, tmp_path, swap_search):
     swap_search(LocalIndex(tmp_path / "empty.sqlite"))
     for q in ("今天北京天气怎么样", "What's the weather in London today?"):

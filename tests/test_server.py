@@ -23,7 +23,6 @@ import soundfile as sf
 from conftest import ZH_CLIP, ZH_REF, run
 from textmetrics import cer
 
-pytestmark = pytest.mark.slow
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -95,9 +94,11 @@ def audio_of(events, name: str) -> np.ndarray:
     return pcm16_to_float(data)
 
 
-def test_ga_sdk_push_to_talk_speech_in_speech_out(server, recognizer, zh_clip):
-    """client.realtime.connect: a real clip in, the reply's audio transcribes back to its transcript."""
-    from tingshuo.audio.io import load_audio, resample
+@pytest.fixture(scope="module")
+def ga_turn(server, zh_clip):
+    """One push-to-talk turn through the GA client (a real clip in, a spoken reply), and the user item retrieved.
+    A fixture: the export test reads the same turn from the store, whatever order the tests run in."""
+    from tingshuo.audio.io import load_audio
 
     async def main():
         async with client(server).realtime.connect(model="tingshuo-local") as conn:
@@ -115,7 +116,15 @@ def test_ga_sdk_push_to_talk_speech_in_speech_out(server, recognizer, zh_clip):
             await conn.conversation.item.retrieve(item_id=user_id)
             return events, (await collect(conn, "conversation.item.retrieved"))[-1]
 
-    events, retrieved = run(main())
+    return run(main())
+
+
+@pytest.mark.slow
+def test_ga_sdk_push_to_talk_speech_in_speech_out(ga_turn, recognizer, zh_clip):
+    """client.realtime.connect: a real clip in, the reply's audio transcribes back to its transcript."""
+    from tingshuo.audio.io import load_audio, resample
+
+    events, retrieved = ga_turn
     said = base64.b64decode(retrieved.item.content[0].audio)
     assert abs(len(said) / 48000 - len(load_audio(zh_clip)) / 16000) < 0.05, "retrieve returns the user's audio"
     types = [e.type for e in events]
@@ -148,6 +157,7 @@ def test_ga_sdk_push_to_talk_speech_in_speech_out(server, recognizer, zh_clip):
     assert cer(transcript, back) < 0.35, (transcript, back)
 
 
+@pytest.mark.slow
 def test_beta_sdk_server_vad_cancel_and_truncate(server, zh_clip):
     """client.beta.realtime.connect with server VAD: the turn is found in the stream; the client interrupts with
     response.cancel and truncates the assistant item to what it played."""
@@ -204,9 +214,10 @@ def test_beta_sdk_server_vad_cancel_and_truncate(server, zh_clip):
     assert err.type == "error" and err.error.param == "audio_end_ms"
 
 
-def test_text_in_text_out_items_and_out_of_band(server):
-    """T2T on the same engine: item.create + response.create(text); item ops; an out-of-band response leaves
-    the conversation alone."""
+@pytest.fixture(scope="module")
+def text_items(server):
+    """T2T: a typed item answered in text, an out-of-band response, the user item deleted (the export test
+    checks that deletion in the store)."""
 
     async def main():
         async with client(server).realtime.connect(model="tingshuo-local") as conn:
@@ -227,7 +238,14 @@ def test_text_in_text_out_items_and_out_of_band(server):
             ev3 += await collect(conn, "error")
             return ev1, ev2, ev3
 
-    ev1, ev2, ev3 = run(main())
+    return run(main())
+
+
+@pytest.mark.slow
+def test_text_in_text_out_items_and_out_of_band(text_items):
+    """T2T on the same engine: item.create + response.create(text); item ops; an out-of-band response leaves
+    the conversation alone."""
+    ev1, ev2, ev3 = text_items
     text = "".join(e.delta for e in ev1 if e.type == "response.output_text.delta")
     done_text = next(e for e in ev1 if e.type == "response.output_text.done").text
     assert text == done_text and "北京" in text, text
@@ -238,6 +256,7 @@ def test_text_in_text_out_items_and_out_of_band(server):
     assert ev3[0].type == "conversation.item.deleted" and ev3[-1].error.code == "item_not_found"
 
 
+@pytest.mark.slow
 def test_bad_input_gets_errors_and_the_session_survives(server):
     """Malformed JSON, unknown types, bad base64, odd PCM, binary and 20 MiB frames: error events, same socket."""
     import websockets
@@ -290,6 +309,7 @@ def test_bad_input_gets_errors_and_the_session_survives(server):
     assert ok["type"] == "session.updated" and ok["session"]["instructions"] == "你是测试助手。"
 
 
+@pytest.mark.slow
 def test_auth_keys_open_mode_and_session_limit(stack, settings, tmp_path):
     """Wrong or missing key: refused handshake (401). Open mode refuses non-loopback clients. Per-key limit."""
     from starlette.testclient import TestClient, WebSocketDenialResponse
@@ -326,28 +346,46 @@ def test_auth_keys_open_mode_and_session_limit(stack, settings, tmp_path):
     assert check_bind(s) is not None and "api_keys" in check_bind(s)
 
 
-def test_transcripts_persist_and_export(server):
-    """Every turn of the sessions above is in SQLite and `tingshuo sessions export` prints it."""
+def export(server, *args: str) -> subprocess.CompletedProcess:
+    """`tingshuo sessions export` on the module server's store."""
     import os
 
-    time.sleep(0.5)  # the store writes on its own thread
     env = {**os.environ, "TINGSHUO_SERVER__DB_PATH": str(server["db"])}
-    out = subprocess.run([sys.executable, "-m", "tingshuo.cli", "sessions", "export", "--format", "json"],
-                         capture_output=True, text=True, env=env, timeout=60)
-    assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
+    return subprocess.run([sys.executable, "-m", "tingshuo.cli", "sessions", "export", *args],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def exported_until(server, ready, *args: str, limit_s: float = 30.0) -> list:
+    """The JSON export once ``ready(sessions)`` holds: the store writes on its own thread, so a turn that was
+    answered may reach the file a moment later (more than a moment on a loaded machine)."""
+    t0 = time.time()
+    while True:
+        out = export(server, "--format", "json", *args)
+        assert out.returncode == 0, out.stderr
+        data = json.loads(out.stdout)
+        if ready(data) or time.time() - t0 > limit_s:
+            return data
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_transcripts_persist_and_export(server, ga_turn, text_items):
+    """Every turn of the sessions above is in SQLite and `tingshuo sessions export` prints it."""
+    def stored(data) -> bool:  # both fixtures' turns have reached the file, the deletion too
+        turns = [t for s in data for t in s["turns"]]
+        return (any(t["role"] == "user" and t["language"] == "zh" and t["emotion"] for t in turns)
+                and any(t["deleted"] and "北京" in t["text"] for t in turns))
+
+    deleted = [t for s in exported_until(server, stored, "--include-deleted") for t in s["turns"] if t["deleted"]]
+    assert any("北京" in t["text"] and t["role"] == "user" for t in deleted), deleted
+    data = json.loads(export(server, "--format", "json").stdout)
     turns = [t for s in data for t in s["turns"]]
     users = [t for t in turns if t["role"] == "user"]
     assert any(cer(ZH_REF, t["text"]) < 0.2 and t["language"] == "zh" for t in users), users
     assert any(t["emotion"] and t["emotion"]["label"] and t["emotion"]["features"] for t in users), "reading stored"
     assert any(t["role"] == "assistant" and t["timings_ms"] and t["text"] for t in turns)
     assert not any("北京" in t["text"] for t in users), "a turn the client deleted is not exported by default"
-    full = subprocess.run([sys.executable, "-m", "tingshuo.cli", "sessions", "export", "--include-deleted"],
-                          capture_output=True, text=True, env=env, timeout=60)
-    deleted = [t for s in json.loads(full.stdout) for t in s["turns"] if t["deleted"]]
-    assert any("北京" in t["text"] and t["role"] == "user" for t in deleted), deleted
-    text = subprocess.run([sys.executable, "-m", "tingshuo.cli", "sessions", "export", "--format", "text"],
-                          capture_output=True, text=True, env=env, timeout=60)
+    text = export(server, "--format", "text")
     assert text.returncode == 0 and "用户:" in text.stdout and "助手:" in text.stdout
 
 
@@ -372,6 +410,7 @@ def chromium_with_mic(p, mic: Path):
     return browser
 
 
+@pytest.mark.slow
 def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
     """Chromium with a fake microphone playing the Mandarin clip: click call, the page shows the user's caption
     and plays the assistant's audio. The screenshot is kept in test-artifacts/."""
@@ -427,6 +466,7 @@ def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
     assert not st["errors"], st["errors"]
 
 
+@pytest.mark.slow
 def test_call_page_stops_playback_on_barge_in(server, zh_clip, tmp_path):
     """The user talks over the reply: the page silences it at once (nothing more of it is played after the stop)
     and the server cancels it; the interruption is answered as the next turn."""
@@ -467,6 +507,7 @@ def test_call_page_stops_playback_on_barge_in(server, zh_clip, tmp_path):
     assert len(st["userCaptions"]) >= 2, st["userCaptions"]
 
 
+@pytest.mark.slow
 def test_audio_item_and_g711_telephony_format(server, recognizer, zh_clip):
     """A spoken user item (no transcript) is transcribed before the reply; μ-law 8 kHz in and out, as a phone
     gateway sends it."""
@@ -536,6 +577,7 @@ def test_refused_handshake_over_a_real_socket(settings, tmp_path, caplog):
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.records
 
 
+@pytest.mark.slow
 def test_dead_llm_endpoint_is_an_error_and_the_call_goes_on(stack, settings, tmp_path):
     """The LLM server is down: the client gets llm_failed and a failed response.done; the user's turn is kept
     (in the conversation and the transcript store) and the session keeps working."""
@@ -572,6 +614,7 @@ def test_dead_llm_endpoint_is_an_error_and_the_call_goes_on(stack, settings, tmp
     assert any(t["role"] == "user" and t["text"] == "你好" for t in turns), turns
 
 
+@pytest.mark.slow
 def test_two_sessions_at_once_share_the_models_safely(server):
     """Two callers at the same moment: both replies complete and each answers its own question (the models run
     on one thread each, shared by the sessions; two threads on one llama.cpp context would crash or mix)."""
@@ -597,6 +640,7 @@ def test_two_sessions_at_once_share_the_models_safely(server):
     assert "Paris" in en_text, en_text
 
 
+@pytest.mark.slow
 def test_idle_timeout_checks_in_after_silence(server):
     """server_vad idle_timeout_ms: after a reply and that much silence, timeout_triggered and a short check-in
     reply; at most two in a row while the user stays silent."""
@@ -626,6 +670,7 @@ def test_idle_timeout_checks_in_after_silence(server):
     assert text and any(c in text for c in "？?吗呢"), text  # it asks something
 
 
+@pytest.mark.slow
 def test_roles_and_songs_through_the_realtime_api(server):
     """A typed item asking for a role switches the session's persona (extension event, voice, prompt); a song
     request is answered with the lyrics sung phrase by phrase (extension clause events mark them)."""
@@ -653,10 +698,10 @@ def test_roles_and_songs_through_the_realtime_api(server):
     assert created.model_extra["tingshuo"]["style"]["persona"] == "wukong"
 
 
+@pytest.mark.slow
 def test_crisis_care_and_risk_log_through_the_realtime_api(server):
     """A typed crisis item goes through the same safety layer: care (extension events, a help line in the reply),
     and the verdict is in the deployer's risk log of the transcript store."""
-    import os
 
     async def main():
         async with client(server).realtime.connect(model="tingshuo-local") as conn:
@@ -671,9 +716,6 @@ def test_crisis_care_and_risk_log_through_the_realtime_api(server):
     assert any(e.type == "tingshuo.safety" and e.action == "care" for e in events)
     done = events[-1].response
     assert re.search(r"12356|82951332", done.output[0].content[0].text), done.output[0].content[0].text
-    time.sleep(0.5)
-    env = {**os.environ, "TINGSHUO_SERVER__DB_PATH": str(server["db"])}
-    out = subprocess.run([sys.executable, "-m", "tingshuo.cli", "sessions", "export", "--format", "json"],
-                         capture_output=True, text=True, env=env, timeout=60)
-    risk = [r for s in json.loads(out.stdout) for r in s["risk"]]
-    assert any(r["category"] == "self_harm" and r["action"] == "care" and "不想活" in r["text"] for r in risk), risk
+    cared = lambda r: r["category"] == "self_harm" and r["action"] == "care" and "不想活" in r["text"]  # noqa: E731
+    risk = [r for s in exported_until(server, lambda d: any(cared(r) for s in d for r in s["risk"])) for r in s["risk"]]
+    assert any(cared(r) for r in risk), risk

@@ -13,7 +13,6 @@ from tingshuo.audio.io import load_audio, resample
 from tingshuo.engine import ModelStack, Session
 from tingshuo.tts import text_language
 
-pytestmark = pytest.mark.slow
 
 
 async def drive(session: Session, script, on_event=None) -> list:
@@ -57,6 +56,7 @@ def done(got) -> object:
     return next(e for e in got["events"] if e.type == "response.done")
 
 
+@pytest.mark.slow
 def test_speech_to_speech_english_clip(stack, recognizer, en_clips):
     path, ref = list(en_clips.items())[4]
     got = run(turn(Session(stack), audio=load_audio(path)))
@@ -71,6 +71,7 @@ def test_speech_to_speech_english_clip(stack, recognizer, en_clips):
     assert wer(d.text, back) <= 0.15, (d.text, back)
 
 
+@pytest.mark.slow
 def test_streamed_mandarin_frames_get_a_chinese_spoken_reply(stack, recognizer, zh_clip):
     got = run(turn(Session(stack), audio=load_audio(zh_clip), stream=True))
     types = [e.type for e in got["events"]]
@@ -85,6 +86,7 @@ def test_streamed_mandarin_frames_get_a_chinese_spoken_reply(stack, recognizer, 
     assert cer(d.text, back) <= 0.45, (d.text, back)
 
 
+@pytest.mark.slow
 def test_text_to_text_keeps_memory(stack):
     async def two_turns():
         s = Session(stack, speak=False)
@@ -102,6 +104,7 @@ def test_text_to_text_keeps_memory(stack):
     assert not any(e.type == "reply.audio" for e in events)
 
 
+@pytest.mark.slow
 def test_cancel_stops_audio_and_keeps_only_what_was_delivered(stack):
     async def go():
         s = Session(stack)
@@ -139,6 +142,7 @@ def test_dead_llm_endpoint_is_reported_and_the_turn_is_kept(settings):
     assert s.conversation.turns == [{"role": "user", "content": "你好"}]
 
 
+@pytest.mark.slow
 def test_bad_frames_do_not_end_the_session(stack):
     async def go():
         s = Session(stack, speak=False)

@@ -20,7 +20,6 @@ from tingshuo.audio.io import resample
 from tingshuo.audio.prosody import pitch_track
 from tingshuo.tts.singing import Singer, Songbook, measure_sung as measure, parse_notes
 
-pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def singer(tts):
@@ -78,6 +77,7 @@ def test_scores_parse_with_one_syllable_per_note():
         parse_notes("1 2 3", "一二")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("voice", ["jf_alpha", "jm_kumo"])
 def test_every_song_is_sung_in_tune_and_on_time(singer, book, voice):
     failures = []
@@ -111,6 +111,7 @@ async def _ask(stack, text: str, speak: bool = True):
         return _events(s)
 
 
+@pytest.mark.slow
 def test_a_song_asked_for_in_conversation_is_sung_phrase_by_phrase_on_its_notes(stack, singer, book):
     from tests.conftest import run
     from tingshuo.tts.singing import hz_of
@@ -134,6 +135,7 @@ def test_a_song_asked_for_in_conversation_is_sung_phrase_by_phrase_on_its_notes(
     assert "一闪一闪亮晶晶" in done.text
 
 
+@pytest.mark.slow
 def test_a_song_not_in_the_songbook_gets_an_honest_answer(stack, book):
     from tests.conftest import run
 
@@ -145,6 +147,7 @@ def test_a_song_not_in_the_songbook_gets_an_honest_answer(stack, book):
     assert "天青色等烟雨" not in reply  # and does not make up the lyrics
 
 
+@pytest.mark.slow
 def test_new_words_keep_one_syllable_per_note(stack, book):
     from tests.conftest import run
 
@@ -160,6 +163,7 @@ def test_new_words_keep_one_syllable_per_note(stack, book):
         assert len(new.syllables) == len(old.syllables)
 
 
+@pytest.mark.slow
 def test_a_song_is_cancelled_like_speech_and_keeps_what_was_heard(stack):
     """Duplex (paced playback): the song streams phrase by phrase; a stop (what ``response.cancel`` and a
     confirmed barge-in do) ends it at once, and the turn keeps only the phrases heard.

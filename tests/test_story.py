@@ -18,7 +18,6 @@ from tingshuo.dialogue.speech import ScriptLines, StyleTags
 from tingshuo.engine.session import Session
 from tingshuo.tts import VOICES
 
-pytestmark = pytest.mark.slow
 
 
 
@@ -35,6 +34,7 @@ async def _story(stack, persona: str | None, ask: str):
     return events
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("persona,ask", [(None, "给我讲一个小猫和大象的故事"), ("storyteller", "讲个故事吧")])
 def test_a_story_switches_voices_at_its_attributed_lines(stack, tts, speaker_encoder, voice_references, persona, ask):
     events = run(_story(stack, persona, ask))

@@ -386,3 +386,67 @@ async def cancel_cpu(stack, seconds: float = 2.0) -> dict[str, float]:
         await s.close()
         await w
     return out
+
+
+@dataclass
+class PlayoutTrial:
+    """One paced playout driven through start → pause → resume → stop, and one drained to its end (no models).
+
+    Wall-clock figures are measured, not assumed: on a loaded machine ``sleep(0.5)`` may take longer, so the
+    test asserts the pacing invariants against them and the benchmark checks their precision."""
+
+    frame_s: float
+    lead_s: float
+    total_s: float  # audio queued before the pause
+    wall_to_pause_s: float  # start → pause(), measured
+    heard_at_pause_s: float  # what pause() said was heard
+    heard_text_at_pause: str
+    frames_at_pause: int
+    frames_while_paused: int
+    wall_resumed_s: float  # resume → stop, measured
+    heard_at_stop_s: float
+    frames_at_stop: int
+    frames_after_stop: int
+    drain_audio_s: float  # the second playout: this much audio, then finish()
+    drain_wall_s: float  # finish → drained(), measured
+    drain_frames: int
+
+
+async def playout_trial(pause_after_s: float = 0.5, resume_for_s: float = 0.2) -> PlayoutTrial:
+    """Two 1 s clauses at 24 kHz in 40 ms frames with an 80 ms lead, as a duplex session plays them."""
+    from tingshuo.engine.playout import Playout
+
+    got: list[str] = []
+    p = Playout(24000, 40, 80, lambda rid, frame, text: got.append(text))
+    p.start("r1")
+    p.enqueue("一二三四。", np.full(24000, 0.1, np.float32))
+    p.enqueue("五六七八。", np.full(24000, 0.1, np.float32))
+    t0 = time.perf_counter()
+    await asyncio.sleep(pause_after_s)
+    heard = p.pause()
+    wall_pause = time.perf_counter() - t0
+    n_pause = len(got)
+    heard_text = p.heard_text(heard)
+    await asyncio.sleep(0.3)
+    n_paused = len(got) - n_pause
+    t1 = time.perf_counter()
+    p.resume()
+    await asyncio.sleep(resume_for_s)
+    final = p.stop()
+    wall_resumed = time.perf_counter() - t1
+    n_stop = len(got)
+    await asyncio.sleep(0.2)
+    n_after = len(got) - n_stop
+    p.close()
+
+    drained: list[str] = []
+    q = Playout(24000, 40, 80, lambda rid, frame, text: drained.append(text))
+    q.start("r2")
+    q.enqueue("好。", np.zeros(12000, np.float32))
+    q.finish()
+    t2 = time.perf_counter()
+    await asyncio.wait_for(q.drained(), 30)
+    drain_wall = time.perf_counter() - t2
+    q.close()
+    return PlayoutTrial(0.04, 0.08, 2.0, wall_pause, heard, heard_text, n_pause, n_paused, wall_resumed, final,
+                        n_stop, n_after, 0.5, drain_wall, len(drained))
