@@ -2,7 +2,7 @@
 # The whole test suite as ./run.sh test (and so CI) runs it: the fast tier, then the slow tier, in one random order.
 #
 #   fast  pytest -m "not slow"   logic on real inputs, no ASR/LLM/TTS model (tests/model_guard.py enforces it)
-#   slow  pytest -m slow         everything that needs the real models, in TINGSHUO_TEST_WORKERS processes
+#   slow  pytest -m slow         everything that needs the real models
 #
 # Both tiers use one seed of pytest-randomly, printed first: TINGSHUO_TEST_SEED=N reruns that order. Each tier
 # prints its slowest tests; the last lines give each tier's time and the totals.
@@ -10,7 +10,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 SEED="${TINGSHUO_TEST_SEED:-$(( (RANDOM << 15 | RANDOM) ))}"
-WORKERS="${TINGSHUO_TEST_WORKERS:-1}"
 REPORTS="$(mktemp -d)"
 trap 'rm -rf "$REPORTS"' EXIT
 echo "[test] random order seed: $SEED   (rerun this order: TINGSHUO_TEST_SEED=$SEED ./run.sh test)"
@@ -28,11 +27,7 @@ tier() {  # tier NAME MARK [PYTEST ARGS…]
 
 tier fast "not slow"
 fast_rc=$?
-if [ "$WORKERS" -gt 1 ]; then
-  tier slow slow -n "$WORKERS" --dist loadgroup
-else
-  tier slow slow
-fi
+tier slow slow
 slow_rc=$?
 
 "$PY" - "$REPORTS" <<'PY'

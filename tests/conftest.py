@@ -58,11 +58,32 @@ def settings():
 
 
 @pytest.fixture(scope="session")
-def stack(settings):
-    """ASR + the default 1.5B LLM + TTS, loaded once (~5 s)."""
+def recognizer(settings):
+    """The default recognizer alone (tests that only listen do not load the LLM and the guard)."""
+    from tingshuo.asr import load_recognizer
+
+    return load_recognizer(settings.asr, settings.cache_dir)
+
+
+@pytest.fixture(scope="session")
+def tts(settings):
+    from tingshuo.tts import SpeechSynthesizer
+
+    synth = SpeechSynthesizer(settings.tts, settings.cache_dir)
+    synth.preload()
+    return synth
+
+
+@pytest.fixture(scope="session")
+def stack(settings, recognizer, tts):
+    """ASR + the default 1.5B LLM (and the guard's context) + TTS, loaded once; the ASR and TTS are the ones the
+    ``recognizer`` and ``tts`` fixtures hold, so a run loads each model once whichever fixture came first."""
+    from tingshuo.audio.smart_turn import SmartTurn
     from tingshuo.engine import ModelStack
 
-    return ModelStack.load(settings)
+    stack = ModelStack.load(settings, asr=False, tts=False)
+    stack.asr, stack.turn, stack.tts = recognizer, SmartTurn(), tts
+    return stack
 
 
 _SWAPPABLE = ("asr", "llm", "tts", "turn", "guard", "search")
@@ -84,16 +105,6 @@ def _stack_as_it_was(request):
         setattr(stack, k, v)
     stack.health.clear()
     assert stack.settings.model_dump_json() == settings, f"{request.node.nodeid} changed the shared settings"
-
-
-@pytest.fixture(scope="session")
-def recognizer(stack):
-    return stack.asr
-
-
-@pytest.fixture(scope="session")
-def tts(stack):
-    return stack.tts
 
 
 def run(coro):
@@ -184,3 +195,4 @@ def llama_server(settings):
     finally:
         proc.terminate()
         proc.wait(10)
+

@@ -99,6 +99,13 @@ async def _run_turn(session, *, audio: np.ndarray | None, text: str | None) -> d
     return result
 
 
+def _require_speech(audio: np.ndarray) -> None:
+    from tingshuo.audio.vad import NO_SPEECH_MESSAGE, has_speech
+
+    if not has_speech(audio):
+        _fail(NO_SPEECH_MESSAGE, EXIT_NO_SPEECH)
+
+
 def _finish_turn(result: dict[str, Any], out: Path | None, as_json: bool) -> None:
     if out is not None and result["audio"]:
         write_wav(out, np.concatenate(result["audio"]), result["sample_rate"])
@@ -147,6 +154,7 @@ def respond(
             audio = load_audio(in_audio, max_seconds=settings.asr.max_seconds)
         except AudioError as e:
             _fail(str(e), EXIT_INPUT)
+        _require_speech(audio)  # before the models load: a silent file is answered in a second, not twenty
     speak = out is not None
     stack = _stack(settings, asr=audio is not None, llm=True, tts=speak)
 
@@ -476,15 +484,13 @@ def transcribe(
 ) -> None:
     """Speech→text."""
     from tingshuo.asr import load_recognizer
-    from tingshuo.audio.vad import speech_fraction
 
     settings = _settings()
     try:
         audio = load_audio(in_audio, max_seconds=settings.asr.max_seconds)
     except AudioError as e:
         _fail(str(e), EXIT_INPUT)
-    if speech_fraction(audio) < 0.02:
-        _fail("no speech was detected in the audio (silence or noise only)", EXIT_NO_SPEECH)
+    _require_speech(audio)
     try:
         rec = load_recognizer(settings.asr, settings.cache_dir)
     except (AssetError, FileNotFoundError, ValueError) as e:

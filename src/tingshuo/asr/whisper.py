@@ -17,6 +17,7 @@ import numpy as np
 
 from tingshuo.asr.base import Transcript
 from tingshuo.asr.text import normalize_transcript
+from tingshuo.audio.vad import has_speech
 from tingshuo.config import AsrConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a model *name* must never reach for a hub
@@ -51,6 +52,11 @@ class WhisperRecognizer:
         t0 = time.perf_counter()
         audio = np.asarray(audio, np.float32)
         seconds = len(audio) / RATE
+        if not has_speech(audio):
+            # Whisper writes words into silence ("You", "Okay."): a recording Silero hears no speech in has none
+            return Transcript(text="", language=language or (self.cfg.languages or ["en"])[0],
+                              language_probability=0.0, audio_seconds=seconds,
+                              decode_ms=(time.perf_counter() - t0) * 1000)
         with self._lock:
             if seconds <= 30:
                 text, language, prob = self._decode_window(audio, language)
@@ -106,15 +112,13 @@ class WhisperRecognizer:
         # Cap the output: looping hallucinations on noise otherwise cost 10x a normal decode.
         max_new = int(min(220, 16 + 10 * len(audio) / RATE))
         text = ""
-        best: tuple[float, str] | None = None  # (avg log-prob, text) of the runs that looked wrong
-        for temperature in (0.0, 0.4):
-            # The fallback also forbids repeated trigrams: Whisper base loops ("绿绿绿…") on sounds it cannot place.
-            kwargs = (
-                {"beam_size": self.cfg.beam_size}
-                if temperature == 0
-                else {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature,
-                      "no_repeat_ngram_size": 3, "repetition_penalty": 1.2}
-            )
+        best: tuple[tuple[bool, float], str] | None = None  # ((no loop, avg log-prob), text) of runs that looked wrong
+        # Whisper's fallback samples at a higher temperature; ours decodes again, still greedily, with repeated
+        # trigrams forbidden and repetitions penalized (Whisper base loops, "绿绿绿…", "walk walk walk", on sounds it
+        # cannot place). Sampling made the same audio give different words from run to run (CTranslate2's seed
+        # does not reach its decoding threads); a recognizer the tests and the users can rely on is deterministic.
+        for kwargs in ({"beam_size": self.cfg.beam_size},
+                       {"beam_size": self.cfg.beam_size, "no_repeat_ngram_size": 3, "repetition_penalty": 1.2}):
             result = m.model.generate(
                 encoder_output,
                 [prompt],
@@ -132,10 +136,12 @@ class WhisperRecognizer:
             avg = result.scores[0] / (len(tokens) + 1)
             # Whisper's fallback rules (compression ratio, mean log-prob) plus one for stutter loops that are too
             # short to compress badly ("几乒乒乒的情况"): a Han character three times in a row, or a phrase said twice.
-            if get_compression_ratio(text) <= 2.4 and avg >= -1.0 and not _STUTTER.search(text) and not _LOOP.search(text):
+            looped = get_compression_ratio(text) > 2.4 or bool(_STUTTER.search(text) or _LOOP.search(text))
+            if not looped and avg >= -1.0:
                 return text, language, prob
-            if best is None or avg > best[0]:
-                best = (avg, text)
+            # neither run looked right: a run that does not loop beats one that does, then the likelier one
+            if best is None or (not looped, avg) > best[0]:
+                best = ((not looped, avg), text)
         assert best is not None
         return best[1], language, prob
 

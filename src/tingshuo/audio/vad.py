@@ -174,3 +174,12 @@ def speech_fraction(audio: np.ndarray, threshold: float = 0.5) -> float:
     """Share of 32 ms windows that Silero scores as speech: how we tell "silence only" from an utterance."""
     probs = window_probs(audio)
     return float(np.mean(probs >= threshold)) if len(probs) else 0.0
+
+
+MIN_SPEECH_FRACTION = 0.02  # a recording with less speech than this is "silence or noise only"
+NO_SPEECH_MESSAGE = "no speech was detected in the audio (silence or noise only)"
+
+
+def has_speech(audio: np.ndarray) -> bool:
+    """Whether a recording holds speech at all: checked before the recognizer is loaded or run (~10 ms a second)."""
+    return speech_fraction(audio) >= MIN_SPEECH_FRACTION

@@ -34,7 +34,7 @@ import numpy as np
 
 from tingshuo.audio import prosody
 from tingshuo.audio.io import INPUT_RATE, AudioError, resample, to_mono
-from tingshuo.audio.vad import WINDOW, SileroVad, speech_fraction
+from tingshuo.audio.vad import NO_SPEECH_MESSAGE, WINDOW, SileroVad, has_speech
 from tingshuo.asr.base import Transcript
 from tingshuo.config import Settings
 from tingshuo.dialogue.care import hotlines as care_hotlines
@@ -487,9 +487,8 @@ class Session:
         except AudioError as e:
             self._emit(ErrorEvent("invalid_audio", str(e), item_id))
             return
-        frac = await asyncio.get_running_loop().run_in_executor(self._asr_pool, speech_fraction, x)
-        if frac < 0.02:
-            self._emit(ErrorEvent("no_speech", "no speech was detected in the audio (silence or noise only)", item_id))
+        if not await asyncio.get_running_loop().run_in_executor(self._asr_pool, has_speech, x):
+            self._emit(ErrorEvent("no_speech", NO_SPEECH_MESSAGE, item_id))
             return
         try:
             t = await self._transcribe(x)
