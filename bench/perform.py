@@ -6,7 +6,8 @@ Reports: the pairwise speaker-embedding similarity of the built-in voices (two s
 same speaker ≥ ~0.8); for every song, render time, real-time factor, share of voiced frames within 50 cents of
 the score and onset error (swift-f0, the rule of tests/test_singing.py); in a conversation, request → first sung
 audio, a story's first audio and how many voices it used, and the first audio of the reply that enters a role.
-Writes ``perform.json`` and ``perform.png``.
+Then every built-in role for five lines, judged by tests/test_roleplay.py's rule (the test plays a sample), and a
+bounds table: off-key notes over the whole songbook, each role kept. Writes ``perform.json`` and ``perform.png``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bounds import Bounds  # noqa: E402
+from test_roleplay import ROLES, play_role, role_failures  # noqa: E402
+from test_singing import off_key  # noqa: E402
 
 from tingshuo.audio.speaker import SpeakerEncoder  # noqa: E402
 from tingshuo.engine import ModelStack, Session  # noqa: E402
@@ -66,7 +72,7 @@ def singing(stack: ModelStack, voice: str = "xiaonuan") -> dict:
         m = measure_sung(audio, first.sample_rate, notes)
         shares = [s for _, s, _ in m]
         errs = [abs(e) * 1000 for _, _, e in m if e is not None]
-        rows[song.title] = {"seconds": round(len(audio) / first.sample_rate, 2), "render_s": round(el, 2),
+        rows[song.title] = {"off_key": len(off_key(song, audio, first.sample_rate, notes)), "seconds": round(len(audio) / first.sample_rate, 2), "render_s": round(el, 2),
                             "rtf": round(el / (len(audio) / first.sample_rate), 3), "first_phrase_s": round(t_first, 2),
                             "notes": len(notes), "notes_in_tune": sum(s >= 0.9 for s in shares),
                             "frames_within_50c": round(float(np.mean(shares)), 4),
@@ -117,8 +123,39 @@ def conversation(stack: ModelStack) -> dict:
     return asyncio.run(go())
 
 
+def roles(stack: ModelStack) -> dict:
+    """Every built-in role, five lines each, judged by tests/test_roleplay.py's rule (the test plays a sample)."""
+    from tingshuo.tts import VOICES
+
+    enc = SpeakerEncoder()
+    text = "从前有一座山，山里有一座庙，庙里住着一个老和尚，每天给小和尚讲故事。"
+    refs = {k: enc.embed(stack.tts.synthesize(text, VoiceSettings(voice=k), "zh"), stack.tts.sample_rate)
+            for k in VOICES if k != "joe"}
+    out = {}
+    for role in ROLES:
+        t = time.perf_counter()
+        played = play_role(stack, role)
+        wrong = role_failures(role, played, enc, refs, stack.tts.sample_rate)
+        out[role] = {"failures": [str(w)[:300] for w in wrong], "seconds": round(time.perf_counter() - t, 1),
+                     "replies": [r for _, r, _ in played["log"]]}
+    return out
+
+
+def check_bounds(res: dict) -> Bounds:
+    b = Bounds()
+    off = sum(r["off_key"] for r in res["singing"].values())
+    b.check("notes off the score, every song (xiaonuan)", off, "<=", 0, "notes",
+            "test_singing::test_songs_are_sung_in_tune_and_on_time (all songs)")
+    for role, r in res["roles"].items():
+        b.check(f"role {role}: ways it was not kept (5 lines)", len(r["failures"]), "<=", 0, "",
+                "test_roleplay::test_a_role_keeps_its_voice_and_manner_…")
+    return b
+
+
 def run(stack: ModelStack, out_dir: Path) -> dict:
-    res = {"voices": voices(stack), "singing": singing(stack), "conversation": conversation(stack)}
+    res = {"voices": voices(stack), "singing": singing(stack), "conversation": conversation(stack), "roles": roles(stack)}
+    bounds = check_bounds(res)
+    res["bounds"] = bounds.as_json()
     (out_dir / "perform.json").write_text(json.dumps(res, indent=2, ensure_ascii=False))
     v, sg, c = res["voices"], res["singing"], res["conversation"]
     print(f"voices: {len(v['keys'])} distinct timbres, same voice ≥ {v['self_min']:.2f}, different voices ≤ {v['cross_max']:.2f}")
@@ -132,6 +169,9 @@ def run(stack: ModelStack, out_dir: Path) -> dict:
           f"new words → first audio {c['adapted_first_audio_s']} s, story → first audio {c['story_first_audio_s']} s "
           f"({len(c['story_speakers'])} speakers, {len(c['story_voices'])} voices), role switch → first audio "
           f"{c['role_switch_first_audio_s']} s, then {c['in_role_first_audio_s']} s in the role")
+    for role, r in res["roles"].items():
+        print(f"role {role:12s} {r['seconds']:6.1f} s  {'kept' if not r['failures'] else r['failures']}")
+    print(bounds.table("bounds (what the tests check on a sample)"))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,6 +199,7 @@ if __name__ == "__main__":
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    from tingshuo.config import Settings
+    from tingshuo.config import load_settings
 
-    run(ModelStack.load(Settings(), asr=False), args.out)
+    # greedy decoding, as in the tests whose rules the bounds apply
+    run(ModelStack.load(load_settings({"llm.temperature": 0.0, "llm.seed": 0}), asr=False), args.out)

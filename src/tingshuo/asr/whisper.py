@@ -26,7 +26,8 @@ RATE = 16000
 _STUTTER = re.compile(r"([\u4e00-\u9fff])\1\1")
 # A phrase of three or more words said twice in a row ("That's a good thing. That's a good thing. That's"): Whisper
 # base loops like this on short synthetic clips; people almost never do.
-_LOOP = re.compile(r"\b(\w+(?:\W+\w+){2,}?)\W+\1\b", re.I)
+# Or one word four times in a row ("take a walk walk walk walk", heard on a Piper clip).
+_LOOP = re.compile(r"\b(\w+(?:\W+\w+){2,}?)\W+\1\b|\b(\w+)(?:\W+\2\b){3,}", re.I)
 
 
 class WhisperRecognizer:
