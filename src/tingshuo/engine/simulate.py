@@ -278,8 +278,10 @@ SETS: dict[str, dict[str, object]] = {
 }
 
 
-def build_suite(session_stack, en_clips: list, which: str = "test", pause_s: float = 1.0) -> list[Scenario]:
-    """Scenarios for one set. ``en_clips``: paths of real English utterances (LibriVox)."""
+def build_suite(session_stack, en_clips: list, which: str = "test", pause_s: float = 1.0,
+                en_sample: tuple[int, ...] | None = None) -> list[Scenario]:
+    """Scenarios for one set. ``en_clips``: paths of real English utterances (LibriVox); ``en_sample``: which of
+    them to use instead of the set's own (the tests take one, the benchmark the set's two)."""
     from tingshuo.audio.io import load_audio as _load, resample
     from tingshuo.tts import VoiceSettings, level
 
@@ -290,6 +292,7 @@ def build_suite(session_stack, en_clips: list, which: str = "test", pause_s: flo
 
     tts = session_stack.tts
     spec = SETS[which]
+    en_idx: list[int] = list(en_sample if en_sample is not None else spec["en_clips"])  # type: ignore[arg-type]
     voice = VoiceSettings(voice=USER_VOICE)
 
     def say(text: str) -> np.ndarray:
@@ -298,10 +301,10 @@ def build_suite(session_stack, en_clips: list, which: str = "test", pause_s: flo
     out: list[Scenario] = []
     q = say(spec["question_zh"])  # type: ignore[arg-type]
     out.append(Scenario(f"{which}/question_zh", "question", [Cue(q, at_s=0.5)], 0.5 + len(q) / RATE + 4.0))
-    for i in spec["en_clips"]:  # type: ignore[union-attr]
+    for i in en_idx:
         a = load_audio(en_clips[i], RATE)
         out.append(Scenario(f"{which}/question_en{i}", "question", [Cue(a, at_s=0.5)], 0.5 + len(a) / RATE + 4.0))
-    for text_or_clip in [spec["pause_zh"], *(Path(en_clips[i]) for i in spec["en_clips"])]:  # type: ignore[union-attr]
+    for text_or_clip in [spec["pause_zh"], *(Path(en_clips[i]) for i in en_idx)]:
         base = say(text_or_clip) if isinstance(text_or_clip, str) else load_audio(text_or_clip, RATE)
         try:
             audio, p0, p1 = split_at_pause(base, pause_s)
@@ -315,7 +318,7 @@ def build_suite(session_stack, en_clips: list, which: str = "test", pause_s: flo
     out.append(Scenario(f"{which}/interrupt_zh", "interrupt", [Cue(story, at_s=0.5), Cue(cut, after_reply_s=1.5)],
                         0.5 + len(story) / RATE + 9.0))
     # a real English speaker cutting in later in the reply (LibriVox), after a Chinese request
-    en_cut = load_audio(Path(en_clips[spec["en_clips"][1]]), RATE)  # type: ignore[index]
+    en_cut = load_audio(Path(en_clips[en_idx[-1]]), RATE)
     out.append(Scenario(f"{which}/interrupt_en", "interrupt", [Cue(story, at_s=0.5), Cue(en_cut, after_reply_s=2.0)],
                         0.5 + len(story) / RATE + 3.0 + len(en_cut) / RATE + 5.0))
     for bc in spec["backchannels"]:  # type: ignore[union-attr]
