@@ -98,7 +98,7 @@ def _stack_as_it_was(request):
         yield
         return
     stack = request.getfixturevalue("stack")
-    models = {k: getattr(stack, k) for k in _SWAPPABLE}
+    models = {k: getattr(stack, k) for k in (*_SWAPPABLE, "settings")}
     settings = stack.settings.model_dump_json()
     yield
     for k, v in models.items():

@@ -33,6 +33,9 @@ class EchoCanceller:
 
         self._aec = pywebrtc_audio.EchoCanceller(sample_rate=RATE, num_channels=1, stream_delay_ms=0)
         self._resampler = soxr.ResampleStream(playback_rate, RATE, 1, dtype="float32")
+        self._rate = playback_rate
+        self._fed = 0  # playback-rate samples given to the resampler
+        self._got = 0  # 16 kHz samples it has returned (it returns them in blocks, not frame by frame)
         self._lead = int(lead_ms * RATE / 1000)
         self._n_mic = 0  # microphone samples processed (the clock)
         self._ref = np.zeros(0, np.float32)  # reference on the mic clock, starting at sample _ref_start
@@ -45,12 +48,21 @@ class EchoCanceller:
 
     def played(self, audio: np.ndarray) -> None:
         """Reference: a frame just released to the speaker (at the playback rate); heard ``lead_ms`` from now."""
-        x = self._resampler.resample_chunk(np.asarray(audio, np.float32))
+        audio = np.asarray(audio, np.float32)
+        # soxr's stream returns output in blocks (~490 samples at 24→16 kHz: 490, 489, 979… for 40 ms frames), so
+        # what it returns now may start with audio of earlier frames it still owed. Those samples are heard just
+        # before this frame: placing the output at this frame's position instead (and padding the shortfall with
+        # silence, as this did) shifted the reference by up to a block each time, and AEC3 lost the echo path
+        # (ERLE ~10 dB instead of ~24 with 40 ms frames).
+        owed = max(0, round(self._fed * RATE / self._rate) - self._got)
+        x = self._resampler.resample_chunk(audio)
+        self._fed += len(audio)
+        self._got += len(x)
         if not len(x):
             return
         end = self._ref_start + len(self._ref)
-        at = max(end, self._n_mic + len(self._mic) + self._lead)
-        if at > end:
+        at = self._n_mic + len(self._mic) + self._lead - owed  # where the first returned sample is heard
+        if at > end:  # playback had stopped: silence until this sound
             self._ref = np.concatenate([self._ref, np.zeros(at - end, np.float32)])
         self._ref = np.concatenate([self._ref, x])
 

@@ -101,12 +101,20 @@ class _Room:
         self.delay = int(0.04 * RATE)
         self.gain = gain
         self._rs = soxr.ResampleStream(rate_out, RATE, 1, dtype="float32")
+        self._rate_out = rate_out
+        self._fed = self._got = 0
 
-    def echo(self, frame: np.ndarray) -> np.ndarray:
+    def echo(self, frame: np.ndarray) -> tuple[int, np.ndarray]:
+        """The echo of one played frame, and where it starts relative to the frame's own place on the microphone
+        clock: soxr's stream returns its output in blocks, so it may begin with audio of earlier frames (a
+        negative offset); placed at the frame's place, the simulated echo had holes and overlaps."""
+        owed = max(0, round(self._fed * RATE / self._rate_out) - self._got)
         x = self._rs.resample_chunk(np.tanh(frame.astype(np.float32)))
+        self._fed += len(frame)
+        self._got += len(x)
         if len(x) == 0:
-            return x
-        return self.gain * np.convolve(x, self.rir)
+            return 0, x
+        return -owed, self.gain * np.convolve(x, self.rir)
 
 
 async def run_scenario(session: Session, sc: Scenario, greet: bool = True) -> Outcome:
@@ -146,8 +154,8 @@ async def run_scenario(session: Session, sc: Scenario, greet: bool = True) -> Ou
             now = time.perf_counter()
             pos = int(state["pos"])  # type: ignore[arg-type]
             if ev.type == "reply.audio" and room is not None:
-                e = room.echo(ev.audio)
-                i = pos + room.delay + lead
+                shift, e = room.echo(ev.audio)
+                i = pos + room.delay + lead + shift
                 echo[i : i + len(e)] += e[: max(0, len(echo) - i)]
             if state["start"] is None:
                 if ev.type == "response.done":
