@@ -420,9 +420,11 @@ def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
     from tingshuo.audio.io import load_audio
 
     mic = tmp_path / "mic.wav"
-    # silence while the greeting plays (~1 s to synthesize + ~3.5 s), the clip, then silence while the reply plays
+    # silence while the greeting plays (~1 s to synthesize + ~3.5 s), the clip, then silence while the reply plays:
+    # longer than the test waits (≤ 93 s), since Chromium's fake microphone starts the file again at its end (a
+    # long reply on a loaded machine once had the clip said twice)
     x = load_audio(zh_clip)
-    sf.write(mic, np.concatenate([np.zeros(16000 * 9, np.float32), x, np.zeros(16000 * 30, np.float32)]), 16000,
+    sf.write(mic, np.concatenate([np.zeros(16000 * 9, np.float32), x, np.zeros(16000 * 90, np.float32)]), 16000,
              subtype="PCM_16")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
