@@ -5,13 +5,14 @@
 #   slow  pytest -m slow         everything that needs the real models
 #
 # Both tiers use one seed of pytest-randomly, printed first: TINGSHUO_TEST_SEED=N reruns that order. Each tier
-# prints its slowest tests; the last lines give each tier's time and the totals.
+# prints its slowest tests; the last lines give each tier's time and the totals (test-artifacts/junit/ has each
+# test's time).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 SEED="${TINGSHUO_TEST_SEED:-$(( (RANDOM << 15 | RANDOM) ))}"
-REPORTS="$(mktemp -d)"
-trap 'rm -rf "$REPORTS"' EXIT
+REPORTS=test-artifacts/junit  # per-tier JUnit XML (every test's time), kept for a look after the run
+rm -rf "$REPORTS" && mkdir -p "$REPORTS"
 echo "[test] random order seed: $SEED   (rerun this order: TINGSHUO_TEST_SEED=$SEED ./run.sh test)"
 
 tier() {  # tier NAME MARK [PYTEST ARGS…]
