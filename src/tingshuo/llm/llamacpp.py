@@ -51,7 +51,10 @@ def server_command(cfg: LlmConfig, cache_dir: Path | None, *, host: str, port: i
             "--port", str(port), "--n_ctx", str(n_ctx or cfg.n_ctx), "--n_threads", str(threads or cfg.threads),
             # a RAM cache of prompt states: the conversation and the safety guard's long fixed prompt take turns on
             # the server's one context, and without it every guard check re-reads ~1,000 tokens (18 s vs 2 s here)
-            "--cache", "True", "--verbose", "False", "--model_alias", LlmConfig().model_name]
+            "--cache", "True", "--verbose", "False",
+            # by default a new request cuts the one being streamed: the guard's check of a clause, made while the
+            # reply is still being written, ended every remote reply after its first clause ("交易几乎停滞？这")
+            "--interrupt_requests", "False", "--model_alias", LlmConfig().model_name]
 
 
 class LlamaCppChat:
