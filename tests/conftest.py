@@ -97,7 +97,12 @@ _SWAPPABLE = ("asr", "llm", "tts", "turn", "guard", "search")
 def _stack_as_it_was(request):
     """Isolation for the one shared stack: whatever a test swapped (a failing TTS, another search provider) is
     put back and the breakers its faults tripped are reset, so no test sees another's changes, in any order.
-    The shared settings must not be changed at all (tests change a deep copy): a test that did fails here."""
+    The shared settings must not be changed at all (tests change a deep copy): a test that did fails here.
+
+    Work a test left on the model threads (a reply nobody cancelled, a session never closed) is drained before the
+    next test starts: it would hold the next test's turns up by seconds (a duplex scenario then missed its turn,
+    in an order only a random seed produced). The drain time is kept in the JUnit XML (``drained_s``); more than
+    60 s of leftovers fails the test that left them."""
     if "stack" not in request.fixturenames:
         yield
         return
@@ -105,6 +110,12 @@ def _stack_as_it_was(request):
     models = {k: getattr(stack, k) for k in (*_SWAPPABLE, "settings")}
     settings = stack.settings.model_dump_json()
     yield
+    t = time.perf_counter()
+    busy = [name for name, w in stack.workers.items() if not w.wait_idle(60.0)]
+    drained = time.perf_counter() - t
+    if drained > 0.5:
+        request.node.user_properties.append(("drained_s", round(drained, 1)))
+    assert not busy, f"{request.node.nodeid} left work running on the {busy} worker(s) for more than 60 s"
     for k, v in models.items():
         setattr(stack, k, v)
     stack.health.clear()

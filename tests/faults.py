@@ -3,8 +3,9 @@
 - :class:`Failing` wraps a real model object; chosen methods raise (the process's TTS or ASR worker crashing on a
   call) for as long as the test says, everything else is the real model.
 - :class:`FaultyProxy` is a TCP proxy in front of a real LLM server (``llama_cpp.server``): it can cut every
-  response after N bytes (the endpoint dies mid-response), stop forwarding after N bytes (it stalls), or close the
-  next N connections at once (it is restarting). The model behind it is real; only the wire is broken.
+  streamed response after N bytes (the endpoint dies mid-response), stop forwarding one after N bytes (it
+  stalls), or close the next N connections at once (it is restarting). The model behind it is real; only the wire
+  is broken.
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ class Failing:
 
 
 class FaultyProxy:
-    """Forwards 127.0.0.1:<port> → the target; ``mode`` decides what happens to responses."""
+    """Forwards 127.0.0.1:<port> → the target; ``mode`` decides what happens to streamed responses.
+
+    Only ``text/event-stream`` responses (the reply) are cut or stalled: a turn also makes short non-streaming
+    calls (the emotion of the words, the end-of-turn score), and which of them met the fault used to depend on
+    which pooled connection each call happened to get — the test then saw the HTTP client's timeout one run and
+    the session's stall watchdog the next.
+    """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -48,6 +55,7 @@ class FaultyProxy:
         self.connections = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), daemon=True)
         self._thread.start()
@@ -63,6 +71,9 @@ class FaultyProxy:
         async def stop() -> None:
             assert self._server is not None
             self._server.close()
+            for t in list(self._clients):  # a stalled client sleeps for an hour: end it, not leave it pending
+                t.cancel()
+            await asyncio.gather(*self._clients, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -76,6 +87,15 @@ class FaultyProxy:
         self._loop.run_forever()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            await self._forward(reader, writer)
+        finally:
+            self._clients.discard(task)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         if self.refuse > 0:
             self.refuse -= 1
@@ -86,27 +106,40 @@ class FaultyProxy:
         except OSError:
             writer.close()
             return
-        mode, after = self.mode, self.after
+        # per response, not per connection: the HTTP client keeps connections alive across calls (it does not
+        # pipeline, so bytes from the client mean a new request and the response state starts over)
+        state: dict = {}
+
+        def new_response() -> None:
+            state.update(mode=self.mode, after=self.after, sent=0, head=b"", streamed=None)
+
+        new_response()
 
         async def upstream() -> None:
             try:
                 while data := await reader.read(65536):
+                    new_response()
                     up_w.write(data)
                     await up_w.drain()
             except (ConnectionError, asyncio.CancelledError):
                 pass
 
         async def downstream() -> None:
-            sent = 0
             try:
                 while data := await up_r.read(65536):
-                    if mode != "pass" and sent + len(data) > after:
+                    if state["streamed"] is None:  # the headers, until complete: is this response a stream?
+                        state["head"] += data
+                        if b"\r\n\r\n" in state["head"]:
+                            headers = state["head"].split(b"\r\n\r\n", 1)[0].lower()
+                            state["streamed"] = b"text/event-stream" in headers
+                    sent, after = state["sent"], state["after"]
+                    if state["mode"] != "pass" and state["streamed"] is not False and sent + len(data) > after:
                         writer.write(data[: max(0, after - sent)])
                         await writer.drain()
-                        if mode == "stall":
+                        if state["mode"] == "stall":
                             await asyncio.sleep(3600)  # holds the connection open, sends nothing more
                         return
-                    sent += len(data)
+                    state["sent"] = sent + len(data)
                     writer.write(data)
                     await writer.drain()
             except (ConnectionError, asyncio.CancelledError):

@@ -117,6 +117,18 @@ class Worker(Executor):
         with self._cv:
             return sum(len(q) for o, q in self._lanes.items() if o is not exclude)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing runs or waits on this thread; False if still busy after ``timeout`` seconds.
+        (A graceful shutdown drains this way; the test suite uses it to see a test leave work running behind.)"""
+        deadline = time.perf_counter() + timeout
+        with self._cv:
+            while self._running_since is not None or any(self._lanes.values()):
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    return False
+                self._cv.wait(min(left, 0.05))
+            return True
+
     def contended(self, owner: object) -> bool:
         """Is anyone else waiting for this thread? (A long job then stops pausing and finishes quickly.)"""
         return self.queued(exclude=owner) > 0
