@@ -109,12 +109,17 @@ def _stack_as_it_was(request):
     stack = request.getfixturevalue("stack")
     models = {k: getattr(stack, k) for k in (*_SWAPPABLE, "settings")}
     settings = stack.settings.model_dump_json()
+    before = {name: w.busy_s for name, w in stack.workers.items()}
     yield
     t = time.perf_counter()
     busy = [name for name, w in stack.workers.items() if not w.wait_idle(60.0)]
     drained = time.perf_counter() - t
     if drained > 0.5:
         request.node.user_properties.append(("drained_s", round(drained, 1)))
+    # seconds each model thread worked for this test: where the suite's minutes go (JUnit XML, per test)
+    for name, w in stack.workers.items():
+        if (spent := w.busy_s - before.get(name, 0.0)) > 0.05:
+            request.node.user_properties.append((f"busy_{name}_s", round(spent, 1)))
     assert not busy, f"{request.node.nodeid} left work running on the {busy} worker(s) for more than 60 s"
     for k, v in models.items():
         setattr(stack, k, v)
