@@ -8,8 +8,16 @@ import jiwer
 import zhconv
 
 
+# Contractions spelt out on both sides (as Whisper's English normaliser does): the recognizer writes "the weather's"
+# for "the weather is" as it pleases, and two word errors for one apostrophe made a round trip fail by spelling.
+_CONTRACTIONS = [(r"\bwon't\b", "will not"), (r"\bcan't\b", "can not"), (r"n't\b", " not"), (r"'re\b", " are"),
+                 (r"'m\b", " am"), (r"'ll\b", " will"), (r"'ve\b", " have"), (r"'d\b", " would"), (r"'s\b", " is")]
+
+
 def norm_en(text: str) -> str:
-    text = text.lower().replace("mr.", "mister").replace("-", " ")
+    text = text.lower().replace("mr.", "mister").replace("-", " ").replace("’", "'")
+    for pattern, full in _CONTRACTIONS:
+        text = re.sub(pattern, full, text)
     return " ".join(re.sub(r"[^a-z' ]", " ", text).split())
 
 
