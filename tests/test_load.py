@@ -48,6 +48,27 @@ def test_sessions_take_turns_on_a_model_thread():
     w.shutdown()
 
 
+def test_waiting_for_a_model_thread_to_go_idle_does_not_hold_its_jobs_back():
+    """``wait_idle`` (the suite drains leftover work with it) sees a busy thread, and a job put while someone
+    waits still runs: the waiter must not take the wake-up meant for the worker thread."""
+    from tingshuo.engine.workers import Worker
+
+    w = Worker("test")
+    assert w.wait_idle(1.0)
+    gate = threading.Event()
+    held = w.submit(gate.wait, 30)
+    assert not w.wait_idle(0.1)  # a job running
+    drainer = threading.Thread(target=w.wait_idle, args=(30.0,))
+    drainer.start()
+    gate.set()
+    held.result(5)
+    later = w.submit(lambda: "ran")  # put while the drainer waits
+    assert later.result(5) == "ran"
+    drainer.join(10)
+    assert not drainer.is_alive() and w.wait_idle(1.0)
+    w.shutdown()
+
+
 @pytest.mark.slow
 def test_admission_refuses_a_call_when_real_time_cannot_be_held(stack, settings, tmp_path):
     """Real TTS work from two sessions keeps one waiting on the other: a new call is refused with server_busy

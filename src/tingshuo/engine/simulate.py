@@ -130,7 +130,8 @@ async def run_scenario(session: Session, sc: Scenario, greet: bool = True) -> Ou
     onsets: list[float] = []  # wall times of user speech onsets / ends (ground truth)
     ends: list[float] = []
     out = Outcome(sc.name, sc.kind)
-    state: dict[str, object] = {"pos": 0, "start": None if greet else 0, "replied": False, "last_end": 0}
+    state: dict[str, object] = {"pos": 0, "start": None if greet else 0, "replied": False, "answered": False,
+                               "last_end": 0}
     t0 = time.perf_counter()
     pending = list(sc.cues)
     events: list = []
@@ -186,7 +187,7 @@ async def run_scenario(session: Session, sc: Scenario, greet: bool = True) -> Ou
                         int(state["last_end"]) + int(TAIL_S * RATE))  # type: ignore[call-overload]
             # a question not yet answered gets PATIENCE_S more: how soon it is answered is the benchmark's
             # latency figure, whether it is answered at all must not depend on how loaded the machine is
-            if sc.kind in ("question", "echo") and not state.get("answered"):
+            if sc.kind in ("question", "echo") and not state["answered"]:
                 until += int(PATIENCE_S * RATE)
             if k >= until:
                 break

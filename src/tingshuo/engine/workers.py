@@ -119,15 +119,16 @@ class Worker(Executor):
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing runs or waits on this thread; False if still busy after ``timeout`` seconds.
-        (A graceful shutdown drains this way; the test suite uses it to see a test leave work running behind.)"""
+        (The test suite uses it to see a test leave work running behind.) It polls and sleeps outside the lock:
+        the worker thread waits on ``_cv`` and ``put`` wakes a single waiter, which must never be this one."""
         deadline = time.perf_counter() + timeout
-        with self._cv:
-            while self._running_since is not None or any(self._lanes.values()):
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    return False
-                self._cv.wait(min(left, 0.05))
-            return True
+        while True:
+            with self._cv:
+                if self._running_since is None and not any(self._lanes.values()):
+                    return True
+            if time.perf_counter() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def contended(self, owner: object) -> bool:
         """Is anyone else waiting for this thread? (A long job then stops pausing and finishes quickly.)"""
