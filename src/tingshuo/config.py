@@ -118,6 +118,11 @@ class LlmConfig(BaseModel):
     top_p: float = 0.9
     max_tokens: int = 160  # a spoken reply is a few sentences; longer ones are cut at a clause boundary
     seed: int | None = None
+    # llama-cpp: the KV state of fixed prompt prefixes (each persona's system prompt, the safety guard's) is saved
+    # in ``prompt_state_dir`` (None: <cache_dir>/prompt-state) and loaded by the next process instead of being
+    # evaluated again (~20 s of the guard's prompt on 2 cores); the directory is kept under this many MB; 0: off.
+    prompt_state_mb: int = 1024
+    prompt_state_dir: Path | None = None
     # openai backend: any OpenAI-compatible /v1/chat/completions (llama.cpp server, vLLM, Ollama, llama_cpp.server)
     base_url: str = "http://127.0.0.1:8011/v1"
     api_key: str | None = None

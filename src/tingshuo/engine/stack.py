@@ -30,7 +30,6 @@ class ModelStack:
     tts: SpeechSynthesizer | None = None
     turn: SmartTurn | None = None  # acoustic end-of-turn model, loaded with ASR
     load_ms: dict[str, float] = field(default_factory=dict)
-    _warm_prompts: set[str] = field(default_factory=set)
     _pools: dict[str, Worker] = field(default_factory=dict)
     observer: JobObserver | None = None  # told of every finished job (the server's metrics)
     # per backend (asr, llm, tts, store): failures seen, and whether to try it now (a tripped breaker waits)
@@ -110,12 +109,10 @@ class ModelStack:
         return self._coach
 
     def warm(self, system_prompt: str) -> None:
-        """Fill the LLM's prefix cache with a session's system prompt (once per prompt)."""
-        if self.llm is not None and system_prompt not in self._warm_prompts:
+        """Have a session's system prompt in the LLM's prefix cache: nothing to do when it is there, a saved state
+        loaded when another prompt took its place (a persona switch, another session), evaluated only once."""
+        if self.llm is not None:
             self.llm.warmup(system_prompt)
-            if len(self._warm_prompts) > 256:  # clients' own instructions: a long-running server must not hoard them
-                self._warm_prompts.clear()
-            self._warm_prompts.add(system_prompt)
 
     @classmethod
     def load(cls, settings: Settings, *, asr: bool = True, llm: bool = True, tts: bool = True) -> "ModelStack":

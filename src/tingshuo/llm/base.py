@@ -33,6 +33,11 @@ class ChatModel(Protocol):
     def warmup(self, system_prompt: str) -> None:
         """Prepare for a conversation with this system prompt (e.g. fill the prefix cache); may do nothing."""
 
+    def prime(self, messages: list[Message]) -> str:
+        """Prepare for prompts that start with these fixed messages and go on with a user turn (fill the prefix
+        cache, from a saved state where the backend keeps one). Returns how: "cached", "loaded", "evaluated", or
+        "remote" where the server manages its own cache."""
+
     def turn_end_probability(self, history: list[Message], user_text: str) -> float | None:
         """P(the user's words so far form a complete turn), or None where the backend cannot tell (remote APIs
         do not expose next-token probabilities of an unfinished prompt); the turn detector then uses audio only."""

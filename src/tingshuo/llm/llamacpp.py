@@ -22,6 +22,7 @@ import numpy as np
 
 from tingshuo.config import LlmConfig
 from tingshuo.llm.base import LlmError, Message, emotion_question
+from tingshuo.llm.prompt_state import PromptStates, model_fingerprint
 
 # Tokens that close a sentence. P(one of them next | the user's words so far) is the model's own judgement of
 # whether the utterance is complete: ~0.7–0.9 after "你能给我讲个故事吗", < 0.01 after "帮我订一张明天去北京的".
@@ -86,6 +87,15 @@ class LlamaCppChat:
                 ends.add(ids[0])
         self._end_ids = np.array(sorted(ends), np.int64)
         self._lock = threading.Lock()
+        self._states: PromptStates | None = None
+        if cfg.prompt_state_mb > 0:
+            import llama_cpp
+
+            from tingshuo.config import default_cache_dir
+
+            root = cfg.prompt_state_dir or (cache_dir or default_cache_dir()) / "prompt-state"
+            identity = {"model": model_fingerprint(path), "llama_cpp": llama_cpp.__version__, "n_ctx": cfg.n_ctx}
+            self._states = PromptStates(Path(root).expanduser(), identity, cfg.prompt_state_mb << 20)
 
     def _tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
@@ -97,10 +107,32 @@ class LlamaCppChat:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def warmup(self, system_prompt: str) -> None:
-        """Evaluate the system prompt once so the first real turn only pays for its own tokens."""
-        msgs: list[Message] = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "你好"}]
-        for _ in self.stream(msgs, max_tokens=1, temperature=0.0):
-            pass
+        """Have the system prompt cached so the first real turn only pays for its own tokens."""
+        self.prime([{"role": "system", "content": system_prompt}])
+
+    def prime(self, messages: list[Message]) -> str:
+        """Have the fixed prefix ``messages`` (followed by a user turn) in the KV cache: kept when it is there,
+        else loaded from its saved state, else evaluated and saved. Returns "cached", "loaded" or "evaluated"."""
+        a = self._tokenize(self._prompt([*messages, {"role": "user", "content": "甲"}]))
+        b = self._tokenize(self._prompt([*messages, {"role": "user", "content": "乙"}]))
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        prefix = a[:n]  # everything up to the user's words, as the template renders it
+        if not prefix:
+            return "cached"
+        with self._lock:
+            if list(self.llm._input_ids[:n]) == prefix:
+                return "cached"
+            try:
+                if self._states is not None and self._states.load(self.llm, prefix):
+                    return "loaded"
+                self._logits_after(prefix)
+            except Exception as e:
+                raise LlmError(f"evaluating the prompt failed: {e}") from e
+            if self._states is not None:
+                self._states.save(self.llm, prefix)
+        return "evaluated"
 
     def _logits_after(self, tokens: list[int]) -> np.ndarray:
         """Evaluate ``tokens`` reusing the longest cached prefix; the next-token logits (caller holds the lock)."""

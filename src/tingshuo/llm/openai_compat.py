@@ -53,6 +53,10 @@ class OpenAICompatChat:
     def warmup(self, system_prompt: str) -> None:
         """Nothing to prepare locally; the server manages its own cache."""
 
+    def prime(self, messages: list[Message]) -> str:
+        """Nothing to prepare locally; the server manages its own cache."""
+        return "remote"
+
     def turn_end_probability(self, history: list[Message], user_text: str) -> float | None:
         """Chat endpoints give no next-token distribution for an open user turn: audio-only end of turn."""
         return None
