@@ -71,3 +71,20 @@ def test_split_asset_assembles_once_and_verifies(tmp_path):
     with pytest.raises(AssetError, match="sha256"):
         bad.ensure(tmp_path / "cache", progress=False)
     assert not (tmp_path / "cache" / "bad" / "bad.bin").exists()
+
+
+def test_one_definition_of_a_han_character_everywhere():
+    """The script module's range: Extension A and compatibility ideographs are Han, the Yijing hexagram symbols
+    between them are not; the ASR clean-up, clause weights, song lines and the CLI's lyrics all count alike."""
+    from tingshuo.asr.text import normalize_transcript
+    from tingshuo.dialogue.songs import _lines
+    from tingshuo.dialogue.speech import speakable
+    from tingshuo.script import han_only, han_runs, has_han, is_han, text_language
+
+    assert is_han("㐀") and is_han("中") and is_han("鿿") and is_han("豈") and not is_han("䷀") and not is_han("a")
+    assert text_language("Hello 世界") == "zh" and text_language("hello") == "en" and text_language("123，。") is None
+    assert not has_han("䷀䷁") and han_only("两只老虎，跑得快！abc") == "两只老虎跑得快"
+    assert han_runs("两只老虎，跑得快 ok 跑得快") == ["两只老虎", "跑得快", "跑得快"]
+    # a line with a character past U+9FA5 is counted by the song's parser as the singer counts it
+    assert _lines("1. 鿏鿐一起唱\n第2句：两只老虎") == ["鿏鿐一起唱", "两只老虎"]
+    assert speakable("嗯") and speakable("ok") and not speakable("…，。") and normalize_transcript("。，", "zh") == ""

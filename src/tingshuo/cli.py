@@ -19,6 +19,7 @@ import typer
 from tingshuo.assets import ASSETS, AssetError
 from tingshuo.audio.io import INPUT_RATE, AudioError, load_audio, write_wav
 from tingshuo.config import load_settings
+from tingshuo.script import han_runs
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="听说 tingshuo — offline spoken dialogue.")
 
@@ -373,7 +374,6 @@ def sing(
     notes_json: Annotated[Optional[Path], typer.Option("--notes", help="also write each note's place and pitch as JSON")] = None,
 ) -> None:
     """Sing a song from the songbook, in tune (WORLD places each syllable on its note)."""
-    import re
 
     from tingshuo.tts import SpeechSynthesizer
     from tingshuo.tts.singing import Singer, Songbook
@@ -391,7 +391,7 @@ def sing(
         _fail("give --lyrics or --about, not both", EXIT_INPUT)
     try:
         if lyrics:
-            lines = [x for x in re.split(r"[^\u3400-\u9fff]+", lyrics) if x]
+            lines = han_runs(lyrics)
             if [len(x) for x in lines] != song.syllable_counts:
                 # one run of characters, or phrases split differently: re-cut by the melody's syllable counts
                 chars = "".join(lines)

@@ -7,7 +7,6 @@ No registry package ships sherpa-onnx zh/en model weights (shared/research/asr.m
 
 from __future__ import annotations
 
-import re
 import time
 
 import numpy as np
@@ -15,9 +14,9 @@ import numpy as np
 from tingshuo.asr.base import Transcript
 from tingshuo.asr.text import normalize_transcript
 from tingshuo.config import AsrConfig
+from tingshuo.script import has_han
 
 RATE = 16000
-_HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
 class SherpaConfigError(ValueError):
@@ -86,7 +85,7 @@ class SherpaStream:
         while self.rec.recognizer.is_ready(self.stream):
             self.rec.recognizer.decode_stream(self.stream)
         text = self.partial()
-        lang = self.language or ("zh" if _HAN.search(text) else "en")
+        lang = self.language or ("zh" if has_han(text) else "en")
         return Transcript(
             text=normalize_transcript(text.lower() if lang == "en" else text, lang),
             language=lang,

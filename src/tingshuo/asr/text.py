@@ -6,7 +6,8 @@ import re
 
 import zhconv
 
-_HAN = re.compile(r"[\u4e00-\u9fff]")
+from tingshuo.script import HAN_CLASS, has_han, has_words
+
 
 
 def normalize_transcript(text: str, language: str) -> str:
@@ -15,9 +16,9 @@ def normalize_transcript(text: str, language: str) -> str:
     A decode cut inside a multi-byte character leaves U+FFFD; with nothing but punctuation left there were no words.
     """
     text = re.sub(r"\s+", " ", text.replace("\ufffd", "")).strip()
-    if not re.search(r"[\w\u3400-\u9fff]", text):
+    if not has_words(text):
         return ""
-    if language.startswith("zh") or _HAN.search(text):
+    if language.startswith("zh") or has_han(text):
         text = zhconv.convert(text, "zh-cn")
-        text = re.sub(r"(?<=[\u4e00-\u9fff，。！？、]) (?=[\u4e00-\u9fff])", "", text)
+        text = re.sub(f"(?<=[{HAN_CLASS}，。！？、]) (?=[{HAN_CLASS}])", "", text)
     return text

@@ -19,11 +19,12 @@ from tingshuo.asr.base import Transcript
 from tingshuo.asr.text import normalize_transcript
 from tingshuo.audio.vad import has_speech
 from tingshuo.config import AsrConfig
+from tingshuo.script import HAN_CLASS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a model *name* must never reach for a hub
 
 RATE = 16000
-_STUTTER = re.compile(r"([\u4e00-\u9fff])\1\1")
+_STUTTER = re.compile(f"([{HAN_CLASS}])\\1\\1")
 # A phrase of three or more words said twice in a row ("That's a good thing. That's a good thing. That's"): Whisper
 # base loops like this on short synthetic clips; people almost never do.
 # Or one word four times in a row ("take a walk walk walk walk", heard on a Piper clip).

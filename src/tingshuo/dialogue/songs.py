@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tingshuo.llm.base import LlmError, Message
+from tingshuo.script import COMMON_HAN_CLASS, han_only, is_han
 from tingshuo.tts.singing import Song, Songbook
 
 
@@ -97,11 +98,11 @@ def _find_title(text: str, book: Songbook) -> tuple[Song, str] | None:
                 best = (song, text[low.find(n):low.find(n) + len(n)])
     if best is not None:
         return best
-    chars = [(i, c) for i, c in enumerate(text) if "\u3400" <= c <= "\u9fff"]
+    chars = [(i, c) for i, c in enumerate(text) if is_han(c)]
     sound = _sound("".join(c for _, c in chars))
     for song in book:
         for name in (song.title, *song.aliases):
-            han = "".join(c for c in name if "\u3400" <= c <= "\u9fff")
+            han = han_only(name)
             if len(han) < 3 or len(han) != len(name):
                 continue  # two syllables match too much by sound; only whole Chinese titles
             want = _sound(han)
@@ -144,7 +145,7 @@ def lyrics_grammar(counts: list[int]) -> str:
     """GBNF for exactly ``counts[i]`` Han characters on line i."""
     rules = ["root ::= " + ' "\\n" '.join(f"l{i}" for i in range(len(counts)))]
     rules += [f"l{i} ::= han{{{n}}}" for i, n in enumerate(counts)]
-    rules.append("han ::= [\u4e00-\u9fa5]")
+    rules.append(f"han ::= [{COMMON_HAN_CLASS}]")
     return "\n".join(rules)
 
 
@@ -192,7 +193,7 @@ def _lines(text: str) -> list[str]:
     out = []
     for line in text.strip().splitlines():
         line = re.sub(r"^\s*(第?\s*\d+\s*[句行]?\s*[:：.、)]?)", "", line)
-        han = re.sub(r"[^\u4e00-\u9fa5]", "", line)
+        han = han_only(line)
         if han:
             out.append(han)
     return out

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from tingshuo.script import HAN, has_words
+
 _EMOJI = re.compile(
     "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f900-\U0001f9ff\U00002b00-\U00002bff\ufe0f\u200d]+"
 )
@@ -20,7 +22,6 @@ _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 
 STRONG = set("。！？!?；;…\n")
 WEAK = set("，,、：:")
-_HAN = re.compile(r"[\u3400-\u9fff]")
 _ABBREV = re.compile(r"(?:^|\s)(?:Mr|Mrs|Ms|Dr|St|Prof|vs|etc|e\.g|i\.e)$", re.I)
 
 
@@ -174,12 +175,12 @@ def clean_for_speech(text: str) -> str:
 
 
 def speakable(text: str) -> bool:
-    return bool(re.search(r"[\w\u3400-\u9fff]", text))
+    return has_words(text)
 
 
 def _weight(text: str) -> int:
     """Length in 'syllables': one per Han character, one per ~4 Latin letters."""
-    han = len(_HAN.findall(text))
+    han = len(HAN.findall(text))
     latin = len(re.findall(r"[A-Za-z0-9]", text))
     return han + latin // 4
 

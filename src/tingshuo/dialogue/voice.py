@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from tingshuo.script import HAN_CLASS, has_han
 from tingshuo.tts.base import VoiceSettings
 from tingshuo.tts.style import STYLES, resolve_style
 
@@ -123,6 +124,12 @@ _STRONG = re.compile(r"(很多|多了|得多|太多|非常|特别|再|更|much|a
 _VERB = r"(?:说话|讲话|说|讲|念|读|聊|回答|答|语速|速度|节奏|声音|音量|嗓门)"
 _SELF = re.compile(r"我(?:说话|讲话|说|讲|的声音|声音|的语速|语速)(?:得|的)?(?:太|有点|是不是)?(?:快|慢|大|小|高|低)")
 
+
+def _han_pattern(pattern: str) -> re.Pattern[str]:
+    """A pattern whose ``[{H}]`` is one Han character (the range of tingshuo.script)."""
+    return re.compile(pattern.replace("{H}", HAN_CLASS))
+
+
 _ZH_RULES: list[tuple[re.Pattern[str], dict]] = [
     # speed
     (re.compile(rf"(?:{_VERB}(?:得|的)?|放|再|你)慢{_MORE}|慢(?:一?点|一些|下来)(?:说|讲|读|念)?|慢慢(?:地|的)?(?:说|讲|读|念|来)"
@@ -151,10 +158,10 @@ _ZH_RULES: list[tuple[re.Pattern[str], dict]] = [
     (re.compile(r"(?:说|讲|用)普通话"), {"dialect": ""}),
 ]
 _ZH_STYLE = [
-    re.compile(r"(?:用|以|拿|带着?)(?P<w>[\u4e00-\u9fff]{1,4}?)(?:一点|一些)?的(?:语气|声音|口气|语调|方式|感觉)"),
-    re.compile(r"(?P<w>[\u4e00-\u9fff]{2})(?:地|的)(?:说|讲|读|念|回答|跟我说)"),
-    re.compile(r"(?:^|再|更|你|要|能|说话|说|讲|语气)(?P<w>[\u4e00-\u9fff]{2})(?:一点|一些|点儿|点|些)(?:嘛|吧|呀|啊|好吗|好不好)?$"),
-    re.compile(r"(?:语气|声音|口气)(?:再|更)?(?P<w>[\u4e00-\u9fff]{2})(?:一点|一些|点)?"),
+    _han_pattern(r"(?:用|以|拿|带着?)(?P<w>[{H}]{1,4}?)(?:一点|一些)?的(?:语气|声音|口气|语调|方式|感觉)"),
+    _han_pattern(r"(?P<w>[{H}]{2})(?:地|的)(?:说|讲|读|念|回答|跟我说)"),
+    _han_pattern(r"(?:^|再|更|你|要|能|说话|说|讲|语气)(?P<w>[{H}]{2})(?:一点|一些|点儿|点|些)(?:嘛|吧|呀|啊|好吗|好不好)?$"),
+    _han_pattern(r"(?:语气|声音|口气)(?:再|更)?(?P<w>[{H}]{2})(?:一点|一些|点)?"),
 ]
 _EN_RULES: list[tuple[re.Pattern[str], dict]] = [
     (re.compile(r"\b(?:speak|talk|go|say it|read)\b[\w ]{0,12}\b(?:slower|slowly|more slowly)\b|\bslow down\b|\btoo fast\b"), {"speed": 0.8}),
@@ -188,7 +195,7 @@ def parse_voice_instruction(text: str) -> VoiceChange | None:
     raw = text.strip()
     if not raw:
         return None
-    zh = bool(re.search(r"[\u4e00-\u9fff]", raw))
+    zh = has_han(raw)
     t = _PUNCT.sub("", raw) if zh else raw.lower().strip(" .!?")
     if zh and _SELF.search(t):
         t = _SELF.sub("", t)  # "我说话太快了吗": a question about the user's own voice

@@ -6,7 +6,6 @@ Chinese (with embedded English words, read by espeak G2P inside Kokoro) goes to 
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -15,23 +14,13 @@ import numpy as np
 
 from tingshuo.audio.io import resample
 from tingshuo.config import TtsConfig
+from tingshuo.script import has_han, text_language
 from tingshuo.tts.base import Synthesizer, VoiceSettings
 from tingshuo.tts.style import STYLES, SpeakingStyle, get_style
 from tingshuo.tts.voices import VOICES, CharacterVoice, get_voice
 
 __all__ = ["STYLES", "VOICES", "CharacterVoice", "SpeakingStyle", "get_voice", "SpeechSynthesizer", "Synthesizer", "VoiceSettings", "get_style", "text_language"]
 
-_HAN = re.compile(r"[\u3400-\u9fff]")
-_LATIN_WORD = re.compile(r"[A-Za-z]+")
-
-
-def text_language(text: str) -> str | None:
-    """'zh' when the text holds Han characters, 'en' when only Latin words, None when neither (digits, punctuation)."""
-    if _HAN.search(text):
-        return "zh"
-    if _LATIN_WORD.search(text):
-        return "en"
-    return None
 
 
 TARGET_RMS = 0.12  # ≈ −18 dBFS over the voiced part: Kokoro's natural level
@@ -95,7 +84,7 @@ class SpeechSynthesizer:
     def synthesize(self, text: str, settings: VoiceSettings | None = None, lang: str | None = None) -> np.ndarray:
         """Blocking: one clause → float32 mono at ``sample_rate``. ``lang`` pins the reply's voice language."""
         lang = lang or text_language(text) or "zh"
-        if lang == "en" and _HAN.search(text):
+        if lang == "en" and has_han(text):
             lang = "zh"  # Han characters can only be read by the Chinese voice
         base = settings or VoiceSettings()
         cv = VOICES.get(base.voice or (self.cfg.voice_zh if lang != "en" else ""))

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tingshuo.script import han_only, is_han
+
 FRAME_MS = 5.0
 ARTIC_GAP_S = 0.03  # a breath of silence between syllables: repeated notes are heard (and measured) as two
 MAX_CONSONANT_S = 0.15
@@ -63,7 +65,7 @@ class Note:
 
 def parse_notes(notes: str, lyrics: str) -> tuple[Note, ...]:
     toks = notes.split()
-    syl = [c for c in lyrics if c == "~" or "\u3400" <= c <= "\u9fff"]
+    syl = [c for c in lyrics if c == "~" or is_han(c)]
     sounding = [t for t in toks if not t.startswith("0")]
     if len(syl) != len(sounding):
         raise ValueError(f"{len(sounding)} notes but {len(syl)} syllables in {lyrics!r} / {notes!r}")
@@ -133,7 +135,7 @@ class Song:
 
     def with_lyrics(self, lines: list[str]) -> "Song":
         """The same melody with new words, one Han syllable per sung syllable of each phrase (melismas kept)."""
-        lines = [re.sub(r"[^\u3400-\u9fff]", "", x) for x in lines]
+        lines = [han_only(x) for x in lines]
         if [len(x) for x in lines] != self.syllable_counts:
             raise ValueError(f"new lyrics have {[len(x) for x in lines]} syllables per phrase; the melody needs "
                              f"{self.syllable_counts}")
