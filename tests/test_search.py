@@ -123,3 +123,24 @@ def test_feeds_and_files_fill_the_index(tmp_path):
     hit = index.search("地铁开通")[0]
     assert hit.source == "本地新闻" and hit.published == "2026-11-26"
     assert index.search("垃圾哪天收")[0].source == "家里"
+
+
+def test_old_documents_are_not_used_when_an_age_limit_is_set(tmp_path):
+    """search.max_age_days: a report published (or, without a date, added) longer ago is left out."""
+    import sqlite3
+    import time
+    from datetime import date, timedelta
+
+    from tingshuo.search import load_provider
+
+    path = tmp_path / "index.sqlite"
+    index = LocalIndex(path)
+    index.add("北京天气", "北京今天晴，最高气温9度。", "中国天气网", published=date.today().isoformat())
+    index.add("北京天气", "北京小雨，最高气温21度。", "旧闻网", published=(date.today() - timedelta(days=40)).isoformat())
+    index.add("北京天气预报", "北京多云，最高气温15度。", "无日期网")  # no date: its time of adding counts
+    assert {r.source for r in index.search("北京天气")} == {"中国天气网", "旧闻网", "无日期网"}
+    recent = load_provider(SearchConfig(index_path=path, max_age_days=7), tmp_path)
+    assert {r.source for r in recent.search("北京天气")} == {"中国天气网", "无日期网"}
+    with sqlite3.connect(path) as db:  # the undated one was added 30 days ago
+        db.execute("UPDATE docs SET added = ? WHERE source = '无日期网'", (time.time() - 30 * 86400,))
+    assert [r.source for r in recent.search("北京天气")] == ["中国天气网"]

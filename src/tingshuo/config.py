@@ -55,7 +55,6 @@ class VadConfig(Section):
 
     threshold: float = 0.5  # speech probability that opens a segment
     neg_threshold: float = 0.35  # below this a frame counts as silence (hysteresis, as Silero's own iterator)
-    min_silence_ms: int = 500  # silence that ends an utterance (the real-time issue shortens it semantically)
     min_speech_ms: int = 200  # shorter blips (clicks, coughs) are dropped
     speech_pad_ms: int = 300  # audio kept before onset / after offset so ASR hears whole syllables
 
@@ -234,7 +233,8 @@ class SearchConfig(Section):
     results: int = 3
     timeout_s: float = 8.0
     threshold: float = 0.7  # P(web_search) of the LLM's decision above which it searches (0.58 on "我今天好累啊")
-    max_age_days: float | None = None  # local documents older than this are not used for fresh questions
+    # local index: documents published (without a date: added) more than this many days ago are not used
+    max_age_days: float | None = None
 
 
 class ServerConfig(Section):

@@ -9,14 +9,13 @@
   sad/tired; "气死我了" said calmly stays angry but with less confidence. With no words (ASR found none) or no
   LLM, the voice alone decides, with a confidence that says how little that is.
 
-A neural speech-emotion model (emotion2vec, SenseVoice's emotion head) can replace the voice side when its files
-are present: :class:`SerModel` is the slot (``emotion.ser_model``), none ships in a registry package today.
+No neural speech-emotion model (emotion2vec, SenseVoice's emotion head) ships in a registry package today; one
+would multiply in like the text's distribution, as a new backend with its configuration.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -31,13 +30,6 @@ SIGMA = 0.45  # how far a voice may stray from its feeling's usual arousal (wide
 # ~0.25), while clearly happy words score ≥ 0.95. Its 开心 is damped by this factor before fusion so only clear
 # joy stays happy (calibrated on the labelled sentences in tests/test_emotion_policy.py).
 TEXT_CALIBRATION = {"happy": 0.35}
-
-
-class SerModel(Protocol):
-    """A speech-emotion-recognition model over raw audio (the slot for emotion2vec/SenseVoice-class models)."""
-
-    def probabilities(self, audio16k: np.ndarray) -> dict[str, float]:
-        """P over :data:`LABELS` (missing labels count as 0)."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The safety classifier: categories from the chat model's next-token distribution, confirmed by yes/no."""
+"""The safety classifier: categories read from the chat model's next-token distribution over one-token labels."""
 
 from __future__ import annotations
 
@@ -60,9 +60,6 @@ _SHOTS: list[tuple[str, str]] = [
     ("助手：你可以拨打心理援助热线，那里有人愿意听你说。", "正常"),
     ("助手：用感冒药里的麻黄碱就能提炼出冰毒。", "毒品"),
 ]
-
-_YES_NO = ["是", "否"]
-
 
 @dataclass
 class Verdict:
@@ -133,10 +130,6 @@ class SafetyGuard:
             cat = max(harm, key=harm.__getitem__)
             return Verdict("refuse", CATEGORIES[cat], sum(harm.values()), scores, text)
         return Verdict("allow", "none", probs["正常"], scores, text)
-
-    def self_harm_probability(self, text: str) -> float:
-        """P(自杀) alone: combined with distress in the voice for borderline words."""
-        return self.categories(text)["自杀"]
 
     def check_output(self, text: str, care: bool = False) -> Verdict:
         """A clause the assistant is about to say: blocked when it reads as harmful instructions or content.

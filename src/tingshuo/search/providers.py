@@ -61,8 +61,11 @@ class LocalIndex:
 
     name = "local"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_age_days: float | None = None) -> None:
         self.path = Path(path)
+        # documents published (or, without a date, added) longer ago than this are not used: the index answers
+        # time-sensitive questions, and last month's weather report is no answer to today's
+        self.max_age_days = max_age_days
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False)
@@ -125,10 +128,13 @@ class LocalIndex:
             return []
         # any of the words, ranked by BM25 (a question rarely shares every word with the answer's text)
         match = " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
+        since = None if self.max_age_days is None else time.time() - self.max_age_days * 86400
         with self._lock:
             rows = self._db.execute(
                 "SELECT d.title, d.body, d.source, d.url, d.published, bm25(docs_fts, 3.0, 1.0) AS r FROM docs_fts "
-                "JOIN docs d ON d.id = docs_fts.rowid WHERE docs_fts MATCH ? ORDER BY r LIMIT ?", (match, k)).fetchall()
+                "JOIN docs d ON d.id = docs_fts.rowid WHERE docs_fts MATCH ? AND (? IS NULL OR "
+                "coalesce(julianday(d.published), julianday(d.added, 'unixepoch')) >= julianday(?, 'unixepoch')) "
+                "ORDER BY r LIMIT ?", (match, since, since, k)).fetchall()
         return [SearchResult(t, _snippet(b), s, u, p) for t, b, s, u, p, _ in rows]
 
 
@@ -202,5 +208,5 @@ def load_provider(cfg: SearchConfig, cache_dir: Path) -> SearchProvider | None:
     if not cfg.enabled or cfg.provider == "none":
         return None
     if cfg.provider == "local":
-        return LocalIndex(cfg.index_path or cache_dir / "search" / "index.sqlite")
+        return LocalIndex(cfg.index_path or cache_dir / "search" / "index.sqlite", cfg.max_age_days)
     return {"searxng": SearxngSearch, "tavily": TavilySearch, "brave": BraveSearch}[cfg.provider](cfg)
