@@ -51,3 +51,38 @@ def test_dead_endpoint_is_a_clear_error():
     with pytest.raises(LlmError, match="cannot reach"):
         list(chat.stream([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0.0))
     assert time.perf_counter() - t < 10
+
+
+def test_every_backend_implements_the_whole_protocol_with_the_same_signatures():
+    """Optional abilities are declared (``caps``), not probed: each backend has every method of ChatModel, with
+    the protocol's parameters, and says through ``caps`` which of them can really answer."""
+    import inspect
+
+    from tingshuo.llm.base import Capabilities, ChatModel
+    from tingshuo.llm.llamacpp import LlamaCppChat
+
+    methods = [n for n, v in vars(ChatModel).items() if callable(v) and not n.startswith("_")]
+    assert {"stream", "prime", "turn_end_probability", "label_probabilities", "complete_json",
+            "complete_with_grammar"} <= set(methods)
+    for backend in (LlamaCppChat, OpenAICompatChat):
+        assert isinstance(backend.caps, Capabilities)
+        for name in methods:
+            want = list(inspect.signature(getattr(ChatModel, name)).parameters)
+            assert list(inspect.signature(getattr(backend, name)).parameters) == want, (backend.__name__, name)
+    assert LlamaCppChat.caps == Capabilities(prompt_scores=True, grammar=True, json_schema=True)
+
+
+def test_a_chat_api_says_what_it_cannot_do():
+    """The remote backend: no grammar (a clear error, and the lyrics writer asks for free text instead), no
+    end-of-turn scoring of an unfinished prompt (None: the audio decides); a dead endpoint's search decision is an
+    LlmError, never an AttributeError."""
+    from tingshuo.search.decide import decide
+
+    chat = OpenAICompatChat(LlmConfig(backend="openai", base_url=f"http://127.0.0.1:{free_port()}/v1", timeout_s=2,
+                                      retries=0))
+    assert not chat.caps.grammar and not chat.caps.prompt_scores and chat.caps.json_schema
+    with pytest.raises(LlmError, match="grammar"):
+        chat.complete_with_grammar([{"role": "user", "content": "hi"}], 'root ::= "a"', max_tokens=2, temperature=0)
+    assert chat.turn_end_probability([], "因为我觉得") is None
+    with pytest.raises(LlmError):
+        decide(chat, [], "今天北京天气怎么样")

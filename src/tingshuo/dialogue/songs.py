@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tingshuo.llm.base import LlmError, Message
+from tingshuo.llm.base import ChatModel, LlmError, Message
 from tingshuo.script import COMMON_HAN_CLASS, han_only, is_han
 from tingshuo.tts.singing import Song, Songbook
 
@@ -167,14 +167,13 @@ def lyrics_prompt(song: Song, topic: str) -> list[Message]:
     ]
 
 
-def write_lyrics(llm, song: Song, topic: str, temperature: float = 0.7) -> list[str]:
+def write_lyrics(llm: ChatModel, song: Song, topic: str, temperature: float = 0.7) -> list[str]:
     """New words for ``song``'s melody about ``topic``: one line per phrase, the phrase's syllable count each."""
     counts = song.syllable_counts
     msgs = lyrics_prompt(song, topic)
     budget = sum(counts) * 3 + 4 * len(counts) + 8
-    constrained = getattr(llm, "complete_with_grammar", None)
-    if constrained is not None:
-        text = constrained(msgs, lyrics_grammar(counts), max_tokens=budget, temperature=temperature)
+    if llm.caps.grammar:
+        text = llm.complete_with_grammar(msgs, lyrics_grammar(counts), max_tokens=budget, temperature=temperature)
         lines = _lines(text)
         if [len(x) for x in lines] == counts:
             return lines

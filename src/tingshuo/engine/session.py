@@ -780,15 +780,15 @@ class Session:
     async def _text_emotion(self, text: str, lang: str | None) -> dict[str, float] | None:
         """P over LABELS of the feeling in the words, read by the LLM (None: no LLM, no logprobs, or it failed)."""
         llm = self.stack.llm
-        fn = getattr(llm, "emotion_probabilities", None) if llm is not None else None
-        if fn is None or not text.strip():
+        if llm is None or not text.strip():
             return None
         lang = lang or text_language(text) or self.conversation_language()
         zh = [LABELS_ZH[k] for k in LABELS]
         if self._llm_pool.busy_with_others():
             return None  # under load the feeling is read from the voice alone, not after another caller's reply
         try:
-            p = await self._run(self._llm_pool, fn, self._with_note(self._history(), lang), text, zh)
+            p = await self._run(self._llm_pool, llm.emotion_probabilities, self._with_note(self._history(), lang),
+                                text, zh)
         except LlmError as e:
             log.warning("emotion reading of the words failed: %s", e)
             return None
@@ -1014,15 +1014,14 @@ class Session:
         llm = self.stack.llm
         if llm is None or not text.strip():
             return None
-        fn = getattr(llm, "turn_end_probability", None)
-        if fn is None:
-            return None
+        if not llm.caps.prompt_scores:
+            return None  # a chat API cannot score an unfinished turn: the end of turn rests on the audio
         if self._llm_pool.busy_with_others():
             # another session's reply holds the LLM for seconds: decide the end of the turn on the audio alone
             # rather than wait (with several callers, waiting here was most of their latency)
             return None
         try:
-            return await self._run(self._llm_pool, fn, self._with_note(self._history(), lang), text)
+            return await self._run(self._llm_pool, llm.turn_end_probability, self._with_note(self._history(), lang), text)
         except LlmError:
             return None
 
@@ -1321,7 +1320,7 @@ class Session:
                 return
             assert llm is not None
             msgs, lead = messages, ""
-            if r.search is None and r.search_candidate and hasattr(llm, "complete_json"):
+            if r.search is None and r.search_candidate and llm.caps.json_schema:
                 last = max(i for i, m in enumerate(messages) if m["role"] == "user")
                 try:
                     d = route(llm, messages[:last], messages[last]["content"], cfg.search.threshold)

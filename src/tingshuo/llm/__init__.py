@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tingshuo.config import LlmConfig
-from tingshuo.llm.base import ChatModel, LlmError, Message
+from tingshuo.llm.base import Capabilities, ChatModel, LlmError, Message
 
-__all__ = ["ChatModel", "LlmError", "Message", "load_chat_model"]
+__all__ = ["Capabilities", "ChatModel", "LlmError", "Message", "load_chat_model"]
 
 
 def load_chat_model(cfg: LlmConfig, cache_dir: Path | None = None) -> ChatModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
 
@@ -20,8 +21,22 @@ class LlmError(RuntimeError):
     """The model could not answer (endpoint down, stalled, bad response); the message is meant for users."""
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do besides streaming a reply. Callers branch on these, never on which attributes an
+    object happens to have; a method whose capability is missing still exists and answers None or raises
+    :class:`LlmError`, so a new backend can say "I cannot" instead of being probed."""
+
+    # next-token probabilities read anywhere in a prompt, including after an unfinished user turn
+    # (turn_end_probability, label_probabilities, emotion_probabilities): llama.cpp in process, not a chat API
+    prompt_scores: bool
+    grammar: bool  # complete_with_grammar: output constrained by a GBNF grammar
+    json_schema: bool  # complete_json: an object valid under a JSON schema (grammar or the server's own)
+
+
 class ChatModel(Protocol):
     name: str
+    caps: Capabilities
 
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "") -> Iterator[str]:
         """Blocking iterator of text deltas. Closing it early (``.close()``) must stop the generation.
@@ -45,3 +60,14 @@ class ChatModel(Protocol):
     def emotion_probabilities(self, history: list[Message], user_text: str, labels: list[str]) -> dict[str, float] | None:
         """P(label) for how the user feels in ``user_text`` (after ``history``), read from the model's next-token
         distribution over the labels' first tokens; None where the backend cannot expose it."""
+
+    def label_probabilities(self, messages: list[Message], labels: list[str]) -> dict[str, float] | None:
+        """P over ``labels`` as the first token of the answer to ``messages`` (labels start with distinct
+        tokens); None where the backend gives no token probabilities."""
+
+    def complete_json(self, messages: list[Message], schema: dict, *, max_tokens: int = 48) -> dict:
+        """An answer that is a JSON object valid under ``schema``; LlmError when none came back."""
+
+    def complete_with_grammar(self, messages: list[Message], grammar: str, *, max_tokens: int,
+                              temperature: float) -> str:
+        """A whole answer matching the GBNF ``grammar``; LlmError where ``caps.grammar`` is False."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tingshuo.config import LlmConfig
-from tingshuo.llm.base import LlmError, Message, emotion_question
+from tingshuo.llm.base import Capabilities, LlmError, Message, emotion_question
 from tingshuo.llm.prompt_state import PromptStates, model_fingerprint
 
 # Tokens that close a sentence. P(one of them next | the user's words so far) is the model's own judgement of
@@ -59,6 +59,8 @@ def server_command(cfg: LlmConfig, cache_dir: Path | None, *, host: str, port: i
 
 
 class LlamaCppChat:
+    caps = Capabilities(prompt_scores=True, grammar=True, json_schema=True)
+
     def __init__(self, cfg: LlmConfig, cache_dir: Path | None = None) -> None:
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -152,7 +154,7 @@ class LlamaCppChat:
         L._requires_eval = False
         return np.ctypeslib.as_array(L._ctx.get_logits(), shape=(L._n_vocab,)).astype(np.float64)
 
-    def label_probabilities(self, messages: list[Message], labels: list[str], prefix: str = "") -> dict[str, float]:
+    def label_probabilities(self, messages: list[Message], labels: list[str]) -> dict[str, float]:
         """P over ``labels`` as the first token of the assistant's answer to ``messages`` (one forward pass; the
         cached prefix is reused). Labels must start with distinct tokens. Used for the emotion of the words and
         the safety guard's categories: a distribution to threshold, where a generated word would be a guess."""

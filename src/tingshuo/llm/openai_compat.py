@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import httpx
 
 from tingshuo.config import LlmConfig
-from tingshuo.llm.base import LlmError, Message, emotion_question
+from tingshuo.llm.base import Capabilities, LlmError, Message, emotion_question
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}  # overloaded or restarting: worth another try before the first token
 
@@ -35,6 +35,8 @@ def _backoff(attempt: int, retry_after: str | None = None) -> None:
 
 
 class OpenAICompatChat:
+    caps = Capabilities(prompt_scores=False, grammar=False, json_schema=True)
+
     def __init__(self, cfg: LlmConfig) -> None:
         self.cfg = cfg
         self.name = f"openai:{cfg.model_name}@{cfg.base_url}"
@@ -96,6 +98,11 @@ class OpenAICompatChat:
             return json.loads(text)
         except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as e:
             raise LlmError(f"the model gave no valid JSON decision: {e}") from e
+
+    def complete_with_grammar(self, messages: list[Message], grammar: str, *, max_tokens: int,
+                              temperature: float) -> str:
+        """Chat APIs take no GBNF grammar (``caps.grammar`` is False): callers ask for free text instead."""
+        raise LlmError(f"{self.name} cannot constrain its output by a grammar")
 
     def _post(self, body: dict) -> httpx.Response:
         """A non-streaming call, retried like a stream's start (refused, dropped, timed out, 429, 5xx)."""

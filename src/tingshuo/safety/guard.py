@@ -87,10 +87,7 @@ class SafetyGuard:
         self._warm = False
 
     def _labels(self, messages: list[Message], labels: list[str]) -> dict[str, float]:
-        fn = getattr(self.llm, "label_probabilities", None)
-        if fn is None:
-            raise LlmError(f"{getattr(self.llm, 'name', 'the model')} cannot score labels; safety needs it")
-        p = fn(messages, labels)
+        p = self.llm.label_probabilities(messages, labels)
         if not p:
             raise LlmError("the model returned no label probabilities (an endpoint without logprobs?)")
         return p

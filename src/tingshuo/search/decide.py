@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from tingshuo.llm.base import Message
+from tingshuo.llm.base import ChatModel, Message
 from tingshuo.search.providers import SearchResult
 
 SCHEMA = {
@@ -41,20 +41,20 @@ class SearchDecision:
     p: float | None = None  # P(search) where the backend exposes it
 
 
-def decide(llm, history: list[Message], user_text: str, today: date | None = None,
+def decide(llm: ChatModel, history: list[Message], user_text: str, today: date | None = None,
            threshold: float = 0.7) -> SearchDecision:
     """Asked after the user's turn (the conversation prefix stays cached).
 
-    Local model: the decision is the token the schema's grammar would choose after '{"action": "', read as a
-    probability (one forward pass, ~0.3 s) instead of sampled — sampling the whole object under the grammar took
-    1.6 s a turn and leaned to "reply" on every tie; only when it says search is the object (with the query)
-    generated under the schema. Remote models: the schema-constrained object in one request.
+    Backends that score prompts (``caps.prompt_scores``): the decision is the answer's first token over "web" /
+    "reply", read as a probability (one forward pass, ~0.3 s) instead of sampled — sampling the whole object
+    under the grammar took 1.6 s a turn and leaned to "reply" on every tie; only when it says search is the object
+    (with the query) generated under the schema. Chat APIs: the schema-constrained object in one request.
     """
     q = _QUESTION.format(today=(today or date.today()).isoformat())
     msgs: list[Message] = [*history, {"role": "user", "content": user_text.strip()}, {"role": "system", "content": q}]
-    probe = getattr(llm, "label_probabilities", None)
-    if probe is not None and "prefix" in probe.__code__.co_varnames:
-        p = probe(msgs, ["web", "reply"], prefix='{"action": "')["web"]
+    scores = llm.label_probabilities(msgs, ["web", "reply"]) if llm.caps.prompt_scores else None
+    if scores is not None:
+        p = scores["web"]
         if p < threshold:
             return SearchDecision(False, p=p)
         schema = {"type": "object", "properties": {"action": {"const": "web_search"},
@@ -68,7 +68,7 @@ def decide(llm, history: list[Message], user_text: str, today: date | None = Non
     return SearchDecision(False)
 
 
-def route(llm, history: list[Message], user_text: str, threshold: float = 0.7) -> SearchDecision | None:
+def route(llm: ChatModel, history: list[Message], user_text: str, threshold: float = 0.7) -> SearchDecision | None:
     """The decision for a turn, or None when the turn has no cue of time-sensitivity (no LLM call)."""
     if not FRESH_CUE.search(user_text):
         return None
