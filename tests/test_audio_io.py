@@ -55,3 +55,31 @@ def test_write_wav_roundtrip(tmp_path):
     write_wav(tmp_path / "a.wav", x, 24000)
     y, sr = sf.read(tmp_path / "a.wav", dtype="float32")
     assert sr == 24000 and np.max(np.abs(y - x)) < 1e-3
+
+
+def test_a_stream_of_frames_is_resampled_without_clicks_at_the_frame_edges(en_clips):
+    """20 ms frames of real speech at 48 kHz through the session's stream resampler come out as the whole
+    recording resampled at once (a one-shot resample per frame does not: its error peaks at every frame edge);
+    a change of rate mid-stream loses no sample."""
+    from tingshuo.audio.io import StreamResampler
+
+    speech = load_audio(next(iter(en_clips)), rate=48000)[: 48000 * 3]
+    whole = resample(speech, 48000, 16000)
+    frames = [speech[i : i + 960] for i in range(0, len(speech), 960)]
+    r = StreamResampler(16000)
+    streamed = np.concatenate([r(f, 48000) for f in frames] + [r.flush()])
+    assert abs(len(streamed) - len(whole)) <= 2
+    n = min(len(streamed), len(whole))
+    lag = int(np.argmax(np.correlate(streamed[1000:9000], whole[1000:8000], "valid")))  # the filter's delay
+    err = streamed[lag : lag + n - 100] - whole[: n - 100 - lag][: len(streamed[lag : lag + n - 100])]
+    snr = 10 * np.log10(np.mean(whole**2) / (np.mean(err**2) + 1e-20))
+    one_shot = np.concatenate([resample(f, 48000, 16000) for f in frames])
+    bad = 10 * np.log10(np.mean(whole**2) / np.mean((one_shot[: n - 100] - whole[: n - 100]) ** 2))
+    assert lag < 100 and snr > 60 and bad < 45, (lag, snr, bad)  # measured: 0, 177 dB, 33 dB
+    # 8 kHz frames, then 16 kHz (no filter), then 8 kHz again: every input second is an output second
+    r = StreamResampler(16000)
+    out = [r(np.zeros(1600, np.float32), 8000), r(np.zeros(3200, np.float32), 16000),
+           r(np.zeros(800, np.float32), 8000), r.flush()]
+    assert abs(sum(map(len, out)) - (3200 + 3200 + 1600)) <= 4
+    with pytest.raises(AudioError):
+        r(np.zeros(10, np.float32), 0)

@@ -48,6 +48,41 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     return soxr.resample(x.astype(np.float32, copy=False), rate_in, rate_out, quality="HQ").astype(np.float32)
 
 
+class StreamResampler:
+    """Resamples a stream of frames to ``rate_out``, the filter's state kept from frame to frame (libsoxr's
+    stream mode).
+
+    Resampling each 20 ms frame on its own restarts the filter at every frame edge: a click per frame, which the
+    VAD and the ASR hear. The input rate may change between frames (a client's new format): what the old rate left
+    in the filter is flushed first, so no sample is lost.
+    """
+
+    def __init__(self, rate_out: int) -> None:
+        self.rate_out = rate_out
+        self._rate: int | None = None
+        self._stream: soxr.ResampleStream | None = None
+
+    def __call__(self, x: np.ndarray, rate_in: int) -> np.ndarray:
+        if rate_in <= 0:
+            raise AudioError(f"invalid sample rate {rate_in}")
+        x = x.astype(np.float32, copy=False)
+        tail = np.zeros(0, np.float32)
+        if rate_in != self._rate:
+            tail = self.flush()
+            self._rate = rate_in
+            if rate_in != self.rate_out:
+                self._stream = soxr.ResampleStream(rate_in, self.rate_out, 1, dtype="float32", quality="HQ")
+        y = x if self._stream is None else self._stream.resample_chunk(x)
+        return np.concatenate([tail, y]) if len(tail) else y
+
+    def flush(self) -> np.ndarray:
+        """The samples still in the filter (the end of the stream, or before a change of rate)."""
+        stream, self._stream, self._rate = self._stream, None, None
+        if stream is None:
+            return np.zeros(0, np.float32)
+        return stream.resample_chunk(np.zeros(0, np.float32), last=True).astype(np.float32)
+
+
 def _decode_av(source: str | io.BytesIO) -> tuple[np.ndarray, int]:
     """Formats libsndfile lacks (m4a, aac, webm/opus…) through FFmpeg's decoders bundled in PyAV."""
     import av  # heavy import, only when needed

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from tingshuo.audio import prosody
-from tingshuo.audio.io import INPUT_RATE, AudioError, resample, to_mono
+from tingshuo.audio.io import INPUT_RATE, AudioError, StreamResampler, resample, to_mono
 from tingshuo.audio.vad import NO_SPEECH_MESSAGE, WINDOW, SileroVad, has_speech
 from tingshuo.asr.base import Transcript
 from tingshuo.config import Settings
@@ -254,6 +254,7 @@ class Session:
         self._aec = None
         self._pending = np.zeros(0, np.float32)
         self._pending_raw = np.zeros(0, np.float32)  # the same samples before echo cancellation
+        self._resampler = StreamResampler(INPUT_RATE)  # push_audio's frames, at whatever rate they come
         self._echo_levels: deque[float] = deque(maxlen=300)  # mic-to-reference dB in playback windows nobody spoke in
         self._pos = 0
         self._pre: deque[np.ndarray] = deque(maxlen=max(1, self.settings.vad.speech_pad_ms * INPUT_RATE // 1000 // WINDOW + 1))
@@ -414,7 +415,8 @@ class Session:
         self._open_gate(r, r.t_end, {})
 
     async def push_audio(self, audio: np.ndarray, sample_rate: int = INPUT_RATE) -> None:
-        """Streaming input: any frame size and rate, mono or (n, channels)."""
+        """Streaming input: any frame size and rate, mono or (n, channels); consecutive frames are resampled as
+        one stream (no click at frame edges), and a change of rate between frames is fine."""
         try:
             x = to_mono(np.asarray(audio))
             if len(x) > MAX_FRAME_SECONDS * sample_rate:
@@ -422,7 +424,7 @@ class Session:
                                  f"(send ≤ {MAX_FRAME_SECONDS:.0f} s per frame)")
             if not np.all(np.isfinite(x)):
                 raise AudioError("the audio frame holds NaN/inf samples")
-            x = resample(x, sample_rate, INPUT_RATE)
+            x = self._resampler(x, sample_rate)
         except AudioError as e:
             self._emit(ErrorEvent("invalid_audio", str(e)))
             return

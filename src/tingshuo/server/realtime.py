@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import soxr
 
-from tingshuo.audio.io import INPUT_RATE, resample
+from tingshuo.audio.io import INPUT_RATE, StreamResampler, resample
 from tingshuo.config import ServerConfig, Settings
 from tingshuo.dialogue.memory import new_item_id
 from tingshuo.dialogue.persona import PERSONAS, get_persona
@@ -80,7 +79,8 @@ class _Out:
     transcript: list[str] = field(default_factory=list)
     audio: list[tuple[int, str]] = field(default_factory=list)  # (bytes, clause) per delta
     audio_bytes: bytearray = field(default_factory=bytearray)
-    resampler: soxr.ResampleStream | None = None
+    resampler: StreamResampler | None = None  # TTS rate → the client format's rate
+    tts_rate: int = 0
     last_text: str = ""
     degraded: bool = False  # the voice failed: the rest comes as transcript text only
 
@@ -110,8 +110,6 @@ class RealtimeConnection:
         self.session = Session(stack, duplex=True, settings=self.settings, persona=persona.key)
         self._buffer: list[np.ndarray] = []  # the input audio buffer while turn detection is off (push-to-talk)
         self._buffer_s = 0.0
-        self._resampler: soxr.ResampleStream | None = None
-        self._resampler_fmt = ""
         self._input_ms = 0.0
         self._forced = False  # a commit forced by the utterance length limit is running
         self._announced: set[str] = set()  # user items already sent as conversation.item.added
@@ -328,14 +326,10 @@ class RealtimeConnection:
             self._buffer.append(x if rate == INPUT_RATE else resample(x, rate, INPUT_RATE))
             self._buffer_s += seconds
         else:
-            if self._resampler is None or self._resampler_fmt != self.cfg.input_format:
-                # a stream resampler: per-frame one-shot resampling would click at every 20 ms frame edge
-                self._resampler = soxr.ResampleStream(rate, INPUT_RATE, 1, dtype="float32", quality="HQ")
-                self._resampler_fmt = self.cfg.input_format
-            y = self._resampler.resample_chunk(x.astype(np.float32))
-            for i in range(0, len(y), INPUT_RATE):  # the engine takes ≤10 s per frame; yield between seconds
-                await self.session.push_audio(y[i : i + INPUT_RATE], INPUT_RATE)
-                if len(y) > INPUT_RATE:
+            # at the client's rate: the session resamples its input as one stream (no click at frame edges)
+            for i in range(0, len(x), rate):  # the engine takes ≤10 s per frame; yield between seconds
+                await self.session.push_audio(x[i : i + rate], rate)
+                if len(x) > rate:
                     await asyncio.sleep(0)
             open_s = self.session.open_utterance_s
             if open_s is not None and open_s > self.server.max_input_buffer_s and not self._forced:
@@ -848,7 +842,7 @@ class RealtimeConnection:
         out = _Out(ev.response_id, ev.item_id, ev.speak, self.cfg.output_format, meta)
         tts_rate = self.stack.tts.sample_rate if self.stack.tts else format_rate(out.fmt)
         if ev.speak and tts_rate != format_rate(out.fmt):
-            out.resampler = soxr.ResampleStream(tts_rate, format_rate(out.fmt), 1, dtype="float32", quality="HQ")
+            out.resampler, out.tts_rate = StreamResampler(format_rate(out.fmt)), tts_rate
         self._out[out.rid] = out
         self._by_item[out.item_id] = out
         for old in list(self._out.values())[:-KEEP_AUDIO_RESPONSES]:
@@ -889,7 +883,7 @@ class RealtimeConnection:
             out.last_text = ev.text
         x = ev.audio
         if out.resampler is not None:
-            x = out.resampler.resample_chunk(x.astype(np.float32))
+            x = out.resampler(x, out.tts_rate)
         data = encode_audio(x, out.fmt)
         if not data:
             return
