@@ -108,7 +108,9 @@ class RealtimeConnection:
                                   instructions=self.settings.dialogue.system_prompt or persona.system_prompt,
                                   voice=persona.voice or self.settings.tts.voice_zh, persona=persona.key)
         self.session = Session(stack, duplex=True, settings=self.settings, persona=persona.key)
-        self._buffer: list[np.ndarray] = []  # the input audio buffer while turn detection is off (push-to-talk)
+        # the input audio buffer while turn detection is off (push-to-talk): frames at the client's rate, resampled
+        # as one stream at commit
+        self._buffer: list[tuple[np.ndarray, int]] = []
         self._buffer_s = 0.0
         self._input_ms = 0.0
         self._forced = False  # a commit forced by the utterance length limit is running
@@ -323,7 +325,7 @@ class RealtimeConnection:
                                     f"the input audio buffer would hold {self._buffer_s + seconds:.0f} s; the limit is "
                                     f"{self.server.max_input_buffer_s:.0f} s. Commit or clear it first (the audio "
                                     "already in it is kept)", "audio")
-            self._buffer.append(x if rate == INPUT_RATE else resample(x, rate, INPUT_RATE))
+            self._buffer.append((x, rate))
             self._buffer_s += seconds
         else:
             # at the client's rate: the session resamples its input as one stream (no click at frame edges)
@@ -354,7 +356,8 @@ class RealtimeConnection:
             raise ProtocolError("input_audio_buffer_commit_empty",
                                 f"buffer too small: expected at least {MIN_COMMIT_MS} ms of audio, have "
                                 f"{self._buffer_s * 1000:.0f} ms")
-        audio = np.concatenate(self._buffer)
+        r = StreamResampler(INPUT_RATE)
+        audio = np.concatenate([r(x, rate) for x, rate in self._buffer] + [r.flush()])
         self._buffer, self._buffer_s = [], 0.0
         item_id = new_item_id()
         await self._announce_user(item_id, "audio", None)
