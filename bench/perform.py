@@ -87,13 +87,13 @@ async def _turn(session: Session, text: str) -> tuple[list, float]:
     await session.push_text(text)
     first = None
     events = []
-    while True:
-        ev = await session._queue.get()
+    async for ev in session.events():
         events.append(ev)
         if ev.type == "reply.audio" and first is None:
             first = time.perf_counter() - t0
         if ev.type == "response.done":
-            return events, first or float("nan")
+            break
+    return events, first or float("nan")
 
 
 def conversation(stack: ModelStack) -> dict:

@@ -42,8 +42,7 @@ async def _turn(session: Session, text: str | None = None, audio: np.ndarray | N
         await session.push_utterance(audio)
     await session.wait_idle()
     out: dict = {"clauses": [], "audio": [], "para": None, "voice": None}
-    while not session._queue.empty():
-        ev = session._queue.get_nowait()
+    for ev in session.drain_events():
         if isinstance(ev, ReplyClause):
             out["clauses"].append((ev.style or "neutral", ev.text))
         elif isinstance(ev, AudioChunk):

@@ -198,8 +198,7 @@ def test_full_disk_holds_turns_until_the_store_recovers(stack, settings, tmp_pat
         store = tc.app.state.server.store
         store.flush()
 
-        def fill() -> None:  # SQLite's own limit: past it writes fail with "database or disk is full"
-            c = store._conn
+        def fill(c: sqlite3.Connection) -> None:  # SQLite's own limit: past it writes fail with "disk is full"
             c.execute(f"PRAGMA max_page_count = {c.execute('PRAGMA page_count').fetchone()[0] + 2}")
             n = 0
             for size in (2000, 200, 20, 1):  # every table and index page the turns use, filled to the brim
@@ -210,11 +209,11 @@ def test_full_disk_holds_turns_until_the_store_recovers(stack, settings, tmp_pat
                             c.execute("INSERT INTO turns (session_id, item_id, seq, role, text, created) VALUES "
                                       "('filler', ?, 0, 'user', ?, 0)", (f"f{n}", "x" * size))
 
-        store._pool.submit(fill).result()
+        store.with_connection(fill)
         first = say(ws, "我叫李雷，请记住我的名字。", audio=False)
         second = say(ws, "我叫什么名字？", audio=False)
         assert store.failure is not None and store.backlog >= 4
-        store._pool.submit(lambda: store._conn.execute("PRAGMA max_page_count = 1000000")).result()
+        store.with_connection(lambda c: c.execute("PRAGMA max_page_count = 1000000"))
         store.flush()
         assert store.failure is None and store.backlog == 0
     errs = errors(first)

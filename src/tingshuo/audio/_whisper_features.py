@@ -183,3 +183,7 @@ def compute_whisper_log_mel_features(
     log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
     log_spec = (log_spec + 4.0) / 4.0
     return log_spec.astype(np.float32)
+
+
+# tingshuo: the filterbank under a public name, for the speaker encoder's 40-band mel (audio/speaker.py)
+mel_filterbank = _build_mel_filterbank

@@ -98,10 +98,10 @@ def load_legacy_torch(path: Path) -> dict[str, np.ndarray]:
 
 @lru_cache(maxsize=1)
 def _mel_basis() -> np.ndarray:
-    from tingshuo.audio._whisper_features import _build_mel_filterbank
+    from tingshuo.audio._whisper_features import mel_filterbank
 
     # librosa.filters.mel(sr=16000, n_fft=400, n_mels=40), Slaney scale and norm: (201, 40)
-    return _build_mel_filterbank(WINDOW // 2 + 1, N_MELS, 0.0, SAMPLE_RATE / 2, SAMPLE_RATE).astype(np.float32)
+    return mel_filterbank(WINDOW // 2 + 1, N_MELS, 0.0, SAMPLE_RATE / 2, SAMPLE_RATE).astype(np.float32)
 
 
 def mel_frames(wav: np.ndarray) -> np.ndarray:

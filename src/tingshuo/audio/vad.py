@@ -19,7 +19,8 @@ CONTEXT = 64
 RATE = 16000
 
 
-def _model_path() -> str:
+def model_path() -> str:
+    """The Silero ONNX file faster-whisper ships."""
     return str(resources.files("faster_whisper") / "assets" / "silero_vad_v6.onnx")
 
 
@@ -34,7 +35,7 @@ class SileroVad:
             so.intra_op_num_threads = 1
             so.inter_op_num_threads = 1
             so.log_severity_level = 4
-            SileroVad._session = ort.InferenceSession(_model_path(), so, providers=["CPUExecutionProvider"])
+            SileroVad._session = ort.InferenceSession(model_path(), so, providers=["CPUExecutionProvider"])
         self.reset()
 
     def reset(self) -> None:

@@ -19,6 +19,9 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from tingshuo.tts.style import get_style
+from tingshuo.tts.voices import VOICES
+
 _TAGS = ("你的话会用声音读出来。需要换语气时，在那句话前写语气标记，例如“[开心]太好了！”"
          "可用：[开心][难过][温柔][生气][害怕][平静][悄悄][讲故事]。")
 _FORMAT = "回答要简短口语化，一到三句话；不要用列表、标题、表情符号或markdown。"
@@ -185,16 +188,12 @@ def load_personas(path: Path | str) -> list[Persona]:
         if d.get("voice"):
             _check_voice(d["voice"], path)
         if d.get("default_emotion"):
-            from tingshuo.tts.style import get_style
-
             get_style(d["default_emotion"])
         out.append(Persona(**d))
     return out
 
 
 def _check_voice(voice: str, path: Path | str) -> None:
-    from tingshuo.tts.voices import VOICES
-
     names = {"jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"}
     parts = re.split(r"[/,]", voice)
     if voice not in VOICES and not all(p.split(":")[0].strip() in names for p in parts):
@@ -220,6 +219,33 @@ def voice_of_character(name: str) -> str | None:
         if p.key != "companion" and name in p.names() and p.voice:
             return p.voice
     return None
+
+
+def cast(characters: list[str], exclude: tuple[str, ...] = (), female: set[str] | None = None) -> dict[str, str]:
+    """Voices for story characters in order of appearance, none shared while distinct voices remain.
+
+    ``female``: the characters known to be women (the rest are cast with male voices first). A persona's own
+    character keeps its voice (孙悟空 → wukong).
+    """
+    out: dict[str, str] = {}
+    used = set(exclude)
+    # voices no built-in character owns come first, so 孙悟空 can still get his own if he appears later
+    owned = {"wukong", "tangseng", "daiyu", "xiaonuan"}
+    pool = [k for k in VOICES if k != "joe" and k not in owned] + [k for k in VOICES if k in owned]
+    for ch in characters:
+        known = voice_of_character(ch)
+        if known and known not in used:
+            out[ch] = known
+            used.add(known)
+            continue
+        want = "female" if female and ch in female else "male" if female is not None else None
+        free = [k for k in pool if k not in used]
+        pick = next((k for k in free if want is None or VOICES[k].gender == want), free[0] if free else None)
+        if pick is None:  # more characters than voices: reuse, but never the narrator's
+            pick = [k for k in pool if k not in exclude][len(out) % max(1, len(pool) - len(exclude))]
+        out[ch] = pick
+        used.add(pick)
+    return out
 
 
 def is_female(name: str) -> bool | None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from tingshuo.engine.stack import ModelStack
-    from tingshuo.tts import VoiceSettings
+    from tingshuo.engine.workers import Worker
+    from tingshuo.tts import SpeechSynthesizer, VoiceSettings
 
 log = logging.getLogger("tingshuo.engine")
 
@@ -45,8 +46,9 @@ def notice(kind: str, lang: str) -> str:
 class NoticeVoice:
     """The notices rendered in a voice, once per stack and voice (on the TTS worker's shared lane)."""
 
-    def __init__(self, stack: "ModelStack") -> None:
-        self.stack = stack
+    def __init__(self, tts: "Callable[[], SpeechSynthesizer | None]", worker: "Worker") -> None:
+        self._tts = tts  # read at each use: the stack's synthesizer may be replaced (a test's injected fault)
+        self._worker = worker
         self._audio: dict[tuple[str, str, str], np.ndarray] = {}
         self._lock = threading.Lock()
         self._pending: set[str] = set()
@@ -56,15 +58,16 @@ class NoticeVoice:
         other notices are synthesized when needed: the voice still works then."""
         key = f"{voice.voice or ''}/{lang}"
         with self._lock:
-            if key in self._pending or self.stack.tts is None:
+            if key in self._pending or self._tts() is None:
                 return
             self._pending.add(key)
-        self.stack.pool("tts").submit(self._render, voice, lang)
+        self._worker.submit(self._render, voice, lang)
 
     def _render(self, voice: "VoiceSettings", lang: str) -> None:
-        assert self.stack.tts is not None
+        tts = self._tts()
+        assert tts is not None
         try:
-            audio = self.stack.tts.synthesize(notice("tts", lang), voice, lang)
+            audio = tts.synthesize(notice("tts", lang), voice, lang)
         except Exception as e:  # the voice is already failing: the notice will be text only
             log.warning("could not render the voice-failure notice: %s", e)
             return

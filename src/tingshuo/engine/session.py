@@ -41,7 +41,7 @@ from tingshuo.dialogue.care import hotlines as care_hotlines
 from tingshuo.dialogue.care import care_note, lines_sentence, names_a_line, refusal_note
 from tingshuo.dialogue.emotion import LABELS, LABELS_ZH, EmotionReading, EmotionTrack, fuse
 from tingshuo.dialogue.memory import Conversation, new_item_id
-from tingshuo.dialogue.persona import PERSONAS, Persona, RoleRequest, get_persona, is_female, parse_role_request
+from tingshuo.dialogue.persona import PERSONAS, Persona, RoleRequest, cast, get_persona, is_female, parse_role_request
 from tingshuo.dialogue.policy import ReplyPlan, plan_reply
 from tingshuo.dialogue.songs import SongRequest, parse_song_request, pick_song, unknown_song_note, write_lyrics
 from tingshuo.dialogue.speech import ClauseSplitter, ScriptLines, StyleTags
@@ -81,7 +81,6 @@ from tingshuo.llm.base import LlmError, Message
 from tingshuo.safety import Verdict
 from tingshuo.search import FRESH_CUE, SearchDecision, SearchError, results_note, route, source_lead
 from tingshuo.tts import VoiceSettings, get_style, text_language
-from tingshuo.tts.voices import cast
 
 MAX_FRAME_SECONDS = 10.0  # one push_audio call; streaming clients send 20–100 ms
 _END = object()
@@ -289,6 +288,33 @@ class Session:
         self._closed = False
 
     # ------------------------------------------------------------------ output
+    def set_instructions(self, prompt: str) -> None:
+        """The system prompt of the replies from now on (a client's instructions, a persona's prompt); its prefix
+        is cached on this session's LLM lane, unless another change replaced it before the lane got to it."""
+        self.conversation.system_prompt = prompt
+        if self.stack.llm is not None:
+            def warm() -> None:
+                if self.conversation.system_prompt == prompt:
+                    self.stack.warm(prompt)
+
+            self._llm_pool.submit(warm)
+
+    @property
+    def plan(self) -> ReplyPlan:
+        """How the last user turn is being answered (style, reason, song, search): the server reports it."""
+        return self._plan
+
+    def drain_events(self) -> list[Event]:
+        """The events emitted and not yet read, without waiting (one-shot callers and tests after ``wait_idle``)."""
+        out = []
+        while not self._queue.empty():
+            ev = self._queue.get_nowait()
+            if ev is None:  # closed: the end stays for events()
+                self._queue.put_nowait(None)
+                break
+            out.append(ev)
+        return out
+
     async def events(self) -> AsyncIterator[Event]:
         """Every event in order, until ``close()``."""
         while True:
@@ -378,7 +404,7 @@ class Session:
         """Become another persona (None: the configured one): its prompt, voice and manner from the next reply on.
 
         The conversation so far stays; only the system prompt changes (the LLM's prefix cache is refilled for it
-        on the LLM thread, ~1 s once per persona).
+        on the LLM thread, from its saved state after the first time).
         """
         p = get_persona(key or self.settings.dialogue.persona)
         if p.key == self.persona.key:
@@ -386,10 +412,8 @@ class Session:
         self.persona = p
         default = p.key == self.settings.dialogue.persona and self.settings.dialogue.system_prompt
         prompt = self.settings.dialogue.system_prompt if default else p.system_prompt
-        self.conversation.system_prompt = prompt or p.system_prompt
+        self.set_instructions(prompt or p.system_prompt)
         self.voice = replace(self.voice, voice=p.voice)
-        if self.stack.llm is not None:
-            self._llm_pool.submit(self.stack.warm, self.conversation.system_prompt)
         if self._playout is not None and self.settings.duplex.acknowledge and p.acknowledges:
             self._tts_pool.submit(self._prepare_acks)  # "嗯，" in the new voice
         self._emit(PersonaChanged(p.key, p.name, p.voice, request))

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from tingshuo.asr import Recognizer, load_recognizer
 from tingshuo.audio.smart_turn import SmartTurn
 from tingshuo.config import Settings
+from tingshuo.engine.faults import NoticeVoice
 from tingshuo.engine.health import BackendHealth
 from tingshuo.engine.workers import JobObserver, Lane, Worker
 from tingshuo.llm import ChatModel, load_chat_model
 from tingshuo.tts import SpeechSynthesizer
 
 if TYPE_CHECKING:
-    from tingshuo.engine.faults import NoticeVoice
     from tingshuo.coach import PronunciationCoach
     from tingshuo.safety import SafetyGuard
     from tingshuo.search import SearchProvider
@@ -63,9 +63,7 @@ class ModelStack:
     def notices(self) -> "NoticeVoice":
         """Fault notices pre-rendered per voice (so a failing TTS can still say it failed)."""
         if self._notices is None:
-            from tingshuo.engine.faults import NoticeVoice
-
-            self._notices = NoticeVoice(self)
+            self._notices = NoticeVoice(lambda: self.tts, self.pool("tts"))
         return self._notices
 
     def backend(self, name: str) -> BackendHealth:

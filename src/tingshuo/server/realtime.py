@@ -275,13 +275,7 @@ class RealtimeConnection:
         self.session.auto_respond = bool(td and td.create_response)
         self.settings.duplex.barge_in = bool(td is None or td.interrupt_response)
         if self.session.conversation.system_prompt != self.cfg.instructions:
-            self.session.conversation.system_prompt = prompt = self.cfg.instructions
-            if self.stack.llm is not None:
-                def warm() -> None:  # on this session's lane; skipped if another update replaced the prompt since
-                    if self.session.conversation.system_prompt == prompt:
-                        self.stack.warm(prompt)
-
-                self.session._llm_pool.submit(warm)
+            self.session.set_instructions(self.cfg.instructions)
         self.session.voice = VoiceSettings(voice=self._engine_voice(self.cfg.voice), speed=self.cfg.speed)
         self.session.speak = self.cfg.speak
 
@@ -853,7 +847,7 @@ class RealtimeConnection:
             old.audio = []
         self._kinds[out.item_id] = "audio" if ev.speak else "text"
         self._active = out.rid
-        vs, plan = self.session.voice_state, self.session._plan
+        vs, plan = self.session.voice_state, self.session.plan
         last = self.session.emotions.last
         style = {"voice": self.session.voice.voice or self.cfg.voice, "speed": round(self.session.voice.speed * vs.speed, 3),
                  "persona": self.cfg.persona, "emotion": plan.style or vs.style or ("whisper" if vs.whisper else None),

@@ -164,6 +164,11 @@ class TranscriptStore:
         self._submit(self._write, "UPDATE turns SET deleted = 1 WHERE session_id = ? AND item_id = ?",
                      (session_id, item_id))
 
+    def with_connection(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn`` with the store's connection on the store's own thread, the only one that may use it
+        (maintenance such as ``PRAGMA max_page_count``; the fault tests fill the disk this way)."""
+        return self._pool.submit(lambda: fn(self._conn)).result()
+
     def flush(self) -> None:
         """Wait for every write queued so far (and try the held ones once more)."""
         self._pool.submit(self._drain).result()

@@ -49,32 +49,3 @@ def get_voice(key: str) -> CharacterVoice:
         return VOICES[key]
     except KeyError:
         raise ValueError(f"unknown voice {key!r}; available: {', '.join(VOICES)}") from None
-
-
-def cast(characters: list[str], exclude: tuple[str, ...] = (), female: set[str] | None = None) -> dict[str, str]:
-    """Voices for story characters in order of appearance, none shared while distinct voices remain.
-
-    ``female``: the characters known to be women (the rest are cast with male voices first). A persona's own
-    character keeps its voice (孙悟空 → wukong).
-    """
-    from tingshuo.dialogue.persona import voice_of_character
-
-    out: dict[str, str] = {}
-    used = set(exclude)
-    # voices no built-in character owns come first, so 孙悟空 can still get his own if he appears later
-    owned = {"wukong", "tangseng", "daiyu", "xiaonuan"}
-    pool = [k for k in VOICES if k != "joe" and k not in owned] + [k for k in VOICES if k in owned]
-    for ch in characters:
-        known = voice_of_character(ch)
-        if known and known not in used:
-            out[ch] = known
-            used.add(known)
-            continue
-        want = "female" if female and ch in female else "male" if female is not None else None
-        free = [k for k in pool if k not in used]
-        pick = next((k for k in free if want is None or VOICES[k].gender == want), free[0] if free else None)
-        if pick is None:  # more characters than voices: reuse, but never the narrator's
-            pick = [k for k in pool if k not in exclude][len(out) % max(1, len(pool) - len(exclude))]
-        out[ch] = pick
-        used.add(pick)
-    return out
