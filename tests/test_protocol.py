@@ -98,3 +98,23 @@ def test_odd_pcm16_is_an_error():
     with pytest.raises(ProtocolError) as e:
         decode_audio(b"\x00\x01\x02", "pcm16")
     assert e.value.code == "invalid_audio"
+
+
+def test_every_engine_event_has_a_handler_and_every_extension_event_is_documented():
+    """The server maps engine events through one table: a new engine event without an entry would be dropped on
+    the way to the client (the tutor's pronunciation report was). Every ``tingshuo.*`` event it sends is in
+    docs/realtime.md."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    import tingshuo.engine.events as E
+    from tingshuo.server.realtime import RealtimeConnection
+
+    events = [c for c in vars(E).values() if inspect.isclass(c) and issubclass(c, E.Event) and c is not E.Event]
+    assert len(events) > 20
+    assert [c.__name__ for c in events if c not in RealtimeConnection._HANDLERS] == []
+    src = inspect.getsource(RealtimeConnection)
+    sent = set(re.findall(r'emit\("(tingshuo\.[a-z_.]+)"', src))
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "realtime.md").read_text(encoding="utf-8")
+    assert len(sent) >= 13 and [n for n in sorted(sent) if f"`{n}`" not in doc] == []

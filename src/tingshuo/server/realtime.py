@@ -682,123 +682,183 @@ class RealtimeConnection:
                 log.exception("forwarding %s failed", ev.type)
 
     async def _on_event(self, ev: E.Event) -> None:
+        handler = self._HANDLERS.get(type(ev))
+        if handler is not None:
+            await handler(self, ev)
+
+    async def _on_speech_started(self, ev: E.SpeechStarted) -> None:
         td = self.cfg.turn_detection
-        if isinstance(ev, E.SpeechStarted):
-            self._stop_idle()
-            self._idle_prompts = 0
-            if td is not None:
-                await self.emit("input_audio_buffer.speech_started", audio_start_ms=int(ev.at_ms), item_id=ev.item_id)
-        elif isinstance(ev, E.SpeechStopped):
-            if td is not None:
-                await self.emit("input_audio_buffer.speech_stopped", audio_end_ms=int(ev.at_ms), item_id=ev.item_id)
-        elif isinstance(ev, E.TranscriptPartial):
-            if self.cfg.transcription is not None:
-                await self.emit("tingshuo.input_audio_transcription.partial", item_id=ev.item_id, transcript=ev.text)
-                # The standard event is append-only: send what extends the text already sent; a partial that
-                # revises earlier words (Whisper re-decodes the whole utterance) waits for the final transcript.
-                sent = self._partial_sent.get(ev.item_id, "")
-                text = ev.text.rstrip("。.，,！!？?")
-                if text.startswith(sent) and len(text) > len(sent):
-                    self._partial_sent[ev.item_id] = text
-                    await self.emit("conversation.item.input_audio_transcription.delta", item_id=ev.item_id,
-                                    content_index=0, delta=text[len(sent):])
-        elif isinstance(ev, E.TranscriptFinal):
-            self._partial_sent.pop(ev.item_id, None)
-            await self._announce_user(ev.item_id, "audio", ev.text)
-            if ev.audio is not None:
-                self._user_audio[ev.item_id] = ev.audio
-                for old in list(self._user_audio)[:-KEEP_AUDIO_RESPONSES]:
-                    del self._user_audio[old]
-            if self.cfg.transcription is not None:
-                await self.emit("conversation.item.input_audio_transcription.completed", item_id=ev.item_id,
-                                content_index=0, transcript=ev.text,
-                                tingshuo={"language": ev.language, "audio_seconds": round(ev.audio_seconds, 2),
-                                          "emotion": None})
-            if not self.beta:
-                await self.emit("conversation.item.done", previous_item_id=self._previous(ev.item_id),
-                                item=self._item(ev.item_id, "user", ev.text, "completed"))
-            if self.store is not None:
-                self.store.add_turn(self.id, ev.item_id, "user", ev.text, language=ev.language,
-                                    source="audio", audio_s=ev.audio_seconds)
-        elif isinstance(ev, E.UnheardTurn):
-            # the recognizer failed: the turn is still a conversation item, and its audio is kept
-            await self._announce_user(ev.item_id, "audio", None)
-            path = await asyncio.to_thread(self._keep_audio, ev.item_id, ev.audio)
-            if self.store is not None:
-                self.store.add_turn(self.id, ev.item_id, "user", "", source="audio/unheard", audio_s=ev.audio_seconds,
-                                    audio_path=path)
-        elif isinstance(ev, E.SpeechDegraded):
-            out = self._out.get(ev.response_id)
-            if out is not None and out.speak and not out.degraded:
-                out.degraded = True
-                out.transcript.append(ev.text)
-                await self._delta("response.output_audio_transcript.delta", out, delta=ev.text)
-        elif isinstance(ev, E.Paralinguistics):
-            # after the transcript: how the turn was said (extension event; docs/emotion.md)
-            await self.emit("tingshuo.paralinguistics", item_id=ev.item_id, emotion=ev.details)
-            if self.store is not None:
-                self.store.set_emotion(self.id, ev.item_id, ev.details)
-        elif isinstance(ev, E.VoiceChanged):
-            await self.emit("tingshuo.voice.changed", state=ev.state, request=ev.request)
-        elif isinstance(ev, E.PersonaChanged):
-            # a role entered or left by asking ("你当孙悟空跟我说话"): the session's persona, prompt and voice follow
-            self.cfg.persona = ev.persona
-            self.cfg.instructions = self.session.conversation.system_prompt
-            self.cfg.voice = ev.voice or self.settings.tts.voice_zh
-            await self.emit("tingshuo.persona.changed", persona=ev.persona, name=ev.name, voice=ev.voice,
-                            request=ev.request)
-        elif isinstance(ev, E.SafetyVerdict):
-            # refused, care or a blocked clause: told to the client and kept in the deployer's risk log
-            await self.emit("tingshuo.safety", item_id=ev.item_id, source=ev.source, category=ev.category,
-                            action=ev.action, confidence=ev.confidence)
-            if self.store is not None:
-                self.store.add_risk(self.id, ev.item_id, ev.source, ev.category, ev.action, ev.confidence, ev.text)
-        elif isinstance(ev, E.CareChanged):
-            await self.emit("tingshuo.care.changed", on=ev.on, reason=ev.reason, hotlines=ev.hotlines)
-        elif isinstance(ev, E.SearchDone):
-            await self.emit("tingshuo.search", response_id=ev.response_id, query=ev.query, provider=ev.provider,
-                            results=ev.results, error=ev.error)
-        elif isinstance(ev, E.TurnDetected):
-            await self.emit("tingshuo.turn.detected", p_audio=ev.p_audio, p_text=ev.p_text, waited_ms=ev.waited_ms)
-        elif isinstance(ev, E.ResponseStarted):
-            await self._response_started(ev)
-        elif isinstance(ev, E.ReplyTextDelta):
-            out = self._out.get(ev.response_id)
-            if out is not None and not out.speak:
-                out.transcript.append(ev.text)
-                await self._delta("response.output_text.delta", out, delta=ev.text)
-        elif isinstance(ev, E.ReplyClause):
-            out = self._out.get(ev.response_id)
-            if out is not None and out.degraded:  # no audio will carry it: the text goes out now
-                out.transcript.append(ev.text)
-                await self._delta("response.output_audio_transcript.delta", out, delta=ev.text)
-            elif out is not None:
-                out.clauses.append(ev.text)
-            if ev.speaker or ev.sung:  # who says a story line, or a sung phrase (captions, karaoke)
-                await self.emit("tingshuo.reply.clause", response_id=ev.response_id, text=ev.text, style=ev.style,
-                                speaker=ev.speaker, voice=ev.voice, sung=ev.sung)
-        elif isinstance(ev, E.AudioChunk):
-            await self._audio(ev)
-        elif isinstance(ev, E.ResponseDone):
-            await self._response_done(ev)
-        elif isinstance(ev, E.PlaybackPaused):
-            await self.emit("tingshuo.playback.paused", response_id=ev.response_id, heard_ms=ev.heard_ms)
-        elif isinstance(ev, E.PlaybackResumed):
-            await self.emit("tingshuo.playback.resumed", response_id=ev.response_id)
-        elif isinstance(ev, E.Backchannel):
-            await self.emit("tingshuo.backchannel", text=ev.text)
-        elif isinstance(ev, E.ErrorEvent):
-            if ev.item_id and ev.code in ("no_speech", "invalid_audio", "asr_failed"):
-                if ev.item_id in self._announced:
-                    await self.emit("conversation.item.input_audio_transcription.failed", item_id=ev.item_id,
-                                    content_index=0, error={"type": "transcription_error", "code": ev.code,
-                                                            "message": ev.message})
-                    if ev.code != "asr_failed":
-                        return  # the client's audio held no words; a crashed recognizer is also a server error
-                if ev.code == "no_speech" and td is not None:
-                    return  # the VAD heard a noise that held no words: not the client's error, nothing to commit
-            server_side = ev.code in ("internal_error", "response_failed", "asr_failed", "llm_failed", "tts_failed")
-            await self.error(ev.code, ev.message, error_type="server_error" if server_side else "invalid_request_error")
+        self._stop_idle()
+        self._idle_prompts = 0
+        if td is not None:
+            await self.emit("input_audio_buffer.speech_started", audio_start_ms=int(ev.at_ms), item_id=ev.item_id)
+
+    async def _on_speech_stopped(self, ev: E.SpeechStopped) -> None:
+        td = self.cfg.turn_detection
+        if td is not None:
+            await self.emit("input_audio_buffer.speech_stopped", audio_end_ms=int(ev.at_ms), item_id=ev.item_id)
+
+    async def _on_transcript_partial(self, ev: E.TranscriptPartial) -> None:
+        if self.cfg.transcription is not None:
+            await self.emit("tingshuo.input_audio_transcription.partial", item_id=ev.item_id, transcript=ev.text)
+            # The standard event is append-only: send what extends the text already sent; a partial that
+            # revises earlier words (Whisper re-decodes the whole utterance) waits for the final transcript.
+            sent = self._partial_sent.get(ev.item_id, "")
+            text = ev.text.rstrip("。.，,！!？?")
+            if text.startswith(sent) and len(text) > len(sent):
+                self._partial_sent[ev.item_id] = text
+                await self.emit("conversation.item.input_audio_transcription.delta", item_id=ev.item_id,
+                                content_index=0, delta=text[len(sent):])
+
+    async def _on_transcript_final(self, ev: E.TranscriptFinal) -> None:
+        self._partial_sent.pop(ev.item_id, None)
+        await self._announce_user(ev.item_id, "audio", ev.text)
+        if ev.audio is not None:
+            self._user_audio[ev.item_id] = ev.audio
+            for old in list(self._user_audio)[:-KEEP_AUDIO_RESPONSES]:
+                del self._user_audio[old]
+        if self.cfg.transcription is not None:
+            await self.emit("conversation.item.input_audio_transcription.completed", item_id=ev.item_id,
+                            content_index=0, transcript=ev.text,
+                            tingshuo={"language": ev.language, "audio_seconds": round(ev.audio_seconds, 2),
+                                      "emotion": None})
+        if not self.beta:
+            await self.emit("conversation.item.done", previous_item_id=self._previous(ev.item_id),
+                            item=self._item(ev.item_id, "user", ev.text, "completed"))
+        if self.store is not None:
+            self.store.add_turn(self.id, ev.item_id, "user", ev.text, language=ev.language,
+                                source="audio", audio_s=ev.audio_seconds)
+
+    async def _on_unheard_turn(self, ev: E.UnheardTurn) -> None:
+        # the recognizer failed: the turn is still a conversation item, and its audio is kept
+        await self._announce_user(ev.item_id, "audio", None)
+        path = await asyncio.to_thread(self._keep_audio, ev.item_id, ev.audio)
+        if self.store is not None:
+            self.store.add_turn(self.id, ev.item_id, "user", "", source="audio/unheard", audio_s=ev.audio_seconds,
+                                audio_path=path)
+
+    async def _on_speech_degraded(self, ev: E.SpeechDegraded) -> None:
+        out = self._out.get(ev.response_id)
+        if out is not None and out.speak and not out.degraded:
+            out.degraded = True
+            out.transcript.append(ev.text)
+            await self._delta("response.output_audio_transcript.delta", out, delta=ev.text)
+
+    async def _on_paralinguistics(self, ev: E.Paralinguistics) -> None:
+        # after the transcript: how the turn was said (extension event; docs/emotion.md)
+        await self.emit("tingshuo.paralinguistics", item_id=ev.item_id, emotion=ev.details)
+        if self.store is not None:
+            self.store.set_emotion(self.id, ev.item_id, ev.details)
+
+    async def _on_voice_changed(self, ev: E.VoiceChanged) -> None:
+        await self.emit("tingshuo.voice.changed", state=ev.state, request=ev.request)
+
+    async def _on_persona_changed(self, ev: E.PersonaChanged) -> None:
+        # a role entered or left by asking ("你当孙悟空跟我说话"): the session's persona, prompt and voice follow
+        self.cfg.persona = ev.persona
+        self.cfg.instructions = self.session.conversation.system_prompt
+        self.cfg.voice = ev.voice or self.settings.tts.voice_zh
+        await self.emit("tingshuo.persona.changed", persona=ev.persona, name=ev.name, voice=ev.voice,
+                        request=ev.request)
+
+    async def _on_safety_verdict(self, ev: E.SafetyVerdict) -> None:
+        # refused, care or a blocked clause: told to the client and kept in the deployer's risk log
+        await self.emit("tingshuo.safety", item_id=ev.item_id, source=ev.source, category=ev.category,
+                        action=ev.action, confidence=ev.confidence)
+        if self.store is not None:
+            self.store.add_risk(self.id, ev.item_id, ev.source, ev.category, ev.action, ev.confidence, ev.text)
+
+    async def _on_care_changed(self, ev: E.CareChanged) -> None:
+        await self.emit("tingshuo.care.changed", on=ev.on, reason=ev.reason, hotlines=ev.hotlines)
+
+    async def _on_search_done(self, ev: E.SearchDone) -> None:
+        await self.emit("tingshuo.search", response_id=ev.response_id, query=ev.query, provider=ev.provider,
+                        results=ev.results, error=ev.error)
+
+    async def _on_turn_detected(self, ev: E.TurnDetected) -> None:
+        await self.emit("tingshuo.turn.detected", p_audio=ev.p_audio, p_text=ev.p_text, waited_ms=ev.waited_ms)
+
+    async def _on_response_started(self, ev: E.ResponseStarted) -> None:
+        await self._response_started(ev)
+
+    async def _on_reply_text_delta(self, ev: E.ReplyTextDelta) -> None:
+        out = self._out.get(ev.response_id)
+        if out is not None and not out.speak:
+            out.transcript.append(ev.text)
+            await self._delta("response.output_text.delta", out, delta=ev.text)
+
+    async def _on_reply_clause(self, ev: E.ReplyClause) -> None:
+        out = self._out.get(ev.response_id)
+        if out is not None and out.degraded:  # no audio will carry it: the text goes out now
+            out.transcript.append(ev.text)
+            await self._delta("response.output_audio_transcript.delta", out, delta=ev.text)
+        elif out is not None:
+            out.clauses.append(ev.text)
+        if ev.speaker or ev.sung:  # who says a story line, or a sung phrase (captions, karaoke)
+            await self.emit("tingshuo.reply.clause", response_id=ev.response_id, text=ev.text, style=ev.style,
+                            speaker=ev.speaker, voice=ev.voice, sung=ev.sung)
+
+    async def _on_audio_chunk(self, ev: E.AudioChunk) -> None:
+        await self._audio(ev)
+
+    async def _on_response_done(self, ev: E.ResponseDone) -> None:
+        await self._response_done(ev)
+
+    async def _on_playback_paused(self, ev: E.PlaybackPaused) -> None:
+        await self.emit("tingshuo.playback.paused", response_id=ev.response_id, heard_ms=ev.heard_ms)
+
+    async def _on_playback_resumed(self, ev: E.PlaybackResumed) -> None:
+        await self.emit("tingshuo.playback.resumed", response_id=ev.response_id)
+
+    async def _on_backchannel(self, ev: E.Backchannel) -> None:
+        await self.emit("tingshuo.backchannel", text=ev.text)
+
+    async def _on_error_event(self, ev: E.ErrorEvent) -> None:
+        td = self.cfg.turn_detection
+        if ev.item_id and ev.code in ("no_speech", "invalid_audio", "asr_failed"):
+            if ev.item_id in self._announced:
+                await self.emit("conversation.item.input_audio_transcription.failed", item_id=ev.item_id,
+                                content_index=0, error={"type": "transcription_error", "code": ev.code,
+                                                        "message": ev.message})
+                if ev.code != "asr_failed":
+                    return  # the client's audio held no words; a crashed recognizer is also a server error
+            if ev.code == "no_speech" and td is not None:
+                return  # the VAD heard a noise that held no words: not the client's error, nothing to commit
+        server_side = ev.code in ("internal_error", "response_failed", "asr_failed", "llm_failed", "tts_failed")
+        await self.error(ev.code, ev.message, error_type="server_error" if server_side else "invalid_request_error")
+
+    async def _on_pronunciation_report(self, ev: E.PronunciationReport) -> None:
+        # the tutor's reading of a spoken English turn, sound by sound (extension event; docs/realtime.md)
+        await self.emit("tingshuo.pronunciation", item_id=ev.item_id, expected=ev.expected, score=ev.score,
+                        feedback=ev.feedback, words=ev.words)
+
+    # engine event type → its handler: the protocol events it becomes (tests/test_protocol.py checks that every
+    # engine event type has one, so a new event cannot be dropped on the way to the client without a decision)
+    _HANDLERS: dict[type, Callable[["RealtimeConnection", Any], Awaitable[None]]] = {
+        E.SpeechStarted: _on_speech_started,
+        E.SpeechStopped: _on_speech_stopped,
+        E.TranscriptPartial: _on_transcript_partial,
+        E.TranscriptFinal: _on_transcript_final,
+        E.UnheardTurn: _on_unheard_turn,
+        E.SpeechDegraded: _on_speech_degraded,
+        E.Paralinguistics: _on_paralinguistics,
+        E.VoiceChanged: _on_voice_changed,
+        E.PersonaChanged: _on_persona_changed,
+        E.SafetyVerdict: _on_safety_verdict,
+        E.CareChanged: _on_care_changed,
+        E.SearchDone: _on_search_done,
+        E.TurnDetected: _on_turn_detected,
+        E.ResponseStarted: _on_response_started,
+        E.ReplyTextDelta: _on_reply_text_delta,
+        E.ReplyClause: _on_reply_clause,
+        E.AudioChunk: _on_audio_chunk,
+        E.ResponseDone: _on_response_done,
+        E.PlaybackPaused: _on_playback_paused,
+        E.PlaybackResumed: _on_playback_resumed,
+        E.Backchannel: _on_backchannel,
+        E.ErrorEvent: _on_error_event,
+        E.PronunciationReport: _on_pronunciation_report,
+    }
 
     def _keep_audio(self, item_id: str, audio: np.ndarray) -> str | None:
         """Write an unheard turn's audio (16 kHz WAV) next to the store; its path goes into the turn's row."""
