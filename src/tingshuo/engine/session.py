@@ -418,6 +418,25 @@ class Session:
             self._tts_pool.submit(self._prepare_acks)  # "嗯，" in the new voice
         self._emit(PersonaChanged(p.key, p.name, p.voice, request))
 
+    def set_turn_taking(self, mode: str, *, eagerness: str = "auto", silence_ms: int = 500,
+                        threshold: float | None = None, barge_in: bool = True, auto_respond: bool = True) -> None:
+        """How turns are taken from now on (a Realtime client's ``turn_detection``): ``mode`` "semantic_vad",
+        "server_vad" or "manual" (push-to-talk: an open utterance is dropped); ``threshold`` the VAD's speech
+        probability; ``auto_respond`` False: finished turns wait for ``respond()``."""
+        t = self.settings.turn
+        if mode == "manual":
+            if t.mode != "manual":
+                self.clear_input()
+        else:
+            t.eagerness = eagerness  # type: ignore[assignment]
+            t.silence_ms = silence_ms
+            if threshold is not None:
+                self.settings.vad.threshold = threshold
+                self.settings.vad.neg_threshold = min(self.settings.vad.neg_threshold, threshold)
+        t.mode = mode  # type: ignore[assignment]
+        self.settings.duplex.barge_in = barge_in
+        self.auto_respond = auto_respond
+
     def clear_input(self) -> None:
         """Forget the utterance in progress (``input_audio_buffer.clear``)."""
         if self._utt is not None:

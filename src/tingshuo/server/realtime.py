@@ -258,22 +258,15 @@ class RealtimeConnection:
 
     def _apply(self) -> None:
         """The protocol configuration → the engine's."""
-        td, t = self.cfg.turn_detection, self.settings.turn
-        was_manual = t.mode == "manual"
+        td = self.cfg.turn_detection
+        if td is not None and self.settings.turn.mode == "manual":
+            self._buffer, self._buffer_s = [], 0.0  # push-to-talk audio not committed is dropped with the mode
         if td is None:
-            t.mode = "manual"
-            if not was_manual:
-                self.session.clear_input()
+            self.session.set_turn_taking("manual", barge_in=True, auto_respond=False)
         else:
-            t.mode = td.type  # type: ignore[assignment]
-            t.eagerness = td.eagerness  # type: ignore[assignment]
-            t.silence_ms = td.silence_duration_ms
-            self.settings.vad.threshold = td.threshold
-            self.settings.vad.neg_threshold = min(self.settings.vad.neg_threshold, td.threshold)
-            if was_manual and self._buffer:
-                self._buffer, self._buffer_s = [], 0.0
-        self.session.auto_respond = bool(td and td.create_response)
-        self.settings.duplex.barge_in = bool(td is None or td.interrupt_response)
+            self.session.set_turn_taking(td.type, eagerness=td.eagerness, silence_ms=td.silence_duration_ms,
+                                         threshold=td.threshold, barge_in=td.interrupt_response,
+                                         auto_respond=td.create_response)
         if self.session.conversation.system_prompt != self.cfg.instructions:
             self.session.set_instructions(self.cfg.instructions)
         self.session.voice = VoiceSettings(voice=self._engine_voice(self.cfg.voice), speed=self.cfg.speed)
