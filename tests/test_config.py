@@ -26,13 +26,18 @@ def clean_env(monkeypatch):
     return monkeypatch
 
 
-def test_a_misspelt_key_in_the_file_is_an_error_with_the_nearest_name(clean_env, tmp_path):
-    f = tmp_path / "config.toml"
-    f.write_text('[server]\napi_key = ["secret"]\n[tts]\nsped = 1.2\n', encoding="utf-8")
-    clean_env.setenv("TINGSHUO_CONFIG", str(f))
+def _file_error(env, path, text: str) -> str:
+    """The ConfigError a config file with ``text`` gives."""
+    path.write_text(text, encoding="utf-8")
+    env.setenv("TINGSHUO_CONFIG", str(path))
     with pytest.raises(ConfigError) as e:
         Settings()
-    msg = str(e.value)
+    return str(e.value)
+
+
+def test_a_misspelt_key_in_the_file_is_an_error_with_the_nearest_name(clean_env, tmp_path):
+    f = tmp_path / "config.toml"
+    msg = _file_error(clean_env, f, '[server]\napi_key = ["secret"]\n[tts]\nsped = 1.2\n')
     assert "server.api_key is not a setting; did you mean server.api_keys?" in msg
     assert "tts.sped is not a setting; did you mean tts.speed?" in msg and str(f) in msg
     f.write_text('[server]\napi_keys = ["secret"]\n[tts]\nspeed = 1.2\n', encoding="utf-8")
@@ -41,13 +46,9 @@ def test_a_misspelt_key_in_the_file_is_an_error_with_the_nearest_name(clean_env,
 
 
 def test_an_unknown_table_and_a_bad_value_are_reported(clean_env, tmp_path):
-    f = tmp_path / "config.toml"
-    f.write_text('[lmm]\nbackend = "openai"\n[llm]\nn_ctx = "big"\n', encoding="utf-8")
-    clean_env.setenv("TINGSHUO_CONFIG", str(f))
-    with pytest.raises(ConfigError) as e:
-        Settings()
-    assert "lmm is not a setting; did you mean llm?" in str(e.value)
-    assert "llm.n_ctx: Input should be a valid integer" in str(e.value) and "'big'" in str(e.value)
+    msg = _file_error(clean_env, tmp_path / "config.toml", '[lmm]\nbackend = "openai"\n[llm]\nn_ctx = "big"\n')
+    assert "lmm is not a setting; did you mean llm?" in msg
+    assert "llm.n_ctx: Input should be a valid integer" in msg and "'big'" in msg
 
 
 def test_environment_variables_that_name_no_setting_are_errors(clean_env):
