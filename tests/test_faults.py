@@ -223,3 +223,4 @@ def test_full_disk_holds_turns_until_the_store_recovers(stack, settings, tmp_pat
     turns = stored_turns(tmp_path / "t.sqlite3")
     assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant"], turns
     assert turns[0]["text"] == "我叫李雷，请记住我的名字。" and turns[2]["text"] == "我叫什么名字？"
+

@@ -158,3 +158,44 @@ def test_bad_frames_do_not_end_the_session(stack):
     codes = [e.code for e in events if e.type == "error"]
     assert codes == ["invalid_audio", "invalid_audio"]
     assert next(e for e in events if e.type == "response.done").status == "completed"
+
+
+def test_the_stall_watchdog_counts_from_the_last_output_not_from_the_next_read():
+    """The reply's text stage may be busy between two reads (a clause's safety check on a slow endpoint). Output
+    that arrived meanwhile is never a stall; a backend error that came after longer than the stall limit is
+    reported as the stall; nothing at all for the limit is one too (real asyncio clock, short limits)."""
+    import asyncio
+    import threading
+
+    from tingshuo.engine.session import ReplyDeltas
+    from tingshuo.llm import LlmError
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        d = ReplyDeltas(loop)
+        d.put_threadsafe("a")
+        assert await d.get(0.3) == "a"
+        for piece in "bcd":  # arrive while the consumer is busy for longer than the limit
+            threading.Thread(target=d.put_threadsafe, args=(piece,)).start()
+        await asyncio.sleep(0.5)
+        assert [await d.get(0.3) for _ in range(3)] == ["b", "c", "d"]
+        # the backend's own timeout, 0.6 s after its last output, while the consumer was busy
+        loop.call_later(0.6, d.put_threadsafe, TimeoutError("client read timeout"))
+        await asyncio.sleep(0.8)
+        try:
+            await d.get(0.3)
+        except LlmError as e:
+            stalled = str(e)
+        d2 = ReplyDeltas(loop)
+        d2.put_threadsafe("x")
+        await d2.get(None)
+        t0 = loop.time()
+        try:
+            await d2.get(0.3)
+        except LlmError as e:
+            silent = (str(e), loop.time() - t0)
+        return stalled, silent
+
+    stalled, (silent, waited) = asyncio.run(go())
+    assert "stopped answering" in stalled and "stopped answering" in silent
+    assert 0.2 < waited < 2.0  # the watchdog fired; how precisely is not this test's concern

@@ -1313,7 +1313,7 @@ class Session:
         assert llm is not None or fixed is not None
         cfg = self.settings
         loop = asyncio.get_running_loop()
-        deltas: asyncio.Queue[object] = asyncio.Queue()
+        deltas = ReplyDeltas(loop)
         clauses: asyncio.Queue[_Clause | None] = asyncio.Queue()
         persona = r.persona or self.persona
         stop = threading.Event()
@@ -1338,7 +1338,7 @@ class Session:
             """LLM thread, before generating: a filler is spoken while the provider is asked; the results (or
             why there are none) become a note after the user's words."""
             assert r.search is not None
-            loop.call_soon_threadsafe(deltas.put_nowait, _FILLER.get(user_lang, _FILLER["en"]))
+            deltas.put_threadsafe(_FILLER.get(user_lang, _FILLER["en"]))
             provider = self.stack.search
             results, failure, error = [], None, None
             t = time.perf_counter()
@@ -1357,11 +1357,11 @@ class Session:
 
         def produce() -> None:
             """LLM thread: push deltas to the loop until done or stopped."""
-            loop.call_soon_threadsafe(deltas.put_nowait, _STARTED)  # the stall clock starts now, not while queued
+            deltas.put_threadsafe(_STARTED)  # the stall clock starts now, not while queued
             if stop.is_set() or fixed is not None:
                 if fixed is not None:
-                    loop.call_soon_threadsafe(deltas.put_nowait, fixed)
-                loop.call_soon_threadsafe(deltas.put_nowait, _END)
+                    deltas.put_threadsafe(fixed)
+                deltas.put_threadsafe(_END)
                 return
             assert llm is not None
             msgs, lead = messages, ""
@@ -1379,26 +1379,26 @@ class Session:
                 note, lead = lookup()
                 msgs = [*messages, {"role": "system", "content": note}]
                 if stop.is_set():
-                    loop.call_soon_threadsafe(deltas.put_nowait, _END)
+                    deltas.put_threadsafe(_END)
                     return
                 if lead:
-                    loop.call_soon_threadsafe(deltas.put_nowait, lead)
+                    deltas.put_threadsafe(lead)
             gen = llm.stream(msgs, max_tokens=r.max_tokens or cfg.llm.max_tokens, temperature=cfg.llm.temperature,
                              **({"prefix": lead} if lead else {}))
             try:
                 for d in gen:
                     if stop.is_set():
                         break
-                    loop.call_soon_threadsafe(deltas.put_nowait, d)
+                    deltas.put_threadsafe(d)
                     # pause while a clause is synthesized, unless another session waits for the LLM thread:
                     # then finish quickly and hand it over
                     while not tts_idle.wait(0.05) and not self._llm_pool.contended():
                         pass
             except Exception as e:  # LlmError or a backend bug: reported as an event
-                loop.call_soon_threadsafe(deltas.put_nowait, e)
+                deltas.put_threadsafe(e)
             finally:
                 gen.close()
-                loop.call_soon_threadsafe(deltas.put_nowait, _END)
+                deltas.put_threadsafe(_END)
 
         async def text_stage() -> None:
             """Tokens → style (and story speaker) tags parsed out → clauses, each with its style and voice."""
@@ -1469,10 +1469,7 @@ class Session:
                 # a backend that stops answering (a remote endpoint that hangs, a wedged worker) is a failure the
                 # user is told about, not an endless silence
                 wait = (cfg.llm.stall_timeout_s if got_first else cfg.llm.first_token_timeout_s) if started else None
-                try:
-                    d = await asyncio.wait_for(deltas.get(), wait)
-                except TimeoutError:
-                    raise LlmError(f"the language model stopped answering (no output for {wait:.0f} s)") from None
+                d = await deltas.get(wait)
                 if d is _STARTED:
                     started = True
                     continue
@@ -1667,6 +1664,43 @@ class Session:
 
 
 @dataclass
+class ReplyDeltas:
+    """What the LLM thread sends the text stage (text, markers, an exception), each stamped with its arrival.
+
+    The stall watchdog counts from the last arrival, not from when the text stage next asks: the stage may be busy
+    for seconds between two reads (a clause's safety check on a slow remote endpoint), and a stall that began
+    meanwhile must still be reported as the stall it is, before a client-side timeout turns it into an error."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._q: asyncio.Queue[tuple[float, object]] = asyncio.Queue()
+        self._last = time.perf_counter()
+
+    def put_threadsafe(self, item: object) -> None:
+        self._loop.call_soon_threadsafe(lambda: self._q.put_nowait((time.perf_counter(), item)))
+
+    async def get(self, stall_s: float | None) -> object:
+        """The next item; LlmError when nothing arrived within ``stall_s`` of the previous one (None: no limit)."""
+        stalled = LlmError(f"the language model stopped answering (no output for {stall_s or 0:.0f} s)")
+        if not self._q.empty():  # arrived while the stage was busy: not a stall, whatever the time now
+            at, item = self._q.get_nowait()
+        elif stall_s is None:
+            at, item = await self._q.get()
+        else:
+            left = self._last + stall_s - time.perf_counter()
+            if left <= 0:
+                raise stalled
+            try:
+                at, item = await asyncio.wait_for(self._q.get(), left)
+            except TimeoutError:
+                raise stalled from None
+        if stall_s is not None and at - self._last > stall_s and isinstance(item, Exception):
+            # the backend's own timeout came after ours would have: the stall is the cause, say so
+            raise stalled from item
+        self._last = at
+        return item
+
+
 class _Clause:
     """One unit of a reply on its way to the voice: text, speaking style, a story speaker's voice, or — for a
     sung phrase — the call that renders its audio (on the TTS thread)."""
