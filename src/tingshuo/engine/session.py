@@ -1663,7 +1663,6 @@ class Session:
             raise asyncio.CancelledError
 
 
-@dataclass
 class ReplyDeltas:
     """What the LLM thread sends the text stage (text, markers, an exception), each stamped with its arrival.
 
@@ -1701,6 +1700,7 @@ class ReplyDeltas:
         return item
 
 
+@dataclass
 class _Clause:
     """One unit of a reply on its way to the voice: text, speaking style, a story speaker's voice, or — for a
     sung phrase — the call that renders its audio (on the TTS thread)."""
