@@ -29,7 +29,7 @@ from tests.conftest import CACHE, LIBRIVOX, ZH_CLIP  # noqa: E402
 from tingshuo.audio import prosody as P  # noqa: E402
 from tingshuo.audio import world  # noqa: E402
 from tingshuo.audio.io import load_audio, resample  # noqa: E402
-from tingshuo.dialogue.emotion import LABELS, LABELS_ZH, fuse  # noqa: E402
+from tingshuo.dialogue.emotion import fuse  # noqa: E402
 from tingshuo.engine import ModelStack, Session  # noqa: E402
 from tingshuo.tts import STYLES, VoiceSettings  # noqa: E402
 
@@ -64,13 +64,16 @@ def hearing() -> dict:
 def words(stack: ModelStack) -> dict:
     from test_emotion_policy import LABELLED
 
-    system = [{"role": "system", "content": "你是一个善解人意的助手。"}]
+    from tingshuo.dialogue.emotion import read_words
+    from tingshuo.dialogue.persona import COMPANION
+
+    system = [{"role": "system", "content": COMPANION.system_prompt}]  # as a session's first turn reads them
     ok, ms = 0, []
     for text, want in LABELLED:
         t = time.perf_counter()
-        p = stack.llm.emotion_probabilities(system, text, [LABELS_ZH[k] for k in LABELS])
+        probs = read_words(stack.llm, system, text)
         ms.append((time.perf_counter() - t) * 1000)
-        ok += fuse({k: p[LABELS_ZH[k]] for k in LABELS}, None).label == want
+        ok += fuse(probs, None).label == want
     return {"accuracy": ok / len(LABELLED), "n": len(LABELLED), "ms_p50_cold_text": float(np.median(ms))}
 
 

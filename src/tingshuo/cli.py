@@ -439,7 +439,8 @@ def listen(
 ) -> None:
     """How a turn was said: the Paralinguistics reading (label, confidence, arousal, whisper, pace, raw features)."""
     from tingshuo.audio import prosody
-    from tingshuo.dialogue.emotion import LABELS, LABELS_ZH, fuse
+    from tingshuo.dialogue.emotion import fuse, read_words
+    from tingshuo.dialogue.persona import get_persona
 
     settings = _settings(llm_url)
     try:
@@ -462,10 +463,10 @@ def listen(
     cues = prosody.cues(feats, base)
     if words and text:
         if text.strip():
+            # read as the session reads a first turn: after the configured persona's prompt (cached, see prime())
+            prompt = settings.dialogue.system_prompt or get_persona(settings.dialogue.persona).system_prompt
             try:
-                p = stack.llm.emotion_probabilities([{"role": "system", "content": "你是一个善解人意的助手。"}], text,
-                                                    [LABELS_ZH[k] for k in LABELS])
-                probs = {k: p[LABELS_ZH[k]] for k in LABELS} if p else None
+                probs = read_words(stack.llm, [{"role": "system", "content": prompt}], text)
             except Exception as e:  # a dead endpoint: the voice alone still answers
                 typer.secho(f"tingshuo: the words could not be read ({e}); voice only", err=True)
     r = fuse(probs, cues, features=feats)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tingshuo.audio.prosody import ProsodyCues, ProsodyFeatures
+from tingshuo.llm.base import ChatModel, Message
 
 LABELS = ("neutral", "happy", "sad", "angry", "anxious", "tired")
 LABELS_ZH = {"neutral": "平静", "happy": "开心", "sad": "难过", "angry": "生气", "anxious": "焦虑", "tired": "疲惫"}
@@ -67,6 +68,14 @@ class EmotionReading:
             out["whisper_score"] = self.cues.whisper_score
             out["baseline_turns"] = self.cues.baseline_turns
         return out
+
+
+def read_words(llm: ChatModel, history: list[Message], text: str) -> dict[str, float] | None:
+    """P over :data:`LABELS` of the feeling in ``text`` said after ``history``, as the chat model reads it (its
+    next-token probabilities over the Chinese labels); None where the backend gives none. The session and
+    ``tingshuo listen`` both read the words this way."""
+    p = llm.emotion_probabilities(history, text, [LABELS_ZH[k] for k in LABELS])
+    return {k: p[LABELS_ZH[k]] for k in LABELS} if p else None
 
 
 def fuse(text: dict[str, float] | None, cues: ProsodyCues | None, ser: dict[str, float] | None = None,

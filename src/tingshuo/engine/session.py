@@ -39,7 +39,7 @@ from tingshuo.asr.base import Transcript
 from tingshuo.config import Settings
 from tingshuo.dialogue.care import hotlines as care_hotlines
 from tingshuo.dialogue.care import care_note, lines_sentence, names_a_line, refusal_note
-from tingshuo.dialogue.emotion import LABELS, LABELS_ZH, EmotionReading, EmotionTrack, fuse
+from tingshuo.dialogue.emotion import EmotionReading, EmotionTrack, fuse, read_words
 from tingshuo.dialogue.memory import Conversation, new_item_id
 from tingshuo.dialogue.persona import PERSONAS, Persona, RoleRequest, cast, get_persona, is_female, parse_role_request
 from tingshuo.dialogue.policy import ReplyPlan, plan_reply
@@ -828,16 +828,13 @@ class Session:
         if llm is None or not text.strip():
             return None
         lang = lang or text_language(text) or self.conversation_language()
-        zh = [LABELS_ZH[k] for k in LABELS]
         if self._llm_pool.busy_with_others():
             return None  # under load the feeling is read from the voice alone, not after another caller's reply
         try:
-            p = await self._run(self._llm_pool, llm.emotion_probabilities, self._with_note(self._history(), lang),
-                                text, zh)
+            return await self._run(self._llm_pool, read_words, llm, self._with_note(self._history(), lang), text)
         except LlmError as e:
             log.warning("emotion reading of the words failed: %s", e)
             return None
-        return {k: p[LABELS_ZH[k]] for k in LABELS} if p else None
 
     async def _understand(self, text: str, language: str | None, audio: np.ndarray | None,
                           early: "tuple[str, asyncio.Future[dict[str, float] | None]] | None" = None,
