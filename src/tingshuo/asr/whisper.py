@@ -114,13 +114,14 @@ class WhisperRecognizer:
         # Cap the output: looping hallucinations on noise otherwise cost 10x a normal decode.
         max_new = int(min(220, 16 + 10 * len(audio) / RATE))
         text = ""
-        best: tuple[tuple[bool, float], str] | None = None  # ((no loop, avg log-prob), text) of runs that looked wrong
+        best: tuple[tuple[bool, int, float], str] | None = None  # ((no loop, attempt, avg), text): runs that looked wrong
         # Whisper's fallback samples at a higher temperature; ours decodes again, still greedily, with repeated
         # trigrams forbidden and repetitions penalized (Whisper base loops, "绿绿绿…", "walk walk walk", on sounds it
         # cannot place). Sampling made the same audio give different words from run to run (CTranslate2's seed
         # does not reach its decoding threads); a recognizer the tests and the users can rely on is deterministic.
-        for kwargs in ({"beam_size": self.cfg.beam_size},
-                       {"beam_size": self.cfg.beam_size, "no_repeat_ngram_size": 3, "repetition_penalty": 1.2}):
+        for attempt, kwargs in enumerate(({"beam_size": self.cfg.beam_size},
+                                          {"beam_size": self.cfg.beam_size, "no_repeat_ngram_size": 3,
+                                           "repetition_penalty": 1.2})):
             result = m.model.generate(
                 encoder_output,
                 [prompt],
@@ -141,9 +142,12 @@ class WhisperRecognizer:
             looped = get_compression_ratio(text) > 2.4 or bool(_STUTTER.search(text) or _LOOP.search(text))
             if not looped and avg >= -1.0:
                 return text, language, prob
-            # neither run looked right: a run that does not loop beats one that does, then the likelier one
-            if best is None or (not looped, avg) > best[0]:
-                best = ((not looped, avg), text)
+            # neither run looked right: a run that does not loop beats one that does; of two that loop, the
+            # constrained one (it cannot repeat a trigram: "交几几几…" in the free run, seen through Chromium's
+            # capture) beats the free one however likely the free loop is; else the likelier one
+            key = (not looped, attempt if looped else 0, avg)
+            if best is None or key > best[0]:
+                best = (key, text)
         assert best is not None
         return best[1], language, prob
 
