@@ -63,16 +63,7 @@ class SplitAsset:
         return self.directory(cache_dir) / self.filename
 
     def is_ready(self, cache_dir: Path | None = None) -> bool:
-        target = self.path(cache_dir)
-        stamp = target.with_name(target.name + ".ok")
-        if not (target.is_file() and stamp.is_file()):
-            return False
-        try:
-            info = json.loads(stamp.read_text())
-        except ValueError:
-            return False
-        st = target.stat()
-        return info == {"sha256": self.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return stamped_sha256(self.path(cache_dir)) == self.sha256
 
     def ensure(self, cache_dir: Path | None = None, progress: bool = True) -> Path:
         """Return the assembled file, assembling and verifying it first if needed."""
@@ -110,6 +101,22 @@ class SplitAsset:
         stamp = target.with_name(target.name + ".ok")
         stamp.write_text(json.dumps({"sha256": self.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
         return target
+
+
+def stamped_sha256(target: Path) -> str | None:
+    """The sha256 checked when ``target`` was assembled, while its stamp still matches the file (size and mtime);
+    None without a valid stamp."""
+    stamp = target.with_name(target.name + ".ok")
+    try:
+        info = json.loads(stamp.read_text())
+        st = target.stat()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or set(info) != {"sha256", "size", "mtime_ns"}:
+        return None
+    if (info["size"], info["mtime_ns"]) != (st.st_size, st.st_mtime_ns):
+        return None
+    return str(info["sha256"])
 
 
 def _module_parts(fmt: str, n: int, getter: Callable[[object], str]) -> Callable[[], list[Path]]:

@@ -28,14 +28,12 @@ log = logging.getLogger(__name__)
 def model_fingerprint(path: Path) -> str:
     """Cheap identity of a GGUF: the sha256 checked at assembly when the asset stamped one, else name, size and
     the first and last MiB (hashing 1 GB at every start would cost seconds)."""
+    from tingshuo.assets import stamped_sha256
+
+    stamped = stamped_sha256(path)
+    if stamped:
+        return stamped
     st = path.stat()
-    stamp = path.with_name(path.name + ".ok")  # written by assets.SplitAsset.ensure
-    try:
-        info = json.loads(stamp.read_text())
-        if info.get("size") == st.st_size and info.get("mtime_ns") == st.st_mtime_ns and info.get("sha256"):
-            return str(info["sha256"])
-    except (OSError, ValueError):
-        pass
     h = hashlib.sha256(f"{path.name}:{st.st_size}".encode())
     with open(path, "rb") as f:
         h.update(f.read(1 << 20))
