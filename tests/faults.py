@@ -3,14 +3,15 @@
 - :class:`Failing` wraps a real model object; chosen methods raise (the process's TTS or ASR worker crashing on a
   call) for as long as the test says, everything else is the real model.
 - :class:`FaultyProxy` is a TCP proxy in front of a real LLM server (``llama_cpp.server``): it can cut every
-  streamed response after N bytes (the endpoint dies mid-response), stop forwarding one after N bytes (it
-  stalls), or close the next N connections at once (it is restarting). The model behind it is real; only the wire
+  streamed response after its first N words (SSE events that carry text: the endpoint dies mid-response), stop
+  forwarding one after them (it stalls), or close the next N connections at once (it is restarting). The model behind it is real; only the wire
   is broken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from typing import Any
 
@@ -45,12 +46,16 @@ class FaultyProxy:
     calls (the emotion of the words, the end-of-turn score), and which of them met the fault used to depend on
     which pooled connection each call happened to get — the test then saw the HTTP client's timeout one run and
     the session's stall watchdog the next.
+
+    The fault comes after ``after`` events that carry text, not after a byte count: the server sends its headers
+    and an empty first event at once and the words only after its prefill, so a byte count could fall before the
+    first word, and the test then met the client's read timeout during a cold prefill instead of a stall.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        self.mode = "pass"  # "pass" | "cut" (close after cut_after bytes) | "stall" (stop forwarding after them)
-        self.after = 0
+        self.mode = "pass"  # "pass" | "cut" (close after `after` words) | "stall" (stop forwarding after them)
+        self.after = 0  # SSE events with text content let through before the fault
         self.refuse = 0  # close this many new connections at once
         self.connections = 0
         self._loop = asyncio.new_event_loop()
@@ -111,7 +116,7 @@ class FaultyProxy:
         state: dict = {}
 
         def new_response() -> None:
-            state.update(mode=self.mode, after=self.after, sent=0, head=b"", streamed=None)
+            state.update(mode=self.mode, after=self.after, body=b"", head=b"", streamed=None)
 
         new_response()
 
@@ -132,14 +137,16 @@ class FaultyProxy:
                         if b"\r\n\r\n" in state["head"]:
                             headers = state["head"].split(b"\r\n\r\n", 1)[0].lower()
                             state["streamed"] = b"text/event-stream" in headers
-                    sent, after = state["sent"], state["after"]
-                    if state["mode"] != "pass" and state["streamed"] is not False and sent + len(data) > after:
-                        writer.write(data[: max(0, after - sent)])
-                        await writer.drain()
-                        if state["mode"] == "stall":
-                            await asyncio.sleep(3600)  # holds the connection open, sends nothing more
-                        return
-                    state["sent"] = sent + len(data)
+                    if state["mode"] != "pass" and state["streamed"]:
+                        sent = len(state["body"])
+                        state["body"] += data
+                        cut = _after_words(state["body"], state["after"])
+                        if cut is not None:
+                            writer.write(data[: max(0, cut - sent)])
+                            await writer.drain()
+                            if state["mode"] == "stall":
+                                await asyncio.sleep(3600)  # holds the connection open, sends nothing more
+                            return
                     writer.write(data)
                     await writer.drain()
             except (ConnectionError, asyncio.CancelledError):
@@ -155,3 +162,14 @@ class FaultyProxy:
                     w.close()
                 except Exception:
                     pass
+
+
+_WORDS = re.compile(rb'^data: [^\n]*"content": ?"(?!")[^\n]*\n', re.M)
+
+
+def _after_words(stream: bytes, n: int) -> int | None:
+    """The offset just past the ``n``-th SSE event carrying text in a response so far (None: not that many yet)."""
+    for i, m in enumerate(_WORDS.finditer(stream), 1):
+        if i >= n:
+            return m.end()
+    return None if n > 0 else 0
