@@ -120,6 +120,8 @@ class FaultyProxy:
 
         new_response()
 
+        gone = asyncio.Event()  # the client closed its side
+
         async def upstream() -> None:
             try:
                 while data := await reader.read(65536):
@@ -128,6 +130,8 @@ class FaultyProxy:
                     await up_w.drain()
             except (ConnectionError, asyncio.CancelledError):
                 pass
+            finally:
+                gone.set()
 
         async def downstream() -> None:
             try:
@@ -145,7 +149,9 @@ class FaultyProxy:
                             writer.write(data[: max(0, cut - sent)])
                             await writer.drain()
                             if state["mode"] == "stall":
-                                await asyncio.sleep(3600)  # holds the connection open, sends nothing more
+                                # holds the connection open and sends nothing more, until the client gives up
+                                # (then the server sees the disconnect, as it would without a proxy)
+                                await gone.wait()
                             return
                     writer.write(data)
                     await writer.drain()

@@ -53,6 +53,41 @@ def test_dead_endpoint_is_a_clear_error():
     assert time.perf_counter() - t < 10
 
 
+def test_a_stop_ends_a_remote_stream_that_has_stalled():
+    """A server that sends its first words and then nothing: setting ``stop`` ends the stream quietly at once,
+    not after the client's read timeout (60 s here), so the caller's thread is free for the next turn."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        held.append(conn)
+        conn.recv(65536)
+        event = b'data: {"choices": [{"index": 0, "delta": {"content": "\u4f60\u597d"}}]}\n\n'
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     b"content-length: 100000\r\n\r\n" + event)  # and then it stalls
+
+    threading.Thread(target=serve, daemon=True).start()
+    chat = OpenAICompatChat(LlmConfig(backend="openai", base_url=f"http://127.0.0.1:{srv.getsockname()[1]}/v1",
+                                      timeout_s=60))
+    stop = threading.Event()
+    got: list[str] = []
+    t = time.perf_counter()
+    for delta in chat.stream([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0.0, stop=stop):
+        got.append(delta)
+        threading.Timer(0.3, stop.set).start()  # the session's watchdog, from another thread
+    assert got == ["你好"]
+    assert time.perf_counter() - t < 30  # woken by the stop, not by the 60 s read timeout
+    srv.close()
+    for c in held:
+        c.close()
+
+
 def test_every_backend_implements_the_whole_protocol_with_the_same_signatures():
     """Optional abilities are declared (``caps``), not probed: each backend has every method of ChatModel, with
     the protocol's parameters, and says through ``caps`` which of them can really answer."""

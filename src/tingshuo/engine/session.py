@@ -1381,7 +1381,7 @@ class Session:
                 if lead:
                     deltas.put_threadsafe(lead)
             gen = llm.stream(msgs, max_tokens=r.max_tokens or cfg.llm.max_tokens, temperature=cfg.llm.temperature,
-                             **({"prefix": lead} if lead else {}))
+                             stop=stop, **({"prefix": lead} if lead else {}))
             try:
                 for d in gen:
                     if stop.is_set():
@@ -1653,7 +1653,7 @@ class Session:
             if self._response is r:
                 self._response = None
         try:
-            await asyncio.shield(producer)  # the LLM thread exits at its next token once stop is set
+            await asyncio.shield(producer)  # the LLM thread exits once stop is set (a remote read is woken for it)
         except Exception:
             pass
         if status == "cancelled":

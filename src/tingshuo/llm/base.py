@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypedDict
@@ -38,9 +40,12 @@ class ChatModel(Protocol):
     name: str
     caps: Capabilities
 
-    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "") -> Iterator[str]:
+    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "",
+               stop: threading.Event | None = None) -> Iterator[str]:
         """Blocking iterator of text deltas. Closing it early (``.close()``) must stop the generation.
-        ``prefix``: the reply's first words, already said; the model continues after them where it can."""
+        ``prefix``: the reply's first words, already said; the model continues after them where it can.
+        ``stop``: once set, the iterator ends soon, even from inside a blocking wait for the next delta (a remote
+        endpoint that stalls would otherwise hold the caller's thread until its read timeout)."""
 
     def count_tokens(self, text: str) -> int:
         """Prompt-size estimate used to keep the history inside the context window."""

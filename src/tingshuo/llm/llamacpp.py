@@ -237,8 +237,10 @@ class LlamaCppChat:
                 raise LlmError(f"the local model refused the request: {e}") from e
         return out["choices"][0]["text"]  # type: ignore[index]
 
-    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "") -> Iterator[str]:
-        """``prefix``: the start of the reply, already said (not yielded again); the model continues it."""
+    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "",
+               stop: threading.Event | None = None) -> Iterator[str]:
+        """``prefix``: the start of the reply, already said (not yielded again); the model continues it.
+        ``stop`` is looked at between tokens (the prefill itself runs to its end)."""
         with self._lock:
             tokens = self._tokenize(self._prompt(messages) + prefix)
             if len(tokens) + max_tokens > self.cfg.n_ctx:
@@ -258,6 +260,8 @@ class LlamaCppChat:
                 raise LlmError(f"the local model refused the request: {e}") from e
             try:
                 for chunk in chunks:
+                    if stop is not None and stop.is_set():
+                        break
                     delta = chunk["choices"][0]["text"]  # type: ignore[index]
                     if delta:
                         yield delta

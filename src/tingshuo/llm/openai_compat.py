@@ -4,7 +4,8 @@
 Speaks SSE over httpx. Before the first token, a refused connection, a dropped one, HTTP 429 or a 5xx is retried
 ``retries`` times with exponential backoff and jitter (the server may be restarting or busy); after it, nothing is
 retried (the words already went out) and any failure becomes an :class:`LlmError` with a readable message. A stall
-longer than ``timeout_s`` between bytes is such a failure, never retried.
+longer than ``timeout_s`` between bytes is such a failure, never retried. A caller's ``stop`` ends a stream
+at once, even while the server sends nothing: the connection's socket is shut down (see :func:`_abort_on`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from __future__ import annotations
 import json
 import math
 import random
+import socket
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 
@@ -32,6 +36,42 @@ def _backoff(attempt: int, retry_after: str | None = None) -> None:
         except ValueError:
             pass
     time.sleep(delay)
+
+
+@contextmanager
+def _abort_on(stop: threading.Event | None, resp: httpx.Response) -> Iterator[None]:
+    """While inside, ``stop`` being set shuts the response's socket down, which wakes a read blocked on it.
+
+    httpx has no way to cancel a blocking read from another thread (closing the response there does not wake
+    it); a shut-down socket does, and the read then fails at once. The socket is httpcore's documented
+    ``network_stream`` response extension."""
+    if stop is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.1):
+            if done.is_set():
+                return
+        if done.is_set():
+            return
+        stream = resp.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+            else:
+                resp.close()
+        except (OSError, RuntimeError):
+            pass  # already closed: the read has ended anyway
+
+    watcher = threading.Thread(target=watch, name="llm-stream-abort", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 class OpenAICompatChat:
@@ -120,9 +160,11 @@ class OpenAICompatChat:
                 _backoff(attempt)
         raise AssertionError("unreachable")
 
-    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "") -> Iterator[str]:
+    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "",
+               stop: threading.Event | None = None) -> Iterator[str]:
         """``prefix`` (the reply's start, already said) cannot be pre-filled through every server's chat API;
-        the caller's note says how the reply begins instead."""
+        the caller's note says how the reply begins instead. Once ``stop`` is set the stream ends quietly, also
+        when the server has stalled (its read would otherwise wait ``timeout_s``)."""
         body = {
             "model": self.cfg.model_name,
             "messages": list(messages),
@@ -142,20 +184,29 @@ class OpenAICompatChat:
                             _backoff(attempt, resp.headers.get("retry-after"))
                             continue
                         raise LlmError(f"LLM endpoint {self.cfg.base_url} answered HTTP {resp.status_code}: {detail}")
-                    for delta in self._events(resp):
-                        sent = True
-                        yield delta
+                    with _abort_on(stop, resp):
+                        for delta in self._events(resp):
+                            if stop is not None and stop.is_set():
+                                return
+                            sent = True
+                            yield delta
                 return
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+                if stop is not None and stop.is_set():
+                    return  # the caller stopped it (the socket was shut down for that): not a failure
                 if sent or attempt == retries:
                     if sent:
                         raise LlmError(f"the LLM endpoint {self.cfg.base_url} failed mid-response: {e}") from e
                     raise LlmError(f"cannot reach the LLM endpoint {self.cfg.base_url}: {e}") from e
                 _backoff(attempt)
             except httpx.TimeoutException as e:  # not retried: a stalled server holds the LLM thread meanwhile
+                if stop is not None and stop.is_set():
+                    return
                 raise LlmError(f"the LLM endpoint {self.cfg.base_url} stalled for more than "
                                f"{self.cfg.timeout_s:.0f} s") from e
             except httpx.HTTPError as e:
+                if stop is not None and stop.is_set():
+                    return
                 raise LlmError(f"the LLM endpoint {self.cfg.base_url} failed mid-response: {e}") from e
 
     @staticmethod
