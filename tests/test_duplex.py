@@ -157,14 +157,16 @@ def test_echo_canceller_learns_the_room_and_removes_our_voice(tts):
 # ---------------------------------------------------------------- the duplex scenario suite
 @pytest.fixture(scope="module")
 def suite(stack, en_clips):
-    """The "test" set in real time with one of its two English clips (the benchmark plays both, and the held-out
-    set)."""
+    """The "test" set in real time with one of its two English clips and one of its two backchannels (the
+    benchmark plays both of each, and the held-out set)."""
     from tingshuo.engine import Session
     from tingshuo.engine.simulate import build_suite, run_scenario
 
     async def go():
         outcomes = {}
         for sc in build_suite(stack, sorted(map(str, en_clips)), "test", en_sample=(1,)):
+            if sc.name == "test/backchannel_对":
+                continue  # "嗯" is played: each scenario is ~17 s of real time
             s = Session(stack, duplex=True)
             await asyncio.sleep(0.3)  # the session's warm-up on the LLM thread
             outcomes[sc.name] = (await run_scenario(s, sc), s)
@@ -213,9 +215,10 @@ def test_nothing_plays_after_any_stop(suite):
 
 @pytest.mark.slow
 def test_backchannels_do_not_stop_the_reply(suite):
-    for name, (o, _) in suite.items():
-        if o.kind == "backchannel":
-            assert not o.stopped, (name, o)
+    played = [(name, o) for name, (o, _) in suite.items() if o.kind == "backchannel"]
+    assert played
+    for name, o in played:
+        assert not o.stopped, (name, o)
 
 
 @pytest.mark.slow
