@@ -54,7 +54,10 @@ def settings():
     # Greedy decoding: the same prompt gives the same reply, so a round-trip check cannot pass or fail by luck.
     # The load gate is off: a test's server must not refuse it because the previous test kept the models busy
     # (test_load.py turns it on and checks it).
-    return load_settings({"llm.temperature": 0.0, "llm.seed": 0, "server.admit_queue_s": 0})
+    # Replies are cut at 100 tokens (default 160), at a clause boundary as always: what the tests judge is in a
+    # reply's first sentences, and the longest replies (a history, a recipe) cost ~7 s of generation and synthesis
+    # more each. Stories keep their own budget (dialogue.story_tokens); the benchmarks run with the defaults.
+    return load_settings({"llm.temperature": 0.0, "llm.seed": 0, "server.admit_queue_s": 0, "llm.max_tokens": 100})
 
 
 @pytest.fixture(scope="session")
