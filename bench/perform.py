@@ -6,8 +6,9 @@ Reports: the pairwise speaker-embedding similarity of the built-in voices (two s
 same speaker ≥ ~0.8); for every song, render time, real-time factor, share of voiced frames within 50 cents of
 the score and onset error (swift-f0, the rule of tests/test_singing.py); in a conversation, request → first sung
 audio, a story's first audio and how many voices it used, and the first audio of the reply that enters a role.
-Then every built-in role for five lines, judged by tests/test_roleplay.py's rule (the test plays a sample), and a
-bounds table: off-key notes over the whole songbook, each role kept. Writes ``perform.json`` and ``perform.png``.
+Then both story asks judged by tests/test_story.py's rule and every built-in role for five lines judged by
+tests/test_roleplay.py's (the tests play a sample of each), and a bounds table: off-key notes over the whole
+songbook, each story and each role kept. Writes ``perform.json`` and ``perform.png``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from bounds import Bounds  # noqa: E402
 from test_roleplay import ROLES, play_role, role_failures  # noqa: E402
 from test_singing import off_key  # noqa: E402
+from test_story import STORIES, play_story, story_failures  # noqa: E402
 
 from tingshuo.audio.speaker import SpeakerEncoder  # noqa: E402
 from tingshuo.engine import ModelStack, Session  # noqa: E402
@@ -123,14 +125,29 @@ def conversation(stack: ModelStack) -> dict:
     return asyncio.run(go())
 
 
-def roles(stack: ModelStack) -> dict:
-    """Every built-in role, five lines each, judged by tests/test_roleplay.py's rule (the test plays a sample)."""
-    from tingshuo.tts import VOICES
-
-    enc = SpeakerEncoder()
+def references(stack: ModelStack, enc: SpeakerEncoder) -> dict:
+    """One embedding per built-in Chinese voice reading one sentence (tests/conftest.py's voice_references)."""
     text = "从前有一座山，山里有一座庙，庙里住着一个老和尚，每天给小和尚讲故事。"
-    refs = {k: enc.embed(stack.tts.synthesize(text, VoiceSettings(voice=k), "zh"), stack.tts.sample_rate)
+    return {k: enc.embed(stack.tts.synthesize(text, VoiceSettings(voice=k), "zh"), stack.tts.sample_rate)
             for k in VOICES if k != "joe"}
+
+
+def stories(stack: ModelStack, enc: SpeakerEncoder, refs: dict) -> dict:
+    """Every ask of tests/test_story.py, judged by its rule (the test plays the first)."""
+    out = {}
+    for persona, ask in STORIES:
+        t = time.perf_counter()
+        events = play_story(stack, persona, ask)
+        wrong = story_failures(events, persona, enc, refs, stack.tts.sample_rate)
+        out[persona or "companion"] = {"ask": ask, "failures": [str(w)[:300] for w in wrong],
+                                       "seconds": round(time.perf_counter() - t, 1),
+                                       "speakers": sorted({e.speaker for e in events
+                                                           if e.type == "reply.clause" and e.speaker})}
+    return out
+
+
+def roles(stack: ModelStack, enc: SpeakerEncoder, refs: dict) -> dict:
+    """Every built-in role, five lines each, judged by tests/test_roleplay.py's rule (the test plays a sample)."""
     out = {}
     for role in ROLES:
         t = time.perf_counter()
@@ -149,11 +166,17 @@ def check_bounds(res: dict) -> Bounds:
     for role, r in res["roles"].items():
         b.check(f"role {role}: ways it was not kept (5 lines)", len(r["failures"]), "<=", 0, "",
                 "test_roleplay::test_a_role_keeps_its_voice_and_manner_…")
+    for who, r in res["stories"].items():
+        b.check(f"story ({who}): ways it broke the rule", len(r["failures"]), "<=", 0, "",
+                "test_story::test_a_story_switches_voices_at_its_attributed_lines")
     return b
 
 
 def run(stack: ModelStack, out_dir: Path) -> dict:
-    res = {"voices": voices(stack), "singing": singing(stack), "conversation": conversation(stack), "roles": roles(stack)}
+    enc = SpeakerEncoder()
+    refs = references(stack, enc)
+    res = {"voices": voices(stack), "singing": singing(stack), "conversation": conversation(stack),
+           "stories": stories(stack, enc, refs), "roles": roles(stack, enc, refs)}
     bounds = check_bounds(res)
     res["bounds"] = bounds.as_json()
     (out_dir / "perform.json").write_text(json.dumps(res, indent=2, ensure_ascii=False))
@@ -169,6 +192,9 @@ def run(stack: ModelStack, out_dir: Path) -> dict:
           f"new words → first audio {c['adapted_first_audio_s']} s, story → first audio {c['story_first_audio_s']} s "
           f"({len(c['story_speakers'])} speakers, {len(c['story_voices'])} voices), role switch → first audio "
           f"{c['role_switch_first_audio_s']} s, then {c['in_role_first_audio_s']} s in the role")
+    for who, r in res["stories"].items():
+        print(f"story {who:11s} {r['seconds']:6.1f} s  {len(r['speakers'])} speakers  "
+              f"{'kept the rule' if not r['failures'] else r['failures']}")
     for role, r in res["roles"].items():
         print(f"role {role:12s} {r['seconds']:6.1f} s  {'kept' if not r['failures'] else r['failures']}")
     print(bounds.table("bounds (what the tests check on a sample)"))

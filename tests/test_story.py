@@ -20,45 +20,64 @@ from tingshuo.tts import VOICES
 
 
 
+# The asks: a story requested of the companion, and one of the storyteller persona. The test plays the first
+# (the request is recognised as a story there, not by the persona); bench/perform.py judges both by this rule.
+STORIES = [(None, "给我讲一个小猫和大象的故事"), ("storyteller", "讲个故事吧")]
 
 
-async def _story(stack, persona: str | None, ask: str):
-    settings = stack.settings.model_copy(deep=True)
-    settings.emotion.text = False  # not under test; keeps the run short
-    async with Session(stack, speak=True, persona=persona, settings=settings) as s:
-        await s.push_text(ask)
-        await s.wait_idle()
-        events = s.drain_events()
-    return events
+def play_story(stack, persona: str | None, ask: str) -> list:
+    """The events of one spoken story turn."""
+
+    async def go():
+        settings = stack.settings.model_copy(deep=True)
+        settings.emotion.text = False  # not under test; keeps the run short
+        async with Session(stack, speak=True, persona=persona, settings=settings) as s:
+            await s.push_text(ask)
+            await s.wait_idle()
+            return s.drain_events()
+
+    return run(go())
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("persona,ask", [(None, "给我讲一个小猫和大象的故事"), ("storyteller", "讲个故事吧")])
-def test_a_story_switches_voices_at_its_attributed_lines(stack, tts, speaker_encoder, voice_references, persona, ask):
-    events = run(_story(stack, persona, ask))
+def story_failures(events: list, persona: str | None, speaker_encoder, voice_references, rate: int) -> list:
+    """Every way the story broke the judging rule at the top of this file (empty: it kept it)."""
     clauses = [e for e in events if e.type == "reply.clause"]
     audio = [e for e in events if e.type == "reply.audio"]
-    assert len(clauses) == len(audio) and len(clauses) >= 4, [c.text for c in clauses]
+    if len(clauses) != len(audio) or len(clauses) < 4:
+        return [("fewer than 4 clauses, each with its audio", [c.text for c in clauses], len(audio))]
     narrator_voice = VOICES[get_persona(persona or "companion").voice]
+    wrong: list = []
     # attributed lines: consecutive clauses of one speaker
     lines: list[tuple[str, str, list[np.ndarray], str]] = []
     for c, a in zip(clauses, audio):
-        assert c.speaker, c.text
+        if not c.speaker:
+            wrong.append(("a clause without a speaker", c.text))
+            continue
         if lines and lines[-1][0] == c.speaker:
             lines[-1][2].append(a.audio)
             continue
         lines.append((c.speaker, c.voice, [a.audio], c.text))
     characters = {sp for sp, *_ in lines if sp not in ("旁白", "叙述")}
-    assert len(characters) >= 2, [(sp, t) for sp, _, _, t in lines]
+    if len(characters) < 2:
+        wrong.append(("fewer than 2 characters", [(sp, t) for sp, _, _, t in lines]))
     for sp, v, _, _ in lines:
-        if sp in characters:
-            assert VOICES[v].kokoro != narrator_voice.kokoro, (sp, v)
+        if sp in characters and VOICES[v].kokoro == narrator_voice.kokoro:
+            wrong.append(("a character in the narrator's voice", sp, v))
     right = []
     for sp, v, parts, text in lines:
-        e = speaker_encoder.embed(np.concatenate(parts), tts.sample_rate)
+        e = speaker_encoder.embed(np.concatenate(parts), rate)
         got = max(voice_references, key=lambda k: speaker_encoder.similarity(e, voice_references[k]))
         right.append((got == v, sp, v, got, text))
-    assert sum(ok for ok, *_ in right) >= 0.9 * len(right), right
+    if sum(ok for ok, *_ in right) < 0.9 * len(right):
+        wrong.append(("under 90 % of the lines in the voice cast for them", right))
+    return wrong
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("persona,ask", STORIES[:1])
+def test_a_story_switches_voices_at_its_attributed_lines(stack, tts, speaker_encoder, voice_references, persona, ask):
+    wrong = story_failures(play_story(stack, persona, ask), persona, speaker_encoder, voice_references, tts.sample_rate)
+    assert not wrong, wrong
 
 
 def test_speaker_tags_and_script_lines_are_parsed_from_a_stream():
