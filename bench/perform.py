@@ -163,6 +163,9 @@ def check_bounds(res: dict) -> Bounds:
     off = sum(r["off_key"] for r in res["singing"].values())
     b.check("notes off the score, every song (xiaonuan)", off, "<=", 0, "notes",
             "test_singing::test_songs_are_sung_in_tune_and_on_time (all songs)")
+    off = sum(r["off_key"] for r in res["singing_male"].values())
+    b.check("notes off the score, every song (tangseng: jm_kumo)", off, "<=", 0, "notes",
+            "test_singing::test_songs_are_sung_in_tune_and_on_time[jm_kumo] (all songs)")
     for role, r in res["roles"].items():
         b.check(f"role {role}: ways it was not kept (5 lines)", len(r["failures"]), "<=", 0, "",
                 "test_roleplay::test_a_role_keeps_its_voice_and_manner_…")
@@ -175,7 +178,8 @@ def check_bounds(res: dict) -> Bounds:
 def run(stack: ModelStack, out_dir: Path) -> dict:
     enc = SpeakerEncoder()
     refs = references(stack, enc)
-    res = {"voices": voices(stack), "singing": singing(stack), "conversation": conversation(stack),
+    res = {"voices": voices(stack), "singing": singing(stack), "singing_male": singing(stack, "tangseng"),
+           "conversation": conversation(stack),
            "stories": stories(stack, enc, refs), "roles": roles(stack, enc, refs)}
     bounds = check_bounds(res)
     res["bounds"] = bounds.as_json()
