@@ -53,9 +53,9 @@ def _abort_on(stop: threading.Event | None, resp: httpx.Response) -> Iterator[No
     def watch() -> None:
         while not stop.wait(0.1):
             if done.is_set():
-                return
+                return  # the stream ended on its own
         if done.is_set():
-            return
+            return  # stopped after it ended: the connection may serve the next request, leave it be
         stream = resp.extensions.get("network_stream")
         sock = stream.get_extra_info("socket") if stream is not None else None
         try:
@@ -174,6 +174,11 @@ class OpenAICompatChat:
             "top_p": self.cfg.top_p,
         }
         retries = self.cfg.retries
+
+        def stopped() -> bool:
+            """The caller stopped the stream (its socket shut down for that): whatever failed, not a failure."""
+            return stop is not None and stop.is_set()
+
         for attempt in range(retries + 1):
             sent = False  # once a token went out, a retry would repeat it: failures after that are final
             try:
@@ -186,26 +191,26 @@ class OpenAICompatChat:
                         raise LlmError(f"LLM endpoint {self.cfg.base_url} answered HTTP {resp.status_code}: {detail}")
                     with _abort_on(stop, resp):
                         for delta in self._events(resp):
-                            if stop is not None and stop.is_set():
+                            if stopped():
                                 return
                             sent = True
                             yield delta
                 return
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
-                if stop is not None and stop.is_set():
-                    return  # the caller stopped it (the socket was shut down for that): not a failure
+                if stopped():
+                    return
                 if sent or attempt == retries:
                     if sent:
                         raise LlmError(f"the LLM endpoint {self.cfg.base_url} failed mid-response: {e}") from e
                     raise LlmError(f"cannot reach the LLM endpoint {self.cfg.base_url}: {e}") from e
                 _backoff(attempt)
             except httpx.TimeoutException as e:  # not retried: a stalled server holds the LLM thread meanwhile
-                if stop is not None and stop.is_set():
+                if stopped():
                     return
                 raise LlmError(f"the LLM endpoint {self.cfg.base_url} stalled for more than "
                                f"{self.cfg.timeout_s:.0f} s") from e
             except httpx.HTTPError as e:
-                if stop is not None and stop.is_set():
+                if stopped():
                     return
                 raise LlmError(f"the LLM endpoint {self.cfg.base_url} failed mid-response: {e}") from e
 
