@@ -1,0 +1,105 @@
+"""The audio front end: frames at any rate → 16 kHz 32 ms windows, each with its speech probability and the
+echo canceller's verdict on whether it is our own voice.
+
+One stateful resampler per stream (no click at frame edges, a change of rate between frames is fine); in duplex,
+WebRTC AEC3 with the played audio as reference; Silero VAD.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from tingshuo.audio.io import INPUT_RATE, AudioError, StreamResampler, to_mono
+from tingshuo.audio.vad import WINDOW, SileroVad
+from tingshuo.config import Settings
+from tingshuo.engine.playout import Playout
+
+MAX_FRAME_SECONDS = 10.0  # one push_audio call; streaming clients send 20–100 ms
+
+
+class AudioFrontEnd:
+    def __init__(self, settings: Settings, playout: Playout | None, tts_rate: int | None) -> None:
+        self.settings, self.playout = settings, playout
+        self.aec = None
+        if playout is not None and settings.duplex.aec:
+            from tingshuo.audio.aec import EchoCanceller
+
+            assert tts_rate is not None
+            self.aec = EchoCanceller(tts_rate, settings.duplex.lead_ms)
+        self._vad: SileroVad | None = None
+        self._resampler = StreamResampler(INPUT_RATE)
+        self._pending = np.zeros(0, np.float32)
+        self._pending_raw = np.zeros(0, np.float32)  # the same samples before echo cancellation
+        self._echo_levels: deque[float] = deque(maxlen=300)  # mic-to-reference dB in playback windows nobody spoke in
+
+    def played(self, frame: np.ndarray) -> None:
+        """A frame of the reply reached the speaker: the canceller's reference."""
+        if self.aec is not None:
+            self.aec.played(frame)
+
+    def over_us(self) -> bool:
+        """Our voice is (or was a moment ago) in the room: the client's buffer and the room's reverberation."""
+        p = self.playout
+        return p is not None and (
+            p.audible or time.perf_counter() - p.last_release < self.settings.duplex.echo_tail_ms / 1000)
+
+    def accept(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """A pushed frame as 16 kHz mono (AudioError: too large, NaN/inf, an unusable rate)."""
+        x = to_mono(np.asarray(audio))
+        if len(x) > MAX_FRAME_SECONDS * sample_rate:
+            raise AudioError(f"an audio frame of {len(x) / sample_rate:.1f} s is too large "
+                             f"(send ≤ {MAX_FRAME_SECONDS:.0f} s per frame)")
+        if not np.all(np.isfinite(x)):
+            raise AudioError("the audio frame holds NaN/inf samples")
+        return self._resampler(x, sample_rate)
+
+    def windows(self, x: np.ndarray, quiet: Callable[[], bool]) -> Iterator[tuple[np.ndarray, float, bool]]:
+        """(window, speech probability, is our echo) for each whole window now buffered. ``quiet``: nobody is
+        talking (asked per window: such windows teach the echo test what our echo looks like)."""
+        if self._vad is None:
+            self._vad = SileroVad()
+        raw = None
+        if self.aec is not None:
+            x, raw = self.aec.process(x)
+            self._pending_raw = np.concatenate([self._pending_raw, raw])
+        self._pending = np.concatenate([self._pending, x.astype(np.float32, copy=False)])
+        n = len(self._pending) // WINDOW
+        pending, pending_raw = self._pending, self._pending_raw
+        self._pending = pending[n * WINDOW :]
+        self._pending_raw = pending_raw[n * WINDOW :]
+        for i in range(n):
+            w = pending[i * WINDOW : (i + 1) * WINDOW]
+            is_echo = False
+            if raw is not None and self.over_us():
+                is_echo = self._echo_verdict(w, pending_raw[i * WINDOW : (i + 1) * WINDOW], quiet())
+            yield w, self._vad(w), is_echo
+
+    def _echo_verdict(self, clean: np.ndarray, raw: np.ndarray, quiet: bool) -> bool:
+        """Is this window (during our playback) our own voice rather than the user's?
+
+        Three tests, any of which says echo: the canceller is still learning the room; it removed most of the
+        window's energy; or the microphone is no louder, relative to what the speaker just played, than our echo
+        usually is. The last one is what stops self-interruption when AEC3 leaks (it does, for a few hundred ms
+        after playback restarts). It is a double-talk test in the spirit of Geigel's: the mic-to-reference level
+        ratio of pure echo is learnt from playback windows nobody spoke in, and a user cutting in raises it.
+        Normalising by the reference lets a user be heard in the quiet moments of the reply, not only over its
+        loudest syllables.
+        """
+        assert self.aec is not None
+        dcfg = self.settings.duplex
+        raw_db = 10 * np.log10(float(np.mean(raw * raw)) + 1e-10)
+        removed = raw_db - 10 * np.log10(float(np.mean(clean * clean)) + 1e-10)
+        ratio = raw_db - self.aec.recent_ref_db
+        if not self.aec.ready or removed > dcfg.echo_removed_db:
+            verdict = True
+        elif len(self._echo_levels) >= 30:
+            verdict = ratio < float(np.percentile(self._echo_levels, 95)) + dcfg.echo_margin_db
+        else:
+            verdict = False
+        if quiet:
+            self._echo_levels.append(ratio)  # nobody is talking: this is what our echo looks like here
+        return verdict

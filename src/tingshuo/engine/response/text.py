@@ -1,0 +1,170 @@
+"""The text stage: the LLM's deltas → clauses, each with the style and voice it is said in.
+
+Style tags (and, in a story, speaker marks and "小猫：" lines) are parsed out of the tokens; every clause the LLM
+writes is checked by the safety guard before it is emitted or voiced (fixed texts and sung words are ours). It
+ends the reply with what must be said: the coach's model answer, a care reply's help line when the LLM named
+none, a song's phrases (new words written to its melody first when asked for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from tingshuo.dialogue.care import lines_sentence, names_a_line
+from tingshuo.dialogue.songs import SongRequest, write_lyrics
+from tingshuo.dialogue.speech import ClauseSplitter, ScriptLines, StyleTags
+from tingshuo.engine.context import Context, run_on
+from tingshuo.engine.events import ReplyTextDelta, SafetyVerdict
+from tingshuo.engine.response.model import Clause, Response, Stop, Transcript
+from tingshuo.engine.response.source import END, STARTED, ReplyDeltas
+from tingshuo.engine.response.voices import ReplyVoices
+from tingshuo.engine.state import DialogueState
+from tingshuo.llm.base import LlmError
+
+log = logging.getLogger("tingshuo.engine")
+# said in place of a clause the output check stopped (the reply ends there)
+_BLOCKED = {"zh": "这部分我不能说下去，我们换个话题吧。", "en": "I can't go on with that part; let's talk about something else."}
+_SORRY = {"zh": "抱歉，这次的新歌词没填好，我先唱原来的版本吧。",
+          "en": "Sorry, the new words did not fit the tune; here is the original."}
+
+
+class TextStage:
+    def __init__(self, r: Response, ctx: Context, state: DialogueState, voices: ReplyVoices, deltas: ReplyDeltas,
+                 clauses: "asyncio.Queue[Clause | None]", stop: Stop, words: Transcript, t0: float) -> None:
+        self.r, self.ctx, self.state, self.voices = r, ctx, state, voices
+        self.deltas, self.clauses, self.stop, self.words, self.t0 = deltas, clauses, stop, words, t0
+        cfg = ctx.settings
+        # every clause the LLM writes is checked before it is voiced (fixed texts and sung words are ours)
+        checked = cfg.safety.enabled and cfg.safety.check_output and r.fixed is None and r.song is None
+        self.guard = ctx.stack.guard if checked else None
+        self.passed: list[str] = []
+        self.splitter = ClauseSplitter()
+        # a tag, else the policy's style, else a lasting style the user asked for, else the persona's manner
+        self.base_style = r.plan.style or (None if r.voice_state.style else voices.persona.default_emotion)
+        self.style = self.base_style
+        self.voice: str | None = None
+        self.speaker: str | None = None
+
+    async def put(self, cs: list[str]) -> None:
+        r = self.r
+        for c in cs:
+            if self.stop.blocked:
+                return
+            if self.guard is not None:
+                v = await run_on(self.ctx.lanes.guard, self.guard.check_output, c, r.care_lines or self.state.care)
+                if v.action != "allow":
+                    # not a word of it is spoken or kept; the generation stops and the reply ends here
+                    self.stop.set("blocked")
+                    ev = SafetyVerdict(r.item_id, "output", v.category, "blocked", round(v.confidence, 3), c)
+                    self.state.risk.append(ev)
+                    r.emit(ev)
+                    c = _BLOCKED.get(r.lang, _BLOCKED["en"])
+                    self.words.generated[:] = [*self.passed, c]
+                else:
+                    self.passed.append(c)
+                r.emit(ReplyTextDelta(r.rid, c))
+            await self.clauses.put(Clause(c, self.style, self.voice, self.speaker))
+
+    async def text(self, piece: str) -> None:
+        self.words.generated.append(piece)
+        if self.guard is None:
+            self.r.emit(ReplyTextDelta(self.r.rid, piece))
+        await self.put(self.splitter.feed(piece))
+
+    async def sing(self, req: SongRequest) -> None:
+        """The song's phrases as clauses whose audio the singer renders (new words first, if asked for)."""
+        assert req.song is not None
+        r, cfg, stack = self.r, self.ctx.settings, self.ctx.stack
+        tune = req.song
+        if req.topic:
+            try:
+                assert stack.llm is not None
+                lines = await run_on(self.ctx.lanes.llm, write_lyrics, stack.llm, tune, req.topic,
+                                     max(cfg.llm.temperature, 0.7))
+                tune = tune.with_lyrics(lines)
+            except (LlmError, ValueError) as e:
+                log.warning("new lyrics failed: %s", e)
+                await self.text(_SORRY.get(r.lang, _SORRY["en"]))
+                await self.put(self.splitter.flush())
+        phrases = None
+        if r.speak:
+            phrases = stack.singer.phrases(tune, self.voices.base().voice or self.voices.persona.voice,
+                                           tempo=r.voice_state.speed)
+        for i, phrase in enumerate(tune.phrases):
+            words = phrase.text + ("。" if i == len(tune.phrases) - 1 else "，")
+            self.words.generated.append(words)
+            r.emit(ReplyTextDelta(r.rid, words))
+            await self.clauses.put(Clause(words, render=_next_phrase(phrases) if phrases else None, sung=True))
+
+    async def run(self) -> None:
+        """Tokens → style (and story speaker) tags parsed out → clauses, each with its style and voice."""
+        r, cfg = self.r, self.ctx.settings
+        tags = StyleTags(speakers=r.story)
+        script = ScriptLines() if r.story else None  # "小猫：我饿了" lines, as some models write stories
+        started = got_first = False
+        while True:
+            # a backend that stops answering (a remote endpoint that hangs, a wedged worker) is a failure the
+            # user is told about, not an endless silence
+            wait = (cfg.llm.stall_timeout_s if got_first else cfg.llm.first_token_timeout_s) if started else None
+            d = await self.deltas.get(wait)
+            if d is STARTED:
+                started = True
+                continue
+            if d is END:
+                break
+            if isinstance(d, Exception):
+                raise d
+            assert isinstance(d, str)
+            got_first = True
+            if self.stop.blocked:
+                continue
+            if "llm_first_token" not in r.timings:
+                r.timings["llm_first_token"] = (time.perf_counter() - self.t0) * 1000
+            for piece, tag in _expand(tags.feed(d), script):
+                if tag is None:
+                    await self.text(piece)
+                    continue
+                await self.put(self.splitter.flush())  # a new style (or speaker) starts a new clause
+                if tag.startswith("@"):
+                    self.speaker = tag[1:]
+                    self.voice, style = self.voices.speaker(self.speaker)
+                    self.style = style or self.base_style
+                    continue
+                self.style = r.plan.remap.get(tag, tag)
+                if r.voice_state.whisper or r.plan.style == "whisper":
+                    self.style = "whisper"  # asked for, or answering a whisper: no tag shouts over it
+        blocked = self.stop.blocked
+        rest = tags.flush() + (script.flush() if script is not None else "")
+        if rest and not blocked:
+            await self.text(rest)
+        await self.put(self.splitter.flush())
+        if r.model_answer and not blocked:
+            await self.text(" Listen, and say it with me: " + r.model_answer.rstrip(".!?") + ".")
+            await self.put(self.splitter.flush())
+        if r.care_lines and not blocked and not names_a_line("".join(self.words.generated), cfg.safety, r.lang):
+            # the one fixed sentence of a care reply: the deployment's help lines, when the LLM named none
+            await self.text(("" if r.lang == "zh" else " ") + lines_sentence(cfg.safety, r.lang))
+            await self.put(self.splitter.flush())
+        if r.song is not None:
+            await self.sing(r.song)
+        await self.clauses.put(None)
+
+
+def _next_phrase(phrases) -> Callable[[], np.ndarray]:
+    """The next sung phrase's audio, rendered when the voice stage asks for it (phrases render in order)."""
+    return lambda: next(phrases).audio
+
+
+def _expand(pieces: list[tuple[str, str | None]], script: ScriptLines | None) -> list[tuple[str, str | None]]:
+    """Text pieces through the script-line parser too (story mode)."""
+    if script is None:
+        return pieces
+    out: list[tuple[str, str | None]] = []
+    for piece, tag in pieces:
+        out.extend(script.feed(piece) if tag is None else [(piece, tag)])
+    return out

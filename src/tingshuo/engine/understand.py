@@ -1,0 +1,228 @@
+"""The understanding step: one user turn in, one frozen :class:`~tingshuo.engine.plan.TurnPlan` out.
+
+The feeling behind the turn (the voice's prosody against the speaker's baseline, the LLM's reading of the words),
+a voice request in it, what it asks the assistant to do (a role, a song, a story), the safety guard's verdict (on
+its own thread and llama.cpp context, beside the emotion reading), the pronunciation coach's report in a tutoring
+role, and whether the turn may need a search. Nothing here changes the session: the plan is applied when the
+turn is taken (:meth:`tingshuo.engine.state.DialogueState.accept`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from tingshuo.audio import prosody
+from tingshuo.audio.io import INPUT_RATE
+from tingshuo.coach.pronunciation import Report, words_of
+from tingshuo.dialogue.care import care_note, refusal_note
+from tingshuo.dialogue.emotion import fuse, read_words
+from tingshuo.dialogue.persona import RoleRequest, get_persona, parse_role_request
+from tingshuo.dialogue.policy import ReplyPlan, plan_reply
+from tingshuo.dialogue.songs import SongRequest, parse_song_request, pick_song, unknown_song_note
+from tingshuo.dialogue.voice import parse_voice_instruction
+from tingshuo.engine.context import Context, run_on
+from tingshuo.engine.plan import TurnPlan
+from tingshuo.engine.state import DialogueState, Prompts
+from tingshuo.llm.base import LlmError
+from tingshuo.safety import Verdict
+from tingshuo.script import text_language
+from tingshuo.search import FRESH_CUE
+
+log = logging.getLogger("tingshuo.engine")
+_QUOTED = re.compile(r"[\"“]([A-Za-z][^\"”]{3,}?)[\"”]|:\s*([A-Z][A-Za-z ,']{3,}[.!?])")
+# "讲个故事", "给我讲一个孙悟空的故事", "tell me a story": the reply is a story with voiced characters
+_STORY = re.compile(r"(讲|说|来|编)[^。？！?]{0,12}(故事|童话|寓言|传说)|(tell|read)\b[^.?!]{0,20}\b(story|tale|fairy)", re.I)
+# A note after the user's words (~0.7 s more prompt before a story's first words on 2 cores). In the cached system
+# prompt it cost nothing, but the 1.5B then recited it as a reply in role-play and copied its example as every story.
+_STORY_NOTE = {
+    "zh": ("用户想听故事。讲一个六到十句的小故事，至少有两个角色说话。每一句前面标出是谁在说：叙述写[旁白]，"
+           "角色说的话写[角色名]。例如：[旁白]从前，小兔子在森林里迷了路。[小兔子]我好害怕呀！[旁白]这时，大象走了过来。"
+           "[大象]别怕，我带你回家。"),
+    "en": ("The user wants a story. Tell a short story of six to ten sentences in which at least two characters "
+           "speak. Mark who says each sentence: [Narrator] for narration, [Name] for a character's line. For "
+           "example: [Narrator] Once upon a time, a little rabbit got lost. [Rabbit] I'm so scared! [Narrator] "
+           "Then an elephant came by. [Elephant] Don't worry, I'll take you home."),
+}
+
+
+class Understander:
+    def __init__(self, ctx: Context, state: DialogueState, prompts: Prompts) -> None:
+        self.ctx, self.state, self.prompts = ctx, state, prompts
+
+    async def text_emotion(self, text: str, lang: str | None) -> dict[str, float] | None:
+        """P over LABELS of the feeling in the words, read by the LLM (None: no LLM, no logprobs, or it failed)."""
+        llm = self.ctx.stack.llm
+        if llm is None or not text.strip():
+            return None
+        lang = lang or text_language(text) or self.state.language()
+        if self.ctx.lanes.llm.busy_with_others():
+            return None  # under load the feeling is read from the voice alone, not after another caller's reply
+        try:
+            return await run_on(self.ctx.lanes.llm, read_words, llm,
+                                self.prompts.with_note(self.prompts.history(), lang), text)
+        except LlmError as e:
+            log.warning("emotion reading of the words failed: %s", e)
+            return None
+
+    async def understand(self, text: str, language: str | None, audio: np.ndarray | None,
+                         early: "tuple[str, asyncio.Future[dict[str, float] | None]] | None" = None) -> TurnPlan:
+        """The turn's feeling and requests (``feel``), then what the safety policy and the search decision make
+        of it. The guard runs on its own thread and context beside the emotion reading."""
+        ctx, st = self.ctx, self.state
+        guard = ctx.stack.guard if ctx.settings.safety.enabled else None
+        job = None
+        if guard is not None and text.strip():
+            job = asyncio.ensure_future(run_on(ctx.lanes.guard, guard.check_input, text, st.prev_user))
+        u = await self.feel(text, language, audio, early)
+        t0 = time.perf_counter()
+        report = None
+        if (u.persona or st.persona).coach and audio is not None and text.strip() and text_language(text) == "en":
+            report = await run_on(ctx.lanes.turn, self.assess, audio, text)
+        verdict = None
+        if job is not None:
+            try:
+                verdict = await job
+            except LlmError as e:  # the guard failed: the turn goes on, the output check still applies
+                log.warning("safety check failed: %s", e)
+        lang = language or text_language(text) or st.language()
+        u = self.with_safety(replace(u, pronunciation=report), verdict, lang)
+        # characters in a role do not look things up (a relative's "一个月挣多少钱" is not a price question)
+        in_role = (u.persona or st.persona).key != ctx.settings.dialogue.persona
+        candidate = False
+        if ctx.settings.search.enabled and not in_role and (u.safety is None or u.safety.action == "allow"):
+            # the LLM's decision itself is taken by the response, on the LLM thread: here it would queue behind a
+            # reply still being generated (the user talking over it) and hold back the turn's transcript
+            candidate = bool(FRESH_CUE.search(text)) and ctx.stack.llm is not None
+        return replace(u, search_candidate=candidate, ms=u.ms + (time.perf_counter() - t0) * 1000)
+
+    def assess(self, audio: np.ndarray, heard: str) -> Report | None:
+        """Turn thread: the learner's audio against the sentence they were asked to say (the last quoted English
+        sentence of the tutor's previous turn, when what was heard is close to it), else against what was heard
+        (the coach then finds sounds, not words: Whisper tends to hear the intended word)."""
+        expected = heard
+        last = next((m["content"] for m in reversed(self.state.conversation.messages(lambda t: 0, 10**9))
+                     if m["role"] == "assistant"), "")
+        quotes = [m.group(1) or m.group(2) for m in _QUOTED.finditer(last)]
+        if quotes:
+            said = set(words_of(heard))
+            best = max(quotes, key=lambda q: len(said & set(words_of(q))) / max(len(set(words_of(q))), 1))
+            if len(said & set(words_of(best))) >= 0.5 * len(set(words_of(best))):
+                expected = best
+        try:
+            return self.ctx.stack.coach.assess(audio, INPUT_RATE, expected, heard)
+        except (ValueError, RuntimeError) as e:  # a word outside the dictionary, a decoder failure
+            log.info("pronunciation not assessed: %s", e)
+            return None
+
+    def with_safety(self, u: TurnPlan, v: Verdict | None, lang: str) -> TurnPlan:
+        """Refusal or care replaces whatever else the turn asked for (a role, a song, a story)."""
+        cfg = self.ctx.settings.safety
+        st = self.state
+        r = u.reading
+        if (v is not None and v.action == "allow" and r is not None and r.label in ("sad", "anxious")
+                and r.confidence >= cfg.voice_distress and v.scores.get("self_harm", 0.0) >= 0.1):
+            # borderline words said in a distressed voice: care (the voice alone never is)
+            v = Verdict("care", "voice_distress", r.confidence, v.scores, v.text)
+        u = replace(u, safety=v)
+        companion = get_persona(self.ctx.settings.dialogue.persona)
+        if v is not None and v.action in ("refuse", "care"):
+            if v.action == "care":
+                u = replace(u, persona=companion,  # no role plays on over someone at risk
+                            plan=replace(u.plan, style="tender", note=care_note(cfg, lang, first=not st.care),
+                                         remap={}, reason="care"))
+            else:
+                u = replace(u, persona=st.persona,
+                            plan=replace(u.plan, style=u.plan.style or "calm", note=refusal_note(v.category, lang),
+                                         reason=f"refusal ({v.category})"))
+            u = replace(u, role=None, song=None, story=False)
+        if u.pronunciation is not None and (v is None or v.action == "allow"):
+            rep = u.pronunciation
+            note = (f"Pronunciation check of what the learner just said (expected: \"{rep.expected}\"): overall "
+                    f"{rep.score}/100; " + ", ".join(f"{w.word} {w.score}" for w in rep.words if w.score < 100)
+                    + (f". Problems: {rep.feedback()} Tell the learner this kindly in one or two sentences, naming the "
+                       "sounds; the correct sentence will be said after your words." if any(w.flagged for w in rep.words)
+                       else ". Every sound was clear: praise them briefly and go on."))
+            u = replace(u, plan=replace(u.plan, note="\n".join(x for x in (u.plan.note, note) if x)))
+        if st.care and not (v is not None and v.action in ("refuse", "care")):
+            u = replace(u, role=None, persona=companion, plan=replace(
+                u.plan, note="\n".join(x for x in (u.plan.note, care_note(cfg, lang, first=False)) if x)))
+        return u
+
+    async def feel(self, text: str, language: str | None, audio: np.ndarray | None,
+                   early: "tuple[str, asyncio.Future[dict[str, float] | None]] | None" = None) -> TurnPlan:
+        """The feeling behind a user turn (voice + words), a voice request in it, and the reply plan.
+
+        ``early``: the words' feeling read (or still being read) from the newest partial transcript while the
+        user talked. It is used as the words' reading: asking again on the final transcript would put ~0.45 s
+        on the LLM thread between the end of speech and the reply (measured: first audio 0.65 → 1.1–1.5 s).
+        A partial lags the speech by about a second, and a feeling is rarely only in the last words.
+        """
+        cfg = self.ctx.settings.emotion
+        st = self.state
+        t0 = time.perf_counter()
+        lang = language or text_language(text) or st.language()
+        requests = self.requests(text)
+        if not cfg.enabled:
+            return self.with_requests(TurnPlan(None, None, st.voice_state, ReplyPlan(), text), requests, lang)
+        feats_job = None
+        st.baseline.use_priors(lang)
+        if audio is not None and len(audio) >= INPUT_RATE // 5:
+            feats_job = asyncio.ensure_future(run_on(self.ctx.lanes.turn, prosody.extract, audio))
+        probs = None
+        if cfg.text:
+            if early is not None and not early[1].cancelled():
+                probs = await early[1]
+            else:
+                probs = await self.text_emotion(text, lang)
+        feats = cues = None
+        if feats_job is not None:
+            try:
+                feats = await feats_job
+                cues = prosody.cues(feats, st.baseline)
+            except Exception as e:  # a pitch-tracker failure costs the voice side, not the turn
+                log.warning("prosody analysis failed: %s", e)
+        reading = fuse(probs, cues, features=feats) if (probs or cues) else None
+        last = st.emotions.last
+        if reading is not None and last is not None:
+            reading.previous = last.label
+        change = parse_voice_instruction(text) if cfg.voice_requests else None
+        voice = change.apply(st.voice_state) if change else st.voice_state
+        plan = plan_reply(reading if cfg.policy else None, voice, change, last if cfg.policy else None, lang)
+        u = TurnPlan(reading, change, voice, plan, text, (time.perf_counter() - t0) * 1000)
+        return self.with_requests(u, requests, lang)
+
+    def requests(self, text: str) -> tuple[RoleRequest | None, SongRequest | None, bool]:
+        """What the turn asks the assistant to *do*: take or leave a role, sing, tell a story."""
+        d = self.ctx.settings.dialogue
+        book = self.ctx.stack.songbook
+        role = parse_role_request(text) if d.roles else None
+        song = None
+        if d.singing:
+            song = parse_song_request(text, book)
+            if song is not None and song.song is None and song.title is None:
+                # "唱首歌" (no title) or "唱一首关于春天的歌" (words, no melody): a melody from the book not sung yet
+                song = SongRequest(pick_song(book, self.state.sung), None, song.topic)
+        story = song is None and bool(_STORY.search(text))
+        return role, song, story
+
+    def with_requests(self, u: TurnPlan, requests: tuple[RoleRequest | None, SongRequest | None, bool],
+                      lang: str) -> TurnPlan:
+        role, song, story = requests
+        persona = self.state.persona
+        if role is not None:
+            persona = get_persona(role.enter) if role.enter else get_persona(self.ctx.settings.dialogue.persona)
+        u = replace(u, role=role, song=song, story=story, persona=persona)
+        notes = [u.plan.note] if u.plan.note else []
+        if song is not None and song.song is None:
+            notes.append(unknown_song_note(song.title, self.ctx.stack.songbook, lang))
+        if story:
+            notes.append(_STORY_NOTE.get(lang, _STORY_NOTE["en"]))
+        if len(notes) > (1 if u.plan.note else 0):
+            u = replace(u, plan=replace(u.plan, note="\n".join(notes)))
+        return u
