@@ -237,3 +237,19 @@ class ClauseSplitter:
         if _weight(buf) >= self.max_weight * 2:
             return len(buf)
         return None
+
+
+def styled_clauses(text: str, style: str | None = None) -> list[tuple[str, str | None]]:
+    """A whole text with inline style tags ("[生气]你又迟到了！[开心]算了。") as clauses, each with the style it is
+    said in (``style`` until the first tag). The reply's text stage does the same on a token stream; this is its
+    one-shot form for fixed texts (``tingshuo say``)."""
+    splitter, tags = ClauseSplitter(), StyleTags()
+    current = style
+    out: list[tuple[str, str | None]] = []
+    for piece, tag in [*tags.feed(text), (tags.flush(), None)]:
+        if tag is not None:
+            out += [(c, current) for c in splitter.flush()]
+            current = tag
+        else:
+            out += [(c, current) for c in splitter.feed(piece)]
+    return out + [(c, current) for c in splitter.flush()]

@@ -1,0 +1,3 @@
+from tingshuo.cli import main
+
+main()

