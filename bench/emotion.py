@@ -30,11 +30,11 @@ from tingshuo.audio import prosody as P  # noqa: E402
 from tingshuo.audio import world  # noqa: E402
 from tingshuo.audio.io import load_audio, resample  # noqa: E402
 from tingshuo.dialogue.emotion import fuse  # noqa: E402
-from tingshuo.engine import ModelStack, Session  # noqa: E402
+from tingshuo.engine import ModelStack  # noqa: E402
 from tingshuo.tts import STYLES, VoiceSettings  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import one_turn  # noqa: E402  (the file-turn runner of bench/run.py)
+from turn import one_turn  # noqa: E402  (one file turn through a session: bench/turn.py)
 
 TRANSFORMS = {"pitch ×1.3": (dict(shift=1.3), 1), "+6 dB": (dict(gain_db=6.0), 1), "rate ×1.3": (dict(tempo=1.3), 1),
               "pitch ÷1.3": (dict(shift=1 / 1.3), -1), "−6 dB": (dict(gain_db=-6.0), -1),

@@ -25,31 +25,11 @@ from conftest import ZH_CLIP, librivox  # noqa: E402
 
 from tingshuo.audio.io import load_audio  # noqa: E402
 from tingshuo.config import Settings  # noqa: E402
-from tingshuo.engine import ModelStack, Session  # noqa: E402
+from tingshuo.engine import ModelStack  # noqa: E402
+from turn import one_turn  # noqa: E402  (one file turn through a session: bench/turn.py)
 from tingshuo.tts import VoiceSettings  # noqa: E402
 
 STAGES = ("asr", "understand", "llm_first_token", "tts_first_audio", "first_audio")
-
-
-async def one_turn(stack: ModelStack, audio: np.ndarray) -> dict:
-    s = Session(stack)
-    timings: dict = {}
-    audio_s = 0.0
-
-    async def consume():
-        nonlocal audio_s
-        async for ev in s.events():
-            if ev.type == "response.done":
-                timings.update(ev.timings_ms)
-            elif ev.type == "reply.audio":
-                audio_s += len(ev.audio) / ev.sample_rate
-
-    task = asyncio.create_task(consume())
-    await s.push_utterance(audio)
-    await s.wait_idle()
-    await s.close()
-    await task
-    return {**timings, "reply_audio_s": audio_s}
 
 
 def pct(xs, q):
