@@ -102,3 +102,10 @@ def test_no_code_reads_a_session_stack_or_stores_privates():
                 if pattern.search(line) and not own and f != Path(__file__).resolve():
                     wrong.append(f"{f.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not wrong, wrong
+
+
+def test_no_module_is_a_room_for_everything():
+    """A module over 700 lines has become several jobs in one file; the session is a façade over its stages."""
+    sizes = {str(f.relative_to(SRC)): len(f.read_text(encoding="utf-8").splitlines()) for f in SRC.rglob("*.py")}
+    assert {f: n for f, n in sizes.items() if n > 700} == {}
+    assert sizes["engine/session.py"] <= 450
