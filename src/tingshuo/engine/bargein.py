@@ -56,6 +56,11 @@ class BargeIn:
         self.judging = None
         self.out.spawn(self._cancel())
 
+    def forget(self) -> tuple[str, int] | None:
+        """The utterance being judged is gone (dropped, or taken as a turn): returns what was being judged."""
+        judging, self.judging = self.judging, None
+        return judging
+
     def resume(self, rid: str, text: str) -> None:
         """It was a backchannel (``text``) or nothing: the paused reply plays on."""
         p = self.playout

@@ -124,7 +124,7 @@ class TurnTaker:
     def reset(self) -> None:
         """The open utterance is dropped: no verdict, no speculation, no barge-in being judged."""
         self.tracker.close()
-        self.barge.judging = None
+        self.barge.forget()
         ev, self.eval = self.eval, None
         if ev is not None and ev.speculation is not None:
             self.ctx.out.spawn(self.drop_speculation(ev))
@@ -254,10 +254,9 @@ class TurnTaker:
         assert tr.open
         end_sample = tr.last_speech_end
         t_end = time.perf_counter() - (tr.pos - end_sample) / INPUT_RATE
-        taken = Taken(end_sample, t_end, tr.until_speech_end(), self.eval, self.barge.judging, tr.item_id)
+        taken = Taken(end_sample, t_end, tr.until_speech_end(), self.eval, self.barge.forget(), tr.item_id)
         tr.close()
         self.eval = None
-        self.barge.judging = None
         self.ctx.emit(SpeechStopped(ms(end_sample), tr.item_id))
         return taken
 
