@@ -134,13 +134,17 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def one_turn(stack, *, text: str | None = None, audio=None, persona: str | None = None, prepare=None, speak=False):
+def one_turn(stack, *, text: str | None = None, audio=None, persona: str | None = None, prepare=None, speak=False,
+             push_to_talk: bool = False):
     """One user turn (typed or a whole utterance) through a fresh session; returns (events, session) — the
-    session closed, its state (care, conversation) kept. ``prepare(session)`` runs first (e.g. earlier turns)."""
+    session closed, its state (care, conversation) kept. ``prepare(session)`` runs first (e.g. earlier turns).
+    ``push_to_talk``: the turn is only added, then answered with ``respond()`` (a Realtime client's
+    ``create_response: false``)."""
     from tingshuo.engine import Session
 
     async def go():
         s = Session(stack, speak=speak, persona=persona)
+        s.auto_respond = not push_to_talk
         if prepare is not None:
             prepare(s)
         events = []
@@ -154,6 +158,9 @@ def one_turn(stack, *, text: str | None = None, audio=None, persona: str | None 
             await s.push_text(text)
         else:
             await s.push_utterance(audio)
+        if push_to_talk:
+            await s.wait_idle()
+            await s.respond()
         await s.wait_idle()
         await s.close()
         await task

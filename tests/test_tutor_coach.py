@@ -14,7 +14,10 @@ from tingshuo.tts import VoiceSettings
 pytestmark = pytest.mark.slow
 
 
-def test_tutor_flags_the_sound_and_says_the_model_answer(stack, tts):
+@pytest.mark.parametrize("push_to_talk", [False, True], ids=["auto", "push_to_talk"])
+def test_tutor_flags_the_sound_and_says_the_model_answer(stack, tts, push_to_talk):
+    """Also when the client answers the turn itself (``respond()``): every reply to a turn is set up from its plan
+    (it lost the model sentence there before)."""
     sentence = "We walked along the river after dinner."
     said = soxr.resample(tts.synthesize("We walked along the liver after dinner.", VoiceSettings(), "en"),
                          tts.sample_rate, 16000).astype(np.float32)
@@ -23,7 +26,7 @@ def test_tutor_flags_the_sound_and_says_the_model_answer(stack, tts):
         s.conversation.add_user("Can you help me with my pronunciation?", "item_u0")
         s.conversation.add_assistant(f'Sure! Please read this sentence: "{sentence}"', "item_a0")
 
-    events, _ = one_turn(stack, audio=said, persona="tutor", prepare=prepare)
+    events, _ = one_turn(stack, audio=said, persona="tutor", prepare=prepare, push_to_talk=push_to_talk)
     reports = [e for e in events if e.type == "pronunciation.report"]
     assert reports, [e.type for e in events]
     rep = reports[0]
