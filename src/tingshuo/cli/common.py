@@ -16,7 +16,7 @@ import numpy as np
 import typer
 
 from tingshuo.assets import AssetError
-from tingshuo.audio.io import write_wav
+from tingshuo.audio.io import AudioError, load_audio, write_wav
 from tingshuo.config import load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="听说 tingshuo — offline spoken dialogue.")
@@ -44,6 +44,15 @@ def settings_from(llm_url: str | None = None, llm_model: str | None = None, **mo
         return load_settings(overrides)
     except Exception as e:  # pydantic ValidationError, a bad TOML file
         fail(f"invalid configuration: {e}", EXIT_INPUT)
+        raise
+
+
+def read_audio(path: Path, settings) -> np.ndarray:
+    """A user's recording as 16 kHz mono; a file that cannot be one turn is a clear error, not a traceback."""
+    try:
+        return load_audio(path, max_seconds=settings.asr.max_seconds)
+    except AudioError as e:
+        fail(str(e), EXIT_INPUT)
         raise
 
 

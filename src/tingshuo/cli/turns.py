@@ -11,9 +11,9 @@ import numpy as np
 import typer
 
 from tingshuo.assets import AssetError
-from tingshuo.audio.io import INPUT_RATE, AudioError, load_audio, write_wav
+from tingshuo.audio.io import INPUT_RATE, write_wav
 from tingshuo.cli.common import (
-    EXIT_INPUT, EXIT_MODEL, LlmModel, LlmUrl, app, fail, finish_turn, load_stack, read_line, require_speech,
+    EXIT_INPUT, EXIT_MODEL, LlmModel, LlmUrl, app, fail, finish_turn, load_stack, read_audio, read_line, require_speech,
     run_turn, settings_from,
 )
 
@@ -35,10 +35,7 @@ def respond(
     settings = settings_from(llm_url, llm_model)
     audio = None
     if in_audio is not None:
-        try:
-            audio = load_audio(in_audio, max_seconds=settings.asr.max_seconds)
-        except AudioError as e:
-            fail(str(e), EXIT_INPUT)
+        audio = read_audio(in_audio, settings)
         require_speech(audio)  # before the models load: a silent file is answered in a second, not twenty
     speak = out is not None
     stack = load_stack(settings, asr=audio is not None, llm=True, tts=speak)
@@ -62,10 +59,7 @@ def coach(
     from tingshuo.coach import PronunciationCoach
 
     settings = settings_from()
-    try:
-        audio = load_audio(in_audio, max_seconds=settings.asr.max_seconds)
-    except AudioError as e:
-        fail(str(e), EXIT_INPUT)
+    audio = read_audio(in_audio, settings)
     heard = None
     if asr:
         stack = load_stack(settings, asr=True, llm=False, tts=False)
@@ -107,11 +101,8 @@ def listen(
     from tingshuo.engine import Session
 
     settings = settings_from(llm_url)
-    try:
-        audio = load_audio(in_audio, max_seconds=settings.asr.max_seconds)
-        refs = [load_audio(p, max_seconds=settings.asr.max_seconds) for p in baseline or []]
-    except AudioError as e:
-        fail(str(e), EXIT_INPUT)
+    audio = read_audio(in_audio, settings)
+    refs = [read_audio(p, settings) for p in baseline or []]
     if not settings.emotion.enabled:
         fail("emotion reading is off in the configuration (emotion.enabled = false)", EXIT_INPUT)
     stack = load_stack(settings, asr=words, llm=words, tts=False)
@@ -146,10 +137,7 @@ def transcribe(
     from tingshuo.asr import load_recognizer
 
     settings = settings_from()
-    try:
-        audio = load_audio(in_audio, max_seconds=settings.asr.max_seconds)
-    except AudioError as e:
-        fail(str(e), EXIT_INPUT)
+    audio = read_audio(in_audio, settings)
     require_speech(audio)
     try:
         rec = load_recognizer(settings.asr, settings.cache_dir)
