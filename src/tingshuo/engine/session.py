@@ -88,8 +88,7 @@ class Session:
             self._playout = Playout(stack.tts.sample_rate, cfg.frame_ms, cfg.lead_ms, self._on_frame)
             if cfg.acknowledge and p.acknowledges:
                 self.lanes.tts.submit(self._prepare_acks)
-        self.replies = Replies(Studio(self.ctx, self.state, self.prompts, self._playout, self._acks, lambda r: None),
-                               speak)
+        self.replies = Replies(Studio(self.ctx, self.state, self.prompts, self._playout, self._acks), speak)
         # ---- input: front end → utterance tracker → turn taker (+ barge-in) → understanding → dialogue state
         self.frontend = AudioFrontEnd(self.settings, self._playout, stack.tts.sample_rate if stack.tts else None)
         self.tracker = UtteranceTracker(self.settings)

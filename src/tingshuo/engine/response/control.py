@@ -26,7 +26,6 @@ class Replies:
         self.studio, self.speak = studio, speak
         self.current: Response | None = None
         self.tasks: set[asyncio.Task[None]] = set()  # every response task, speculative ones included
-        studio.finished = self._finished
 
     def _finished(self, r: Response) -> None:
         if self.current is r:
@@ -40,7 +39,7 @@ class Replies:
 
     def launch(self, r: Response) -> Response:
         """Every response task is tracked, so ``close()`` can cancel speculative ones too."""
-        r.task = asyncio.create_task(run_response(r, self.studio))
+        r.task = asyncio.create_task(run_response(r, self.studio, self._finished))
         self.tasks.add(r.task)
         r.task.add_done_callback(self.tasks.discard)
         return r

@@ -43,7 +43,6 @@ class Studio:
     prompts: Prompts
     playout: Playout | None
     acks: dict[str, np.ndarray]
-    finished: Callable[[Response], None]  # the response is over (the session forgets it as its current one)
 
 
 def song_intro(req: SongRequest, lang: str) -> str:
@@ -56,8 +55,9 @@ def song_intro(req: SongRequest, lang: str) -> str:
     return f"好呀，我来给你唱《{req.song.title}》。"
 
 
-async def run_response(r: Response, studio: Studio) -> None:
-    """Answer ``r.messages`` (or say ``r.fixed``; sing ``r.song`` after its introduction)."""
+async def run_response(r: Response, studio: Studio, finished: Callable[[Response], None]) -> None:
+    """Answer ``r.messages`` (or say ``r.fixed``; sing ``r.song`` after its introduction). ``finished(r)`` runs
+    once ``response.done`` is out, before the LLM thread is waited for (the session has no current reply then)."""
     ctx, state = studio.ctx, studio.state
     if r.song is not None:
         r.fixed = song_intro(r.song, r.lang)
@@ -126,7 +126,7 @@ async def run_response(r: Response, studio: Studio) -> None:
             ctx.emit(ResponseDone(r.rid, full, status, lang, {k: round(v, 1) for k, v in timings.items()},
                                   heard if status != "completed" else None, played_ms, r.item_id,
                                   studio.prompts.usage(r.messages, full)))
-        studio.finished(r)
+        finished(r)
     try:
         await asyncio.shield(producer)  # the LLM thread exits once stop is set (a remote read is woken for it)
     except Exception:
