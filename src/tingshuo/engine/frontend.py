@@ -57,8 +57,9 @@ class AudioFrontEnd:
             raise AudioError("the audio frame holds NaN/inf samples")
         return self._resampler(x, sample_rate)
 
-    def windows(self, x: np.ndarray, quiet: Callable[[], bool]) -> Iterator[tuple[np.ndarray, float, bool]]:
-        """(window, speech probability, is our echo) for each whole window now buffered. ``quiet``: nobody is
+    def windows(self, x: np.ndarray, quiet: Callable[[], bool]) -> Iterator[tuple[np.ndarray, float, bool, bool]]:
+        """(window, speech probability, our voice is in the room, it is our echo) for each whole window now
+        buffered. ``quiet``: nobody is
         talking (asked per window: such windows teach the echo test what our echo looks like)."""
         if self._vad is None:
             self._vad = SileroVad()
@@ -73,10 +74,11 @@ class AudioFrontEnd:
         self._pending_raw = pending_raw[n * WINDOW :]
         for i in range(n):
             w = pending[i * WINDOW : (i + 1) * WINDOW]
+            over_us = self.over_us()
             is_echo = False
-            if raw is not None and self.over_us():
+            if raw is not None and over_us:
                 is_echo = self._echo_verdict(w, pending_raw[i * WINDOW : (i + 1) * WINDOW], quiet())
-            yield w, self._vad(w), is_echo
+            yield w, self._vad(w), over_us, is_echo
 
     def _echo_verdict(self, clean: np.ndarray, raw: np.ndarray, quiet: bool) -> bool:
         """Is this window (during our playback) our own voice rather than the user's?

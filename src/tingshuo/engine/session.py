@@ -263,8 +263,8 @@ class Session:
         except AudioError as e:
             self.out.emit(ErrorEvent("invalid_audio", str(e)))
             return
-        for w, p, is_echo in self.frontend.windows(x, self.tracker.quiet):
-            self.turns.on(self.tracker.window(w, p, self.frontend.over_us(), is_echo))
+        for w, p, over_us, is_echo in self.frontend.windows(x, self.tracker.quiet):
+            self.turns.on(self.tracker.window(w, p, over_us, is_echo))
 
     async def push_utterance(self, audio: np.ndarray, sample_rate: int = INPUT_RATE, item_id: str | None = None) -> None:
         """A whole recorded turn (a file): answered as one turn however many pauses it holds."""
@@ -337,17 +337,17 @@ class Session:
         if o.fixed is None and self.stack.llm is None:
             self.out.emit(ErrorEvent("no_llm", "this session was started without a language model"))
             return ""
-        if o.history is None and o.fixed is None:
-            history = self.prompts.history()[1:]
-            if history and history[-1]["role"] == "user" and (
-                    self.state.last is None or self.state.last.text != history[-1]["content"]):
-                # a user item added directly (Realtime conversation.item.create), not heard or typed through the
-                # engine: read now like a typed turn — the safety policy, what it asks for (a role, a song, a
-                # story), a search
-                text = history[-1]["content"]
-                und = await self.understander.understand(text, text_language(text) or self.state.language(), None)
-                self._accept(und, self.conversation.ids[-1] if self.conversation.ids else "")
-        r = self.replies.answer(o)
+        history = o.history if o.history is not None else (self.prompts.history() if self.stack.llm else [])
+        if history and history[0]["role"] == "system":
+            history = history[1:]
+        if (o.history is None and o.fixed is None and history and history[-1]["role"] == "user"
+                and (self.state.last is None or self.state.last.text != history[-1]["content"])):
+            # a user item added directly (Realtime conversation.item.create), not heard or typed through the engine:
+            # read now like a typed turn — the safety policy, what it asks for (a role, a song, a story), a search
+            text = history[-1]["content"]
+            und = await self.understander.understand(text, text_language(text) or self.state.language(), None)
+            self._accept(und, self.conversation.ids[-1] if self.conversation.ids else "")
+        r = self.replies.answer(o, history)
         self.replies.open_gate(r, time.perf_counter(), {})
         return r.rid
 

@@ -98,9 +98,8 @@ class UtteranceTracker:
             self.last_speech_end = self.pos
             return Voiced(resumed)
         self.silence += WINDOW
-        if self.speech < vcfg.min_speech_ms * INPUT_RATE // 1000:
-            if ms(self.silence) >= max(tcfg.pause_ms, dcfg.resume_after_ms):
-                return Noise()
+        if self.short() and ms(self.silence) >= max(tcfg.pause_ms, dcfg.resume_after_ms):
+            return Noise()
         return Paused()
 
     def short(self) -> bool:

@@ -100,13 +100,10 @@ class Replies:
         r.messages = self.studio.prompts.for_turn(text, r.lang, r.plan, r.persona, committed=committed)
         return self.launch(r)
 
-    def answer(self, o: ResponseOptions) -> Response:
-        """``respond()``: the conversation as it stands (or ``o.history``), the last user turn answered with its
-        plan and the language note before it, as in an automatic reply."""
-        st, prompts, llm = self.studio.state, self.studio.prompts, self.studio.ctx.stack.llm
-        history = o.history if o.history is not None else (prompts.history() if llm else [])
-        if history and history[0]["role"] == "system":
-            history = history[1:]
+    def answer(self, o: ResponseOptions, history: list[Message]) -> Response:
+        """``respond()``: ``history`` (the conversation as it stands, or ``o.history``; no system prompt), the last
+        user turn answered with its plan and the language note before it, as in an automatic reply."""
+        st, prompts = self.studio.state, self.studio.prompts
         last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
         system: Message = {"role": "system", "content": o.instructions or st.conversation.system_prompt}
         r = self.new(last_user, o)

@@ -134,7 +134,7 @@ class Clause:
 
 
 @dataclass
-class Transcript:
+class ReplyWords:
     """The reply's words as they went: all generated text, the clauses delivered, and the language it is in."""
 
     generated: list[str] = field(default_factory=list)

@@ -21,7 +21,7 @@ from tingshuo.dialogue.songs import SongRequest
 from tingshuo.engine.context import Context
 from tingshuo.engine.events import ErrorEvent, ResponseDone
 from tingshuo.engine.playout import Playout
-from tingshuo.engine.response.model import Clause, Response, Stop, Transcript
+from tingshuo.engine.response.model import Clause, ReplyWords, Response, Stop
 from tingshuo.engine.response.source import LlmSource, ReplyDeltas
 from tingshuo.engine.response.text import TextStage
 from tingshuo.engine.response.voice import VoiceStage
@@ -69,7 +69,7 @@ async def run_response(r: Response, studio: Studio, finished: Callable[[Response
     stop = Stop()
     tts_idle = threading.Event()  # the LLM waits while a clause is synthesized (they slow each other on 2 cores)
     tts_idle.set()
-    words = Transcript()
+    words = ReplyWords()
     voices = ReplyVoices(r, state)
     playout = studio.playout if r.speak else None
     source = LlmSource(r, ctx.stack, ctx.settings, ctx.lanes.llm, deltas, stop, tts_idle)

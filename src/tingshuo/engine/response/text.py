@@ -20,7 +20,7 @@ from tingshuo.dialogue.songs import SongRequest, write_lyrics
 from tingshuo.dialogue.speech import ClauseSplitter, ScriptLines, StyleTags
 from tingshuo.engine.context import Context, run_on
 from tingshuo.engine.events import ReplyTextDelta, SafetyVerdict
-from tingshuo.engine.response.model import Clause, Response, Stop, Transcript
+from tingshuo.engine.response.model import Clause, ReplyWords, Response, Stop
 from tingshuo.engine.response.source import END, STARTED, ReplyDeltas
 from tingshuo.engine.response.voices import ReplyVoices
 from tingshuo.engine.state import DialogueState
@@ -35,12 +35,12 @@ _SORRY = {"zh": "抱歉，这次的新歌词没填好，我先唱原来的版本
 
 class TextStage:
     def __init__(self, r: Response, ctx: Context, state: DialogueState, voices: ReplyVoices, deltas: ReplyDeltas,
-                 clauses: "asyncio.Queue[Clause | None]", stop: Stop, words: Transcript, t0: float) -> None:
+                 clauses: "asyncio.Queue[Clause | None]", stop: Stop, words: ReplyWords, t0: float) -> None:
         self.r, self.ctx, self.state, self.voices = r, ctx, state, voices
         self.deltas, self.clauses, self.stop, self.words, self.t0 = deltas, clauses, stop, words, t0
         cfg = ctx.settings
         # every clause the LLM writes is checked before it is voiced (fixed texts and sung words are ours)
-        checked = cfg.safety.enabled and cfg.safety.check_output and r.fixed is None and r.song is None
+        checked = cfg.safety.enabled and cfg.safety.check_output and r.fixed is None  # a song's intro is fixed
         self.guard = ctx.stack.guard if checked else None
         self.passed: list[str] = []
         self.splitter = ClauseSplitter()

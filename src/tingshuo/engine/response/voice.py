@@ -20,7 +20,7 @@ from tingshuo.engine.context import Context, run_on
 from tingshuo.engine.events import AudioChunk, ErrorEvent, ReplyClause, ReplyTextDelta, SpeechDegraded
 from tingshuo.engine.faults import notice
 from tingshuo.engine.playout import Playout
-from tingshuo.engine.response.model import Clause, Response, Transcript
+from tingshuo.engine.response.model import Clause, ReplyWords, Response
 from tingshuo.engine.response.voices import ReplyVoices
 from tingshuo.script import text_language
 from tingshuo.tts import get_style
@@ -32,7 +32,7 @@ _LEADING_ACK = re.compile(r"^(?:嗯+|恩+|mm+|hmm+)[，,。.！!\s]*", re.IGNORE
 
 class VoiceStage:
     def __init__(self, r: Response, ctx: Context, voices: ReplyVoices, clauses: "asyncio.Queue[Clause | None]",
-                 words: Transcript, playout: Playout | None, acks: dict[str, np.ndarray],
+                 words: ReplyWords, playout: Playout | None, acks: dict[str, np.ndarray],
                  tts_idle: threading.Event) -> None:
         self.r, self.ctx, self.voices, self.clauses, self.words = r, ctx, voices, clauses, words
         self.playout, self.acks, self.tts_idle = playout, acks, tts_idle
