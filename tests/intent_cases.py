@@ -1,0 +1,61 @@
+"""The labelled turn-plan cases of tests/data/intents/ (format in its README.md), for tests and bench/understand.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data" / "intents"
+INTENTS = ("chat", "sing", "sing_adapt", "sing_new", "story", "role", "role_leave", "stop", "search", "coach")
+ACTIONS = tuple(i for i in INTENTS if i != "chat")
+
+
+@dataclass(frozen=True)
+class Case:
+    intent: str
+    text: str
+    voice: dict = field(default_factory=dict)  # {} when the turn asks for no voice change
+    slots: dict = field(default_factory=dict)
+    history: tuple[dict, ...] = ()
+    line: int = 0
+
+    @property
+    def negative(self) -> str | None:
+        """What a hard negative mentions without asking for it ("sing", "voice", …), else None."""
+        return self.slots.get("neg")
+
+    @property
+    def lang(self) -> str:
+        return "zh" if any("\u4e00" <= c <= "\u9fff" for c in self.text) else "en"
+
+
+def _voice(field_: str) -> dict:
+    if field_ == "-":
+        return {}
+    out: dict = {"lasting": True}
+    for part in field_.split(","):
+        if part == "once":
+            out["lasting"] = False
+            continue
+        k, v = part.split("=", 1)
+        out[k] = {"true": True, "false": False}.get(v, v)
+    return out
+
+
+def load(split: str) -> list[Case]:
+    """``split``: "dev" or "test"."""
+    cases = []
+    for n, line in enumerate((DATA / f"{split}.tsv").read_text("utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        intent, voice, slots, text, history = line.split("\t")
+        if intent not in INTENTS:
+            raise ValueError(f"{split}.tsv:{n}: unknown intent {intent!r}")
+        turns = []
+        if history != "-":
+            for t in history.split(" | "):
+                role = {"U": "user", "A": "assistant"}[t[0]]
+                turns.append({"role": role, "content": t[2:]})
+        sl = dict(s.split("=", 1) for s in slots.split(";")) if slots != "-" else {}
+        cases.append(Case(intent, text, _voice(voice), sl, tuple(turns), n))
+    return cases
