@@ -179,6 +179,19 @@ class DialogueConfig(Section):
     story_tokens: int = 400  # a story's reply may run this long (ordinary replies: llm.max_tokens)
 
 
+class PlanConfig(Section):
+    """The turn plan: what each user turn asks the assistant to do (sing, a story, a role, stop, search, a voice
+    change…), read by the chat model (tingshuo.intent). Off: every turn is plain conversation."""
+
+    enabled: bool = True
+    # Its own llama.cpp context over the same GGUF (weights shared through mmap), like the guard's: the plan's
+    # fixed prompt (~1,300 tokens) stays cached and the conversation's cache is not evicted by each reading.
+    separate_context: bool = True
+    # P(an action intent) or P(a voice change) the model must give before the assistant acts on it; below it the
+    # turn is conversation. Tuned on tests/data/intents/dev.tsv (bench/understand.py --split dev).
+    threshold: float = 0.5
+
+
 class EmotionConfig(Section):
     """Emotion in, emotion out (docs/emotion.md)."""
 
@@ -277,6 +290,7 @@ class Settings(BaseSettings):
     tts: TtsConfig = Field(default_factory=TtsConfig)
     dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
     emotion: EmotionConfig = Field(default_factory=EmotionConfig)
+    plan: PlanConfig = Field(default_factory=PlanConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     turn: TurnConfig = Field(default_factory=TurnConfig)

@@ -16,6 +16,7 @@ from tingshuo.llm import ChatModel, load_chat_model
 from tingshuo.tts import SpeechSynthesizer
 
 if TYPE_CHECKING:
+    from tingshuo.intent import IntentReader
     from tingshuo.coach import PronunciationCoach
     from tingshuo.safety import SafetyGuard
     from tingshuo.search import SearchProvider
@@ -93,6 +94,7 @@ class ModelStack:
         return self._singer
 
     guard: "SafetyGuard | None" = None  # loaded with the LLM when safety is on
+    planner: "IntentReader | None" = None  # the turn plan's reader, loaded with the LLM when plan.enabled
     search: "SearchProvider | None" = None  # None: search off (time-sensitive questions are answered honestly)
 
     _coach: "PronunciationCoach | None" = None
@@ -141,6 +143,16 @@ class ModelStack:
                 stack.guard = SafetyGuard(load_chat_model(settings.llm, cache) if own else stack.llm, settings.safety)
                 if own:
                     stack.guard.warmup()  # its fixed prompt, once (~2–4 s), not in the first user's turn
+            if settings.plan.enabled:
+                from tingshuo.intent import IntentReader
+
+                own = settings.plan.separate_context and settings.llm.backend == "llama-cpp"
+                songs = {a: s.title for s in stack.songbook.songs.values() for a in (s.title, *s.aliases)} \
+                    if settings.dialogue.singing else {}
+                stack.planner = IntentReader(load_chat_model(settings.llm, cache) if own else stack.llm,
+                                             settings.plan.threshold, songs)
+                if own:
+                    stack.planner.warmup()  # its fixed prompt, once (~10 s; then loaded from the saved state)
             from tingshuo.search import load_provider
 
             stack.search = load_provider(settings.search, cache)

@@ -65,9 +65,11 @@ class ChatModel(Protocol):
         """P(label) for how the user feels in ``user_text`` (after ``history``), read from the model's next-token
         distribution over the labels' first tokens; None where the backend cannot expose it."""
 
-    def label_probabilities(self, messages: list[Message], labels: list[str]) -> dict[str, float] | None:
+    def label_probabilities(self, messages: list[Message], labels: list[str], *,
+                            answer: str | None = None) -> dict[str, float] | None:
         """P over ``labels`` as the first token of the answer to ``messages`` (labels start with distinct
-        tokens); None where the backend gives no token probabilities."""
+        tokens), or as the next token after ``answer``, the answer so far; None where the backend gives no token
+        probabilities."""
 
     def complete_json(self, messages: list[Message], schema: dict, *, max_tokens: int = 48) -> dict:
         """An answer that is a JSON object valid under ``schema``; LlmError when none came back."""

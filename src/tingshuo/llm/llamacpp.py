@@ -154,11 +154,19 @@ class LlamaCppChat:
         L._requires_eval = False
         return np.ctypeslib.as_array(L._ctx.get_logits(), shape=(L._n_vocab,)).astype(np.float64)
 
-    def label_probabilities(self, messages: list[Message], labels: list[str]) -> dict[str, float]:
+    def label_probabilities(self, messages: list[Message], labels: list[str], *,
+                            answer: str | None = None) -> dict[str, float]:
         """P over ``labels`` as the first token of the assistant's answer to ``messages`` (one forward pass; the
         cached prefix is reused). Labels must start with distinct tokens. Used for the emotion of the words and
-        the safety guard's categories: a distribution to threshold, where a generated word would be a guess."""
-        tokens = self._tokenize(self._prompt(messages) + "<|im_start|>assistant\n")  # type: ignore[arg-type]
+        the safety guard's categories: a distribution to threshold, where a generated word would be a guess.
+
+        ``answer``: the answer so far (the turn plan reads its fields one after another); the labels are then read
+        after it, behind the template's own assistant header. Without it the header is written a second time:
+        the guard's and the emotion reading's thresholds were measured on that prompt, so it stays until they are
+        measured again (the safety issue)."""
+        prompt = self._prompt(messages)
+        prompt += answer if answer is not None else "<|im_start|>assistant\n"
+        tokens = self._tokenize(prompt)  # type: ignore[arg-type]
         ids = [self._tokenize(label)[0] for label in labels]
         if len(set(ids)) != len(ids):
             raise ValueError(f"labels must start with distinct tokens: {labels}")

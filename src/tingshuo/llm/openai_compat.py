@@ -103,9 +103,13 @@ class OpenAICompatChat:
         """Chat endpoints give no next-token distribution for an open user turn: audio-only end of turn."""
         return None
 
-    def label_probabilities(self, messages: list[Message], labels: list[str]) -> dict[str, float] | None:
+    def label_probabilities(self, messages: list[Message], labels: list[str], *,
+                            answer: str | None = None) -> dict[str, float] | None:
         """P over ``labels`` from one answer token and its ``top_logprobs`` (llama.cpp server, vLLM and OpenAI
-        return them); None when the endpoint gives no logprobs or fails."""
+        return them); None when the endpoint gives no logprobs or fails, or when ``answer`` asks to continue a
+        partial answer (chat APIs cannot be made to: the turn plan uses its JSON path there)."""
+        if answer is not None:
+            return None
         body = {"model": self.cfg.model_name, "max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 20,
                 "messages": messages}
         try:
