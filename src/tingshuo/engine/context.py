@@ -38,13 +38,14 @@ class Lanes:
     tts: Lane
     turn: Lane
     guard: Lane  # the safety guard's own llama.cpp context
+    plan: Lane  # the turn plan's own llama.cpp context (tingshuo.intent)
 
     @classmethod
     def of(cls, stack: ModelStack, owner: object) -> "Lanes":
-        return cls(*(stack.lane(n, owner) for n in ("asr", "llm", "tts", "turn", "guard")))
+        return cls(*(stack.lane(n, owner) for n in ("asr", "llm", "tts", "turn", "guard", "plan")))
 
     def shutdown(self) -> None:
-        for lane in (self.asr, self.llm, self.tts, self.turn, self.guard):
+        for lane in (self.asr, self.llm, self.tts, self.turn, self.guard, self.plan):
             lane.shutdown(cancel_futures=True)  # queued work of a closed session: nobody waits for it
 
 

@@ -16,6 +16,7 @@ from tingshuo.dialogue.persona import Persona, RoleRequest
 from tingshuo.dialogue.policy import ReplyPlan
 from tingshuo.dialogue.songs import SongRequest
 from tingshuo.dialogue.voice import VoiceChange, VoiceState
+from tingshuo.intent import CHAT, Intent
 from tingshuo.safety import Verdict
 
 
@@ -36,6 +37,12 @@ class TurnPlan:
     safety: Verdict | None = None  # the safety policy's reading of the turn (None: safety off)
     search_candidate: bool = False  # the turn may need a search (the response asks the LLM)
     pronunciation: Report | None = None  # the coach's reading of a spoken English turn (tutor persona)
+    intent: Intent = CHAT  # what the model read the turn as asking for (tingshuo.intent)
+
+    @property
+    def stop(self) -> bool:
+        """The user asked for silence: the reply is at most a one-word acknowledgement."""
+        return self.intent.intent == "stop" and (self.safety is None or self.safety.action == "allow")
 
     @property
     def cares(self) -> bool:

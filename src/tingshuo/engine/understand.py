@@ -22,22 +22,20 @@ from tingshuo.audio.io import INPUT_RATE
 from tingshuo.coach.pronunciation import Report, words_of
 from tingshuo.dialogue.care import care_note, refusal_note
 from tingshuo.dialogue.emotion import fuse, read_words
-from tingshuo.dialogue.persona import RoleRequest, get_persona, parse_role_request
+from tingshuo.dialogue.persona import PERSONAS, RoleRequest, get_persona
 from tingshuo.dialogue.policy import ReplyPlan, plan_reply
-from tingshuo.dialogue.songs import SongRequest, parse_song_request, pick_song, unknown_song_note
-from tingshuo.dialogue.voice import parse_voice_instruction
+from tingshuo.dialogue.songs import SongRequest, pick_song, unknown_song_note
+from tingshuo.dialogue.voice import VoiceChange, parse_voice_instruction
 from tingshuo.engine.context import Context, run_on
 from tingshuo.engine.plan import TurnPlan
 from tingshuo.engine.state import DialogueState, Prompts
+from tingshuo.intent import CHAT, Intent
 from tingshuo.llm.base import LlmError
 from tingshuo.safety import Verdict
 from tingshuo.script import text_language
-from tingshuo.search import FRESH_CUE
 
 log = logging.getLogger("tingshuo.engine")
 _QUOTED = re.compile(r"[\"“]([A-Za-z][^\"”]{3,}?)[\"”]|:\s*([A-Z][A-Za-z ,']{3,}[.!?])")
-# "讲个故事", "给我讲一个孙悟空的故事", "tell me a story": the reply is a story with voiced characters
-_STORY = re.compile(r"(讲|说|来|编)[^。？！?]{0,12}(故事|童话|寓言|传说)|(tell|read)\b[^.?!]{0,20}\b(story|tale|fairy)", re.I)
 # A note after the user's words (~0.7 s more prompt before a story's first words on 2 cores). In the cached system
 # prompt it cost nothing, but the 1.5B then recited it as a reply in role-play and copied its example as every story.
 _STORY_NOTE = {
@@ -79,7 +77,8 @@ class Understander:
         job = None
         if guard is not None and text.strip():
             job = asyncio.ensure_future(run_on(ctx.lanes.guard, guard.check_input, text, st.prev_user))
-        u = await self.feel(text, language, audio, early)
+        intent = asyncio.ensure_future(self.read_intent(text))  # on its own context, beside the guard
+        u = await self.feel(text, language, audio, early, intent)
         t0 = time.perf_counter()
         report = None
         if (u.persona or st.persona).coach and audio is not None and text.strip() and text_language(text) == "en":
@@ -98,8 +97,23 @@ class Understander:
         if ctx.settings.search.enabled and not in_role and (u.safety is None or u.safety.action == "allow"):
             # the LLM's decision itself is taken by the response, on the LLM thread: here it would queue behind a
             # reply still being generated (the user talking over it) and hold back the turn's transcript
-            candidate = bool(FRESH_CUE.search(text)) and ctx.stack.llm is not None
+            candidate = u.intent.intent == "search" and ctx.stack.llm is not None
         return replace(u, search_candidate=candidate, ms=u.ms + (time.perf_counter() - t0) * 1000)
+
+    async def read_intent(self, text: str) -> Intent:
+        """What the turn asks the assistant to do, as the model reads it (tingshuo.intent), on the plan's own
+        thread and context; ``chat`` when there is no reader or it failed (the turn is then conversation)."""
+        planner = self.ctx.stack.planner
+        if planner is None or not self.ctx.settings.plan.enabled or not text.strip():
+            return CHAT
+        st = self.state
+        role = st.persona.name if st.persona.key != self.ctx.settings.dialogue.persona else None
+        recent = [m for m in st.conversation.messages(lambda t: 0, 10**9) if m["role"] in ("user", "assistant")][-2:]
+        try:
+            return await run_on(self.ctx.lanes.plan, planner.read, text, recent, role)
+        except LlmError as e:
+            log.warning("turn plan failed: %s", e)
+            return CHAT
 
     def assess(self, audio: np.ndarray, heard: str) -> Report | None:
         """Turn thread: the learner's audio against the sentence they were asked to say (the last quoted English
@@ -155,8 +169,10 @@ class Understander:
         return u
 
     async def feel(self, text: str, language: str | None, audio: np.ndarray | None,
-                   early: "tuple[str, asyncio.Future[dict[str, float] | None]] | None" = None) -> TurnPlan:
-        """The feeling behind a user turn (voice + words), a voice request in it, and the reply plan.
+                   early: "tuple[str, asyncio.Future[dict[str, float] | None]] | None" = None,
+                   intent: "asyncio.Future[Intent] | None" = None) -> TurnPlan:
+        """The feeling behind a user turn (voice + words), what it asks for (``intent``: the model's reading,
+        already under way; read here when not given), and the reply plan.
 
         ``early``: the words' feeling read (or still being read) from the newest partial transcript while the
         user talked. It is used as the words' reading: asking again on the final transcript would put ~0.45 s
@@ -167,9 +183,10 @@ class Understander:
         st = self.state
         t0 = time.perf_counter()
         lang = language or text_language(text) or st.language()
-        requests = self.requests(text)
+        it = await intent if intent is not None else await self.read_intent(text)
+        requests = self.requests(text, it)
         if not cfg.enabled:
-            return self.with_requests(TurnPlan(None, None, st.voice_state, ReplyPlan(), text), requests, lang)
+            return self.with_requests(TurnPlan(None, None, st.voice_state, ReplyPlan(), text, intent=it), requests, lang)
         feats_job = None
         st.baseline.use_priors(lang)
         if audio is not None and len(audio) >= INPUT_RATE // 5:
@@ -191,24 +208,38 @@ class Understander:
         last = st.emotions.last
         if reading is not None and last is not None:
             reading.previous = last.label
-        change = parse_voice_instruction(text) if cfg.voice_requests else None
+        change = voice_change(text, it) if cfg.voice_requests else None
         voice = change.apply(st.voice_state) if change else st.voice_state
         plan = plan_reply(reading if cfg.policy else None, voice, change, last if cfg.policy else None, lang)
-        u = TurnPlan(reading, change, voice, plan, text, (time.perf_counter() - t0) * 1000)
+        u = TurnPlan(reading, change, voice, plan, text, (time.perf_counter() - t0) * 1000, intent=it)
         return self.with_requests(u, requests, lang)
 
-    def requests(self, text: str) -> tuple[RoleRequest | None, SongRequest | None, bool]:
-        """What the turn asks the assistant to *do*: take or leave a role, sing, tell a story."""
-        d = self.ctx.settings.dialogue
-        book = self.ctx.stack.songbook
-        role = parse_role_request(text) if d.roles else None
+    def requests(self, text: str, it: Intent) -> tuple[RoleRequest | None, SongRequest | None, bool]:
+        """What the model read the turn as asking the assistant to *do*, made concrete: which persona to enter or
+        leave, which melody to sing (and new words about what), whether to tell a story."""
+        d, st = self.ctx.settings.dialogue, self.state
+        in_role = st.persona.key != d.persona
+        role = None
+        if d.roles:
+            if it.intent == "role":
+                key = persona_for(it.character, text)
+                role = RoleRequest(enter=key) if key and key != st.persona.key else None
+            elif it.intent == "role_leave" and in_role:
+                role = RoleRequest(leave=True)
+            elif it.intent == "coach" and not st.persona.coach:
+                tutor = next((p.key for p in PERSONAS.values() if p.coach), None)
+                role = RoleRequest(enter=tutor) if tutor else None
         song = None
-        if d.singing:
-            song = parse_song_request(text, book)
-            if song is not None and song.song is None and song.title is None:
-                # "唱首歌" (no title) or "唱一首关于春天的歌" (words, no melody): a melody from the book not sung yet
-                song = SongRequest(pick_song(book, self.state.sung), None, song.topic)
-        story = song is None and bool(_STORY.search(text))
+        if d.singing and it.intent in ("sing", "sing_adapt", "sing_new"):
+            book = self.ctx.stack.songbook
+            named = book.find(it.song) if it.song and it.intent != "sing_new" else None
+            if it.song and named is None and it.intent != "sing_new":
+                song = SongRequest(None, it.song, it.topic)  # a title the book lacks: answered honestly
+            else:
+                melody = named or pick_song(book, st.sung)  # "唱首歌", "唱一首关于春天的歌": one not sung yet
+                topic = None if it.intent == "sing" else (it.topic or text)
+                song = SongRequest(melody, it.song, topic)
+        story = song is None and it.intent == "story"
         return role, song, story
 
     def with_requests(self, u: TurnPlan, requests: tuple[RoleRequest | None, SongRequest | None, bool],
@@ -226,3 +257,55 @@ class Understander:
         if len(notes) > (1 if u.plan.note else 0):
             u = replace(u, plan=replace(u.plan, note="\n".join(notes)))
         return u
+
+
+def persona_for(character: str | None, text: str) -> str | None:
+    """The persona key for a character the model said the user asked for (its name or an alias, in the name the
+    model gave or else in the words); None when no persona plays them."""
+    for q in (character or "", text):
+        if not q:
+            continue
+        best = None
+        for p in PERSONAS.values():
+            if p.key == "companion":
+                continue
+            for name in p.names():
+                if name.lower() in q.lower() and (best is None or len(name) > best[0]):
+                    best = (len(name), p.key)
+        if best:
+            return best[1]
+    return None
+
+
+# how much a plain "slower", "louder" moves the voice when the words give no measure ("much slower" does)
+_STEP = {"slower": 0.8, "faster": 1.25, "louder": 1.4, "softer": 0.7}
+
+
+def voice_change(text: str, it: Intent) -> VoiceChange | None:
+    """The voice change the model read in the turn, with the measure taken from the words where they give one
+    (parse_voice_instruction is only the measure here: the model decides whether there is a request at all)."""
+    v = it.voice
+    if v is None:
+        return None
+    words = parse_voice_instruction(text)
+    once = not v.lasting
+    if v.speed:
+        w = words.speed if words is not None and words.speed is not None else None
+        up = v.speed == "faster"
+        return VoiceChange(speed=w if w is not None and (w > 1) == up else _STEP[v.speed])
+    if v.volume:
+        w = words.volume if words is not None and words.volume is not None else None
+        up = v.volume == "louder"
+        return VoiceChange(volume=w if w is not None and (w > 1) == up else _STEP[v.volume])
+    if v.whisper is not None and not v.reset:
+        return VoiceChange(whisper=v.whisper)
+    if v.reset:
+        return VoiceChange(reset=True)
+    if v.style:
+        seq = words is not None and words.sequence
+        if seq:
+            return words
+        return VoiceChange(style=v.style, one_off=once or (words is not None and words.one_off))
+    if v.dialect is not None:
+        return VoiceChange(dialect=v.dialect)
+    return None

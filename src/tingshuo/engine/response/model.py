@@ -24,6 +24,7 @@ from tingshuo.dialogue.voice import VoiceState
 from tingshuo.engine.events import Event
 from tingshuo.engine.plan import TurnPlan
 from tingshuo.llm.base import Message
+from tingshuo.script import text_language
 from tingshuo.search import SearchDecision
 from tingshuo.tts import VoiceSettings
 
@@ -96,6 +97,11 @@ class Response:
         if p is not None and any(w.flagged for w in p.words):
             self.model_answer = p.expected
         self.song = u.melody
+        if u.stop:  # "停", "别说了": silence, after one word that says it was heard
+            self.fixed = _QUIET["en" if text_language(u.text) == "en" else "zh"]
+
+
+_QUIET = {"zh": "好。", "en": "Okay."}
 
 
 class Stop:

@@ -19,7 +19,7 @@ from tingshuo.engine.response.model import Response, Stop
 from tingshuo.engine.stack import ModelStack
 from tingshuo.engine.workers import Lane
 from tingshuo.llm.base import LlmError
-from tingshuo.search import SearchError, results_note, route, source_lead
+from tingshuo.search import SearchError, decide, results_note, source_lead
 
 log = logging.getLogger("tingshuo.engine")
 END = object()  # the source is done
@@ -79,8 +79,9 @@ class LlmSource:
         become a note after the user's words. Returns (note, the source the answer starts with)."""
         r = self.r
         assert r.search is not None
-        self.deltas.put_threadsafe(_FILLER.get(r.lang, _FILLER["en"]))
         provider = self.stack.search
+        if provider is not None:  # with no provider there is nothing to wait for: the reply says so at once
+            self.deltas.put_threadsafe(_FILLER.get(r.lang, _FILLER["en"]))
         results, failure, error = [], None, None
         t = time.perf_counter()
         if provider is None:
@@ -113,7 +114,9 @@ class LlmSource:
         if r.search is None and r.search_candidate and llm.caps.json_schema:
             last = max(i for i, m in enumerate(messages) if m["role"] == "user")
             try:
-                d = route(llm, messages[:last], messages[last]["content"], self.cfg.search.threshold)
+                # the turn plan read this turn as needing current facts; the search decision confirms it and
+                # writes the query (no cue-word gate: "美国现在的总统是谁" has none of 今天/最新)
+                d = decide(llm, messages[:last], messages[last]["content"], threshold=self.cfg.search.threshold)
             except LlmError as e:
                 log.warning("search decision failed: %s", e)
                 d = None
