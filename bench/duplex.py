@@ -59,6 +59,7 @@ def table(name: str, summ: dict) -> None:
     print(f"  {'barge-in stop p50/p90 (≤150)':42s} {st['p50']} / {st['p90']} ms (n={st['n']})")
     print(f"  {'backchannel take-over rate (≤0.10)':42s} {summ['backchannel_tor']}")
     print(f"  {'backchannel pause before resuming p50':42s} {summ['backchannel_pause_ms']['p50']} ms")
+    print(f"  {'short stop words that stopped it (1.0)':42s} {summ.get('stopword_tor')}")
     print(f"  {'self-interruptions (echo)':42s} {summ['self_interruptions']}")
     print(f"  {'frames sent after a stop':42s} {summ['frames_after_stop']}")
 
@@ -126,6 +127,8 @@ def check_bounds(results: dict, trials: list) -> Bounds:
     every = [o for s in results["sets"].values() for o in s.get("outcomes", [])]
     b.check("frames sent after a stop, every interruption scenario", sum(o["frames_after_stop"] or 0 for o in every
             if o["kind"] == "interrupt"), "<=", 0, "frames", "test_duplex::test_nothing_plays_after_any_stop")
+    b.check("short stop words that did not stop the reply, test set", sum(not o["stopped"] for o in outs
+            if o["kind"] == "stopword"), "<=", 0, "", "bench only (issue 19: words decide a short cut-in)")
     b.check("backchannels that stopped the reply, test set", sum(bool(o["stopped"]) for o in outs
             if o["kind"] == "backchannel"), "<=", 0, "", "test_duplex::test_backchannels_do_not_stop_the_reply")
     c = results["cancel_cpu_s_per_2s"]

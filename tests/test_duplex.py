@@ -55,6 +55,18 @@ def test_long_speech_is_never_a_backchannel():
     assert not is_backchannel("嗯", 1500, 900)
 
 
+@pytest.mark.parametrize("text", ["停", "停！", "别说了。", "等一下", "不", "不不不", "Stop.", "wait", "No, no.", "hold on"])
+def test_short_stop_words_stop_even_under_one_syllable(text):
+    """Under 450 ms the transcript was not trusted and every cut-in resumed the reply: "停" and "不" did not stop."""
+    assert not is_backchannel(text, 300, 900)
+    assert not is_backchannel(text, 600, 900)
+
+
+@pytest.mark.parametrize("text", ["嗯", "对", "好的", "yeah", "OK", "不错", "停车场"])
+def test_listener_tokens_and_stop_lookalikes_under_one_syllable_still_resume(text):
+    assert is_backchannel(text, 300, 900)
+
+
 # ---------------------------------------------------------------- playout (real asyncio clock)
 # Behaviour only, against the wall clock as measured (a loaded machine may oversleep); the precision of the
 # pacing (heard within ±0.1 s of 0.5 s, drained within 0.8 s) is checked by bench/duplex.py's bounds.
@@ -166,7 +178,7 @@ def suite(stack, en_clips):
     async def go():
         outcomes = {}
         for sc in build_suite(stack, sorted(map(str, en_clips)), "test", en_sample=(1,)):
-            if sc.name in ("test/backchannel_对", "test/pause_en", "test/interrupt_en"):
+            if sc.name in ("test/backchannel_对", "test/pause_en", "test/interrupt_en", "test/stopword_等一下"):
                 continue  # each scenario is 15-25 s of real time
             s = Session(stack, duplex=True)
             await asyncio.sleep(0.3)  # the session's warm-up on the LLM thread
@@ -220,6 +232,15 @@ def test_backchannels_do_not_stop_the_reply(suite):
     assert played
     for name, o in played:
         assert not o.stopped, (name, o)
+
+
+@pytest.mark.slow
+def test_a_one_syllable_stop_word_stops_the_reply(suite):
+    """"停" said over a story (our TTS, another voice, through the simulated room): the reply is cancelled, not
+    resumed as a backchannel (before, any cut-in under 450 ms of voice resumed it, whatever its words)."""
+    o, s = suite["test/stopword_停"]
+    assert o.stopped, o
+    assert o.frames_after_stop == 0, o
 
 
 @pytest.mark.slow

@@ -318,3 +318,70 @@ class _SpeakerBuffer:
             outdata[:n, 0] = self._buf[:n]
             outdata[n:, 0] = 0.0
             self._buf = self._buf[n:]
+
+
+def _history(path: Path) -> list[dict]:
+    """Earlier turns: a JSON list of {"role", "content"}, or lines "U: …" / "A: …" (user / assistant)."""
+    try:
+        raw = path.read_text("utf-8")
+    except OSError as e:
+        fail(f"cannot read the history file: {e}", EXIT_INPUT)
+    if raw.lstrip().startswith("["):
+        try:
+            msgs = json.loads(raw)
+            return [{"role": str(m["role"]), "content": str(m["content"])} for m in msgs]
+        except (ValueError, KeyError, TypeError) as e:
+            fail(f"the history file is not a JSON list of messages: {e}", EXIT_INPUT)
+    out = []
+    for line in raw.splitlines():
+        who, _, said = line.partition(":")
+        role = {"u": "user", "user": "user", "a": "assistant", "assistant": "assistant"}.get(who.strip().lower())
+        if role and said.strip():
+            out.append({"role": role, "content": said.strip()})
+    return out
+
+
+@app.command()
+def understand(
+    text: Annotated[Optional[str], typer.Argument(help="one user turn")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", help="one user turn per line; one JSON line out per line")] = None,
+    history: Annotated[Optional[Path], typer.Option("--history", help="earlier turns (JSON messages or 'U: …'/'A: …' lines)")] = None,
+    role: Annotated[Optional[str], typer.Option("--role", help="the character the assistant is playing now")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (one line per turn with --file)")] = False,
+    llm_url: LlmUrl = None,
+    llm_model: LlmModel = None,
+) -> None:
+    """What a turn asks the assistant to do — the turn plan the model reads — without generating a reply.
+
+    Fields: intent (chat, sing, sing_adapt, sing_new, story, role, role_leave, stop, search, coach), addressed,
+    voice (speed, volume, whisper, style, dialect, lasting; or null), and song, topic, character, query where
+    they apply; p is the model's probability of the intent."""
+    if (text is None) == (file is None):
+        fail("give one turn as an argument, or --file with one turn per line", EXIT_INPUT)
+    if file is not None:
+        try:
+            turns = file.read_text("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            fail(f"cannot read {file}: {e}", EXIT_INPUT)
+    else:
+        turns = [text or ""]
+    # one context for the reader alone: no guard, no second copy of the model
+    settings = settings_from(llm_url, llm_model, **{"safety.enabled": False, "plan.separate_context": False})
+    if not settings.plan.enabled:
+        fail("the turn plan is off in the configuration (plan.enabled = false)", EXIT_INPUT)
+    past = _history(history) if history is not None else []
+    stack = load_stack(settings, asr=False, tts=False)
+    reader = stack.planner
+    assert reader is not None
+    reader.warmup()
+    for turn in turns:
+        if file is not None and not turn.strip():
+            continue
+        plan = reader.read(turn, past, role)
+        d = {"text": turn, **plan.to_dict()}
+        if as_json:
+            typer.echo(json.dumps(d, ensure_ascii=False))
+        else:
+            extra = "  ".join(f"{k}={d[k]}" for k in ("song", "topic", "character", "query") if k in d)
+            voice = f"  voice={d['voice']}" if d["voice"] else ""
+            typer.echo(f"{plan.intent:<11} p={plan.p:.2f}{voice}  {extra}  «{turn[:60]}»")

@@ -35,7 +35,7 @@ class Cue:
 @dataclass
 class Scenario:
     name: str
-    kind: str  # "question" | "pause" | "interrupt" | "backchannel" | "echo"
+    kind: str  # "question" | "pause" | "interrupt" | "backchannel" | "stopword" | "echo"
     cues: list[Cue]
     duration_s: float  # how long the microphone keeps streaming (silence after the cues)
     pause: tuple[float, float] | None = None  # (start_s, end_s) of the mid-turn pause, kind "pause"
@@ -244,7 +244,7 @@ def _score(sc: Scenario, out: Outcome, events: list, times: list[float], onsets:
         out.latency_ms = None if fa is None else (fa - end) * 1000
         out.reply_latency_ms = None if fr is None else (fr - end) * 1000
         out.self_interruptions = len(pauses)
-    elif sc.kind in ("interrupt", "backchannel"):
+    elif sc.kind in ("interrupt", "backchannel", "stopword"):
         end = ends[0]
         fa = first_audio_after(end)
         out.latency_ms = None if fa is None else (fa - end) * 1000
@@ -281,6 +281,7 @@ SETS: dict[str, dict[str, object]] = {
         "story_zh": "请给我讲一个很长的故事吧。",
         "interrupt_zh": "等一下，我想换个话题，我们聊聊天气吧。",
         "backchannels": ["嗯。", "对。"],
+        "stop_words": ["停。", "等一下。"],  # one-syllable and short cut-ins that must stop the reply
         "echo_zh": "给我介绍一下北京有哪些好玩的地方。",
         "en_clips": [0, 1],
     },
@@ -290,6 +291,7 @@ SETS: dict[str, dict[str, object]] = {
         "story_zh": "你能给我讲一个关于小狐狸的长故事吗？",
         "interrupt_zh": "不好意思打断一下，我刚才没听清楚你说的第一句话。",
         "backchannels": ["好的。", "是的。"],
+        "stop_words": ["不。", "别说了。"],
         "echo_zh": "我最近睡不好，你有什么建议吗？",
         "en_clips": [3, 4],
     },
@@ -342,6 +344,9 @@ def build_suite(session_stack, en_clips: list, which: str = "test", pause_s: flo
     for bc in spec["backchannels"]:  # type: ignore[union-attr]
         out.append(Scenario(f"{which}/backchannel_{bc.rstrip('。')}", "backchannel",
                             [Cue(story, at_s=0.5), Cue(say(bc), after_reply_s=1.5)], 0.5 + len(story) / RATE + 8.0))
+    for sw in spec.get("stop_words", []):  # type: ignore[union-attr]
+        out.append(Scenario(f"{which}/stopword_{sw.rstrip('。')}", "stopword",
+                            [Cue(story, at_s=0.5), Cue(say(sw), after_reply_s=1.5)], 0.5 + len(story) / RATE + 8.0))
     e = say(spec["echo_zh"])  # type: ignore[arg-type]
     out.append(Scenario(f"{which}/echo_zh", "echo", [Cue(e, at_s=0.5)], 0.5 + len(e) / RATE + 10.0))
     return out
@@ -371,6 +376,8 @@ def summarize(outcomes: list[Outcome]) -> dict[str, object]:
         "interruption_stop_ms": {"p50": pct(stops, 50), "p90": pct(stops, 90), "n": len(stops)},
         "backchannel_tor": rate([o.stopped for o in by("backchannel")]),
         "backchannel_pause_ms": {"p50": pct([o.paused_ms for o in by("backchannel")], 50)},
+        # short stop words over the reply: the share that stopped it (1.0 wanted; a resume is a false resume)
+        "stopword_tor": rate([o.stopped for o in by("stopword")]),
         "self_interruptions": sum(o.self_interruptions for o in outcomes),
         "frames_after_stop": sum(o.frames_after_stop for o in outcomes),
     }

@@ -74,13 +74,33 @@ _BC_RE = re.compile(rf"^(?:(?:{_BC_ZH})+|(?:(?:{_BC_EN})[\s,.!?]*)+)$", re.IGNOR
 _PUNCT = re.compile(r"[\s，。！？、,.!?…~～\-]+")
 
 
-def is_backchannel(text: str, speech_ms: float, max_ms: float, tiny_ms: float = 450.0) -> bool:
-    """True for a short acknowledgement or a non-word (a cough Whisper heard as nothing).
+# Short words that mean "stop talking" when said over the reply: the one closed list that acts on its own (the
+# turn plan reads the turn afterwards, and answers a stop with one word). A cut-in this short has no room for a
+# request, and the plan would come too late to stop the sound. bench/duplex.py measures it on spoken clips.
+_STOP_ZH = "停|停停|停一下|别说了|别说|不要说了|不用说了|等一下|等等|等会儿|不|不要|不对|行了|够了|好了好了|闭嘴|安静"
+_STOP_EN = r"stop|wait|no|nope|hold on|enough|quiet|shh+|hang on"
+_STOP_RE = re.compile(rf"^(?:(?:{_STOP_ZH})[吧啊呀了]?)+$|^(?:(?:{_STOP_EN})[\s,.!?]*)+$", re.IGNORECASE)
 
-    Under ``tiny_ms`` of voiced sound (one syllable) the transcript is not trusted: Whisper turns a lone "对"
-    into "可以了" or worse, and a one-syllable interjection cannot carry a request anyway.
+
+def is_stop_word(text: str) -> bool:
+    """A short cut-in that asks the assistant to stop ("停", "别说了", "等一下", "不", "stop", "wait", "no")."""
+    t = text.strip().lower()
+    if re.search(r"[a-z]", t):
+        return bool(_STOP_RE.match(_PUNCT.sub(" ", t).strip()))
+    t = _PUNCT.sub("", t)
+    return bool(t) and bool(_STOP_RE.match(t))
+
+
+def is_backchannel(text: str, speech_ms: float, max_ms: float, tiny_ms: float = 450.0) -> bool:
+    """True for a short acknowledgement or a non-word (a cough Whisper heard as nothing); never for a stop word.
+
+    Under ``tiny_ms`` of voiced sound (one syllable) the transcript is trusted only to say "stop": Whisper turns
+    a lone "对" into "可以了" or worse, and a one-syllable interjection cannot carry a request, but "停" and "不"
+    are one syllable too, and were taken for backchannels (the reply played on).
     """
     if speech_ms > max_ms:
+        return False
+    if is_stop_word(text):
         return False
     if speech_ms <= tiny_ms:
         return True
