@@ -93,7 +93,7 @@ def stack(settings, recognizer, tts):
     return stack
 
 
-_SWAPPABLE = ("asr", "llm", "tts", "turn", "guard", "search")
+_SWAPPABLE = ("asr", "llm", "tts", "turn", "guard", "planner", "search")
 
 
 @pytest.fixture(autouse=True)

@@ -49,7 +49,7 @@ PROMPT = """你是语音助手“小暖”的理解模块。读用户这一轮�
 安静：用户要助手马上停下来、别说了、安静
 查询：回答要靠现在的实时信息，必须上网查：天气、新闻、比赛结果、股价汇率金价、现任领导人、最新产品价格。知识、常识、历史、地理、歌名书名这些不变的事是聊天
 发音：用户要助手听他说英语并纠正发音
-声音（用户要求助手改变自己说话的声音时写，否则写无）：慢、快、大声、小声、悄悄、正常（恢复原来的声音）、语气（换一种语气或情绪，后面写哪种：开心、难过、生气、害怕、温柔、平静、讲故事）、方言。只管助手自己怎么说话；说的是别人、东西或用户自己的快慢大小，写无。
+声音（用户要求助手改变自己说话的声音时写，否则写无）：慢、快、大声、小声、悄悄、正常（恢复原来的声音）、语气（换一种语气或情绪，后面写哪种：开心、难过、生气、害怕、温柔、平静、讲故事）、方言。只管助手自己怎么说话：嫌助手声音太小就写大声，嫌太快就写慢；说的是别人、东西或用户自己的快慢大小，写无。
 有声音要求时最后再写：一直（以后都这样）或这次（只这一句）。"""
 
 # (context, turn, answer): context is "" or the previous exchange as the reader shows it
@@ -71,6 +71,8 @@ SHOTS: list[tuple[str, str, str]] = [
     ("", "这个软件怎么这么慢", "聊天，无"),
     ("", "他说话好快，我都插不上嘴", "聊天，无"),
     ("", "我妈嗓门特别大", "聊天，无"),
+    ("", "你嗓门太大了", "聊天，小声，一直"),
+    ("", "你念得太慢了", "聊天，快，一直"),
     ("", "我爸以前常给我讲他当兵的故事", "聊天，无"),
     ("", "你扮演武松跟我说话", "扮演，无"),
     ("", "我师兄说周末去爬山", "聊天，无"),
@@ -233,7 +235,7 @@ class IntentReader:
         if it.intent in ("sing", "sing_adapt") and not it.song:
             it = replace(it, song=self._title(text))
         if it.intent in ("sing_adapt", "sing_new", "story") and not it.topic and self.llm.caps.json_schema:
-            it = replace(it, topic=self._ask(msgs, "用两三个词说出新歌词或故事是关于什么的（没说就写空）。", _TOPIC_SCHEMA, "topic"))
+            it = replace(it, topic=self._ask(msgs, "用户想要的新歌词或故事讲的是什么内容？不要写歌名，只写两三个词（没说就写空）。", _TOPIC_SCHEMA, "topic"))
         if it.intent == "role" and not it.character:
             it = replace(it, character=self._ask(msgs, "用户要助手扮演谁？只写人物名字。", {
                 "type": "object", "properties": {"character": {"type": "string", "maxLength": 16}},

@@ -1,0 +1,131 @@
+"""The turn plan (issue 19): what a turn asks the assistant to do is the model's reading, not a word list's.
+
+Fast: the labelled sets are what they claim (enough cases per intent, no sentence shared with the reader's
+examples or between the splits), and the plan → session mapping. Slow, on the real 1.5B: a fixed sample of the test
+split (the whole split runs in bench/understand.py), odd input, and whole typed turns whose words mention a song, a
+search word or the voice without asking for them.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import one_turn, reply_of
+from intent_cases import ACTIONS, load
+
+from tingshuo.engine.understand import persona_for, voice_change
+from tingshuo.intent import CHAT, Intent, IntentReader, VoiceAsk
+from tingshuo.intent.reader import SHOTS
+
+TEST, DEV = load("test"), load("dev")
+
+
+def test_the_test_split_has_enough_of_every_action_and_hard_negatives():
+    for a in ACTIONS:
+        assert sum(c.intent == a for c in TEST) >= 15, a
+    assert sum(bool(c.voice) for c in TEST) >= 15
+    assert sum(bool(c.negative) for c in TEST) >= 40
+    assert len(TEST) + len(DEV) >= 300
+    assert {c.lang for c in TEST} == {"zh", "en"}
+
+
+def test_no_example_of_the_reader_is_a_labelled_case_and_the_splits_are_disjoint():
+    shots = {t for _, t, _ in SHOTS}
+    texts = [c.text for c in TEST + DEV]
+    assert not shots & set(texts)
+    assert not {c.text for c in TEST} & {c.text for c in DEV}
+
+
+def test_a_voice_reading_becomes_a_change_with_the_measure_from_the_words():
+    slow = voice_change("说慢一点", Intent("chat", True, VoiceAsk(speed="slower")))
+    much = voice_change("再慢一点", Intent("chat", True, VoiceAsk(speed="slower")))
+    assert slow is not None and much is not None and much.speed < slow.speed < 1.0
+    # the words' grammar never contradicts the model: it read "louder", so the change is louder
+    loud = voice_change("你声音太小了", Intent("chat", True, VoiceAsk(volume="louder")))
+    assert loud is not None and loud.volume > 1.0
+    once = voice_change("用难过的语气说一句再见", Intent("chat", True, VoiceAsk(style="sad", lasting=False)))
+    assert once is not None and once.style == "sad" and once.one_off
+    assert voice_change("说慢一点", CHAT) is None  # no reading, no change, whatever the words say
+
+
+def test_a_character_is_found_by_name_or_alias_in_the_model_answer_or_the_words():
+    assert persona_for("孙悟空", "") == "wukong"
+    assert persona_for(None, "你就是美猴王，给我讲讲你的本领") == "wukong"
+    assert persona_for("猪八戒", "你扮演猪八戒") is None  # no persona plays him (the roles issue writes one)
+
+
+class _Refuses:
+    """A chat model that must not be asked: empty and wordless turns are conversation without a reading."""
+
+    from tingshuo.llm.base import Capabilities
+    caps = Capabilities(prompt_scores=True, grammar=True, json_schema=True)
+    name = "refuses"
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the model was asked ({name}) about a turn with no words")
+
+
+@pytest.mark.parametrize("text", ["", "   ", "😀😀😀", "……？！", "\u200b"])
+def test_turns_without_words_are_chat_without_asking_the_model(text):
+    assert IntentReader(_Refuses()).read(text) == CHAT  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ the real model
+# two of every action intent, the voice requests' first four, and a hard negative of every kind, fixed
+def _sample():
+    out, seen = [], {}
+    for c in TEST:
+        key = f"neg:{c.negative}" if c.negative else ("voice" if c.voice else c.intent)
+        if seen.get(key, 0) < (4 if key == "voice" else 2 if not c.negative else 1):
+            seen[key] = seen.get(key, 0) + 1
+            out.append(c)
+    return out
+
+
+SAMPLE = _sample()
+
+
+@pytest.fixture(scope="module")
+def reader(stack):
+    assert stack.planner is not None
+    stack.planner.warmup()
+    return stack.planner
+
+
+@pytest.mark.slow
+def test_a_fixed_sample_of_the_test_split_is_read_right(reader):
+    wrong, acted = [], []
+    for c in SAMPLE:
+        p = reader.read(c.text, list(c.history))
+        if p.intent != c.intent or bool(c.voice) != (p.voice is not None):
+            wrong.append((c.text, c.intent, p.intent, p.voice))
+        if c.negative and (p.acts or p.voice is not None):
+            acted.append((c.text, p.intent, p.voice))
+    # the whole split, in bench/understand.py, is the report; here a sample keeps the model honest
+    assert len(wrong) <= 0.2 * len(SAMPLE), wrong
+    assert len(acted) <= 1, acted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", ["今天天气不错，我们去散步吧。" * 700, "我今天 feel 有点 down，工作 deadline 太多了 😩",
+                                  "👍" * 50 + "好", "ｈｅｌｌｏ，你好！"])
+def test_odd_turns_give_a_valid_plan(reader, text):
+    p = reader.read(text)
+    assert p.intent == "chat" and p.voice is None, p.to_dict()
+
+
+@pytest.mark.slow
+def test_mentions_start_nothing_in_a_whole_turn(stack):
+    """Typed turns through a session: the flight complaint does not search, the joke is not sung, the remark on
+    time does not slow the voice for the rest of the call."""
+    for text in ("我今天误机了，下午约好的会全泡汤了，好烦啊", "来一个笑话", "时间过得太快了"):
+        events, s = one_turn(stack, text=text)
+        kinds = [e.type for e in events]
+        assert "search.done" not in kinds and "voice.changed" not in kinds, (text, kinds)
+        assert "persona.changed" not in kinds and not s.state.sung, (text, kinds, s.state.sung)
+        assert s.voice == type(s.voice)(), (text, s.voice)
+
+
+@pytest.mark.slow
+def test_a_typed_stop_is_answered_with_one_word(stack):
+    events, _ = one_turn(stack, text="好了好了，别说了")
+    assert reply_of(events) in ("好。", "Okay."), reply_of(events)
