@@ -277,6 +277,12 @@ def persona_for(character: str | None, text: str) -> str | None:
     return None
 
 
+# A pre-filter that can only hold a change back: a speed or loudness change needs a word about speaking in the
+# turn. The 1.5B reads "时间过得太快了" and "这首歌节奏太慢了" as speed requests (bench/understand.py: 8 of 55 hard
+# negatives were voice mentions); a request to the voice names speech ("说慢点", "声音太小", "slow down").
+_SPEECH = re.compile(r"[说讲念读聊声音语话嗓腔]|口气|一点|点儿|些吧|点吧|speak|talk|voice|say|read|slow ?down|speed (it )?up|louder|"
+                     r"quieter|softer|whisper|volume|hear", re.I)
+
 # how much a plain "slower", "louder" moves the voice when the words give no measure ("much slower" does)
 _STEP = {"slower": 0.8, "faster": 1.25, "louder": 1.4, "softer": 0.7}
 
@@ -286,6 +292,8 @@ def voice_change(text: str, it: Intent) -> VoiceChange | None:
     (parse_voice_instruction is only the measure here: the model decides whether there is a request at all)."""
     v = it.voice
     if v is None:
+        return None
+    if (v.speed or v.volume) and not _SPEECH.search(text):
         return None
     words = parse_voice_instruction(text)
     once = not v.lasting
