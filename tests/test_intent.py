@@ -12,7 +12,8 @@ import pytest
 from conftest import one_turn, reply_of
 from intent_cases import ACTIONS, load
 
-from tingshuo.engine.understand import persona_for, voice_change
+from tingshuo.dialogue.persona import persona_for
+from tingshuo.engine.understand import voice_change
 from tingshuo.intent import CHAT, Intent, IntentReader, VoiceAsk
 from tingshuo.intent.reader import SHOTS
 

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from tingshuo.audio.speaker import SAME_SPEAKER, load_legacy_torch, weights_path
-from tingshuo.dialogue.persona import BUILTIN, PERSONAS, get_persona, load_personas, parse_role_request
+from tingshuo.dialogue.persona import BUILTIN, PERSONAS, get_persona, load_personas, persona_for
 from tingshuo.tts import VOICES, VoiceSettings
 
 # the first is the sentence of the shared voice references (conftest): those renderings are reused here
@@ -105,11 +105,13 @@ aliases = ["八戒", "猪悟能"]
 
     register([p])
     try:
-        assert parse_role_request("你扮演八戒跟我聊聊").enter == "zhubajie"
+        assert persona_for(None, "你扮演八戒跟我聊聊") == "zhubajie"  # a user's persona is found by its alias
     finally:
         PERSONAS.pop("zhubajie")
 
 
+# Whether a turn asks to enter or leave a role is the turn plan's reading (tests/test_intent.py, the labelled sets);
+# here: once it has, the persona is found by any of its names, the longest one, in the plan's name or the words.
 ENTER = {
     "你当孙悟空跟我说话": "wukong", "用林黛玉的口气回答": "daiyu", "你扮演唐僧吧": "tangseng", "现在你是孙悟空": "wukong",
     "像林黛玉一样说话": "daiyu", "你来当英语老师": "tutor", "能不能用猴哥的语气跟我聊聊": "wukong",
@@ -117,15 +119,10 @@ ENTER = {
     "请你换成故事爷爷": "storyteller", "孙悟空，你来跟我说说话": "wukong", "Can you be the storyteller?": "storyteller",
     "以黛玉的身份跟我聊天": "daiyu",
 }
-LEAVE = ["别演了，做回你自己", "不要扮演了", "好了，恢复正常吧", "你不用当孙悟空了", "stop pretending", "变回小暖吧",
-         "Stop role-playing, please."]
-NEITHER = ["给我讲个孙悟空的故事", "孙悟空是谁？", "我喜欢林黛玉", "唐僧为什么要取经", "我的英语老师很凶", "今天天气不错",
-           "我们学校在演西游记", "Who is the Monkey King?"]
 
 
-def test_role_requests_are_understood():
-    wrong = [(t, parse_role_request(t)) for t in ENTER if (parse_role_request(t) or None) is None
-             or parse_role_request(t).enter != ENTER[t]]
-    wrong += [(t, parse_role_request(t)) for t in LEAVE if not (parse_role_request(t) and parse_role_request(t).leave)]
-    wrong += [(t, parse_role_request(t)) for t in NEITHER if parse_role_request(t) is not None]
+def test_the_persona_named_in_a_role_request_is_found():
+    wrong = [(t, persona_for(None, t)) for t in ENTER if persona_for(None, t) != ENTER[t]]
     assert not wrong, wrong
+    assert persona_for("唐三藏", "你扮演唐三藏") == "tangseng"
+    assert persona_for("猪八戒", "你扮演猪八戒，我来当唐僧") is None  # the plan named 猪八戒; 唐僧 is the user's part

@@ -6,10 +6,8 @@ prompt is written from those fields unless the persona gives one. The prompt sta
 persona lasts so llama.cpp's prefix cache covers it every turn; prompts are short and carry one example
 exchange, because the bundled 1.5B model follows an example far better than an abstract instruction.
 
-Role requests ("你当孙悟空跟我说话", "用林黛玉的口气回答", "别演了，做回你自己") are a closed command domain over
-the known personas' names, parsed by :func:`parse_role_request` (a cue before or after a persona name, e.g. 当/扮演/
-用…的口气/像…一样说话), like the voice requests in ``voice.py``; a name without a cue ("讲个孙悟空的故事",
-"孙悟空是谁") is not a request.
+Whether a turn asks to enter or leave a role ("你当孙悟空跟我说话", "别演了，做回你自己") is the turn plan's reading
+(tingshuo.intent); :func:`persona_for` then finds the persona who plays the character it named.
 """
 
 from __future__ import annotations
@@ -270,31 +268,17 @@ class RoleRequest:
     leave: bool = False
 
 
-_BEFORE = re.compile(r"(当|扮演|扮成|演|装成|装作|假装是?|变成|化身为?|模仿|学|你现在是|你就是|现在你是|用|以|像|换成|切换到|change to|"
-                     r"pretend to be|pretend you are|act as|act like|be|play|talk like|speak like|as)\s*(the|an?)?\s*$", re.I)
-_AFTER = re.compile(r"^\s*(的)?(口气|语气|口吻|声音|身份|方式|样子|风格|腔调|角色)|^\s*(一样|那样|似的)?\s*(跟我|和我|陪我|给我)?\s*"
-                    r"(说话|聊天|聊|讲话|回答|说|对话)|^\s*(来|出来)(跟|和|陪)我|^[，,\s]*(你)?(来)?(跟|和|陪)我(说|聊|讲)", re.I)
-_LEAVE = re.compile(
-    r"(别|不要|不用|不必|停止|结束|退出|取消)(再)?(演|扮演|装|角色扮演|当\S{1,6})了?|出戏|"
-    r"做回(你)?自己|变回(你)?(自己|原来|小暖)|回到(你)?(自己|原来|小暖)|恢复(正常|原样|原来)|"
-    r"stop (pretending|role-?playing|acting)|be yourself|back to (normal|yourself)|drop the act", re.I)
-
-
-def parse_role_request(text: str, personas: dict[str, Persona] | None = None) -> RoleRequest | None:
-    """A request to enter a persona's role or to leave the current one; None when the text asks neither."""
-    if _LEAVE.search(text):
-        return RoleRequest(leave=True)
+def persona_for(character: str | None, text: str = "", personas: dict[str, Persona] | None = None) -> str | None:
+    """The key of the persona who plays ``character`` (a name or an alias: the name the turn plan gave, or, when
+    it gave none, one in the words; the longest name wins: "孙悟空" over "悟空"); None when no persona plays them.
+    Whether the turn asks for a role at all is the turn plan's reading, not this lookup's. The words are not
+    searched when the plan named someone else: in "你扮演猪八戒，我来当唐僧" 唐僧 is the user's part."""
+    q = (character or text).lower()
     best: tuple[int, str] | None = None
     for p in (personas or PERSONAS).values():
         if p.key == "companion":
             continue
         for name in p.names():
-            for m in re.finditer(re.escape(name), text, re.I):
-                before, after = text[max(0, m.start() - 12):m.start()], text[m.end():m.end() + 12]
-                rest = text[:m.start()] + text[m.end():]
-                if re.search(r"故事|是谁|是什么|who is", rest, re.I) and not _AFTER.match(after):
-                    continue
-                if _BEFORE.search(before) or _AFTER.match(after):
-                    if best is None or len(name) > best[0]:
-                        best = (len(name), p.key)
-    return RoleRequest(enter=best[1]) if best else None
+            if name.lower() in q and (best is None or len(name) > best[0]):
+                best = (len(name), p.key)
+    return best[1] if best else None

@@ -1,9 +1,9 @@
-"""Song requests in what the user said, and new lyrics for a known melody.
+"""Songs asked for, and new lyrics for a known melody.
 
-"唱首两只老虎", "你会唱生日快乐歌吗", "sing Happy Birthday" → sing a song from the songbook; "把两只老虎改成关于加班的
-歌" → new words from the LLM fitted to that melody; "唱一首青花瓷" (not in the songbook) → an honest answer from
-the LLM, with the songs it can sing, never an off-key guess. Like voice and role requests this is a closed
-command domain (a request to sing + a title the songbook knows or names in 《》), so it is parsed, not guessed.
+Whether a turn asks for a song is the turn plan's reading (tingshuo.intent); here is what follows from it: the
+songbook title the words name (:func:`find_title`, by characters or by sound), a melody not sung yet, and new
+words fitted to a melody ("把两只老虎改成关于加班的歌"). A title the songbook lacks ("唱一首青花瓷") gets an honest
+answer from the LLM, with the songs it can sing, never an off-key guess.
 
 New lyrics must keep one syllable per note. With the bundled llama.cpp model the generation is constrained by a
 GBNF grammar to exactly the syllable count of each phrase (Han characters only, one line per phrase), so the
@@ -29,60 +29,7 @@ class SongRequest:
     topic: str | None = None  # new lyrics about this, to the song's melody
 
 
-_ASK = re.compile(
-    r"(给我|为我|帮我|跟我|陪我|你|请|来|再|能|可以|会不会|会)[^。？！?]{0,8}(唱|哼)|^\s*(唱|哼)|(来|听)[一个首段]+|"
-    r"\b(sing|hum)\b", re.I)
-_SELF = re.compile(r"我(也|很|最|还|在|刚|想)?(喜欢|爱|在|会|要|正在)?(唱|哼)(?!给)")
-_ADAPT = re.compile(r"(改|换|填|编|重写|调子|曲子|旋律|曲调|关于|有关|rewrite|new words|new lyrics|about)", re.I)
-_QUOTED = re.compile(r"《([^》]{1,20})》")
-# a request for one song: 唱首/唱一首/唱个/来一段/唱歌给我听/再唱一个/sing me a song/sing X
-_ASK_ONE = re.compile(r"(唱|哼|来|听)\s*(一|两|几)?\s*(首|个|段|支|曲)|唱歌(给我|吧|呗|好不好)|再唱|\bsing\b", re.I)
-_TITLE = re.compile(r"(?:唱|哼)\s*(?:一|两|几)?\s*(?:首|个|段|支|遍|下)\s*([^\s，。！？,.!?吧吗呀呢啊]{2,12})"
-                    r"|sing\s+(?:me\s+)?(?:the\s+|a\s+)?(.+?)(?:\s+(?:for me|please|song))?[.!?]*$", re.I)
-_GENERIC = re.compile(r"^(歌|首歌|个歌|一首歌|一首|一个|一段|一下|几句|儿歌|歌儿|曲子|a song|song|something)$", re.I)
-
-
-def parse_song_request(text: str, book: Songbook) -> SongRequest | None:
-    """What the user asks to be sung, if anything. A topic without a known melody ("唱一首关于春天的歌") gets
-    ``song=None, topic=…``: the engine then picks a melody from the book for the new words."""
-    t = text.strip()
-    known = _find_title(t, book)
-    rest = t.replace(known[1], " ") if known else t
-    topic = _topic(rest)
-    if known is not None and topic and _ADAPT.search(t):
-        return SongRequest(known[0], known[0].title, topic)
-    if not _ASK.search(t) or (_SELF.search(t) and not re.search(r"(给我|为我|你)[^。？！?]{0,8}唱", t)):
-        return None
-    if known is not None:
-        return SongRequest(known[0], known[0].title)
-    if topic and re.search(r"关于|有关|about", t, re.I):
-        return SongRequest(None, None, topic)
-    m = _QUOTED.search(t) or _TITLE.search(t)
-    title = next((g for g in (m.groups() if m else ()) if g), None)
-    if not _QUOTED.search(t) and not _ASK_ONE.search(t):
-        return None  # "你唱歌好听吗": about singing, not a request for a song
-    if title:
-        title = re.sub(r"^(歌曲|歌)", "", title.strip())
-        title = re.sub(r"(给我听|给你听|听听|给我|好吗|好不好|for me|please)$", "", title, flags=re.I).strip()
-        if not title or _GENERIC.match(title):
-            title = None
-    if title and not re.search(r"\w", title):
-        title = None
-    return SongRequest(None, title)
-
-
-def _topic(text: str) -> str | None:
-    for cue in (r"关于|有关|about", r"讲|写|说|唱", r"改成|改编成|换成|填成|写成|给"):
-        m = re.search(rf"(?:{cue})\s*[“\"《]?(.+?)[”\"》]?\s*(?:的|这个|主题)?\s*(?:新)?(?:歌词|歌|版本|词|song|lyrics|$|[。！？!?，,])",
-                      text, re.I)
-        if m:
-            topic = re.sub(r"^(成|为|一首|一个|个|首)+", "", m.group(1).strip(" ，,。的"))
-            if topic and not _GENERIC.match(topic):
-                return topic
-    return None
-
-
-def _find_title(text: str, book: Songbook) -> tuple[Song, str] | None:
+def find_title(text: str, book: Songbook) -> tuple[Song, str] | None:
     """The longest songbook title or alias mentioned in ``text`` (and the words that named it).
 
     Titles are matched by their characters, then by their sound: speech recognition writes homophones

@@ -16,8 +16,8 @@ from tingshuo.llm import ChatModel, load_chat_model
 from tingshuo.tts import SpeechSynthesizer
 
 if TYPE_CHECKING:
-    from tingshuo.intent import IntentReader
     from tingshuo.coach import PronunciationCoach
+    from tingshuo.intent import IntentReader
     from tingshuo.safety import SafetyGuard
     from tingshuo.search import SearchProvider
     from tingshuo.tts.singing import Singer, Songbook
@@ -147,10 +147,16 @@ class ModelStack:
                 from tingshuo.intent import IntentReader
 
                 own = settings.plan.separate_context and settings.llm.backend == "llama-cpp"
-                songs = {a: s.title for s in stack.songbook.songs.values() for a in (s.title, *s.aliases)} \
-                    if settings.dialogue.singing else {}
+                from tingshuo.dialogue.songs import find_title
+
+                book = stack.songbook
+
+                def title(text: str) -> str | None:
+                    found = find_title(text, book)
+                    return found[0].title if found else None
+
                 stack.planner = IntentReader(load_chat_model(settings.llm, cache) if own else stack.llm,
-                                             settings.plan.threshold, songs)
+                                             settings.plan.threshold, title if settings.dialogue.singing else None)
                 if own:
                     stack.planner.warmup()  # its fixed prompt, once (~10 s; then loaded from the saved state)
             from tingshuo.search import load_provider

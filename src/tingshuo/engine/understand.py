@@ -22,7 +22,7 @@ from tingshuo.audio.io import INPUT_RATE
 from tingshuo.coach.pronunciation import Report, words_of
 from tingshuo.dialogue.care import care_note, refusal_note
 from tingshuo.dialogue.emotion import fuse, read_words
-from tingshuo.dialogue.persona import PERSONAS, RoleRequest, get_persona
+from tingshuo.dialogue.persona import PERSONAS, RoleRequest, get_persona, persona_for
 from tingshuo.dialogue.policy import ReplyPlan, plan_reply
 from tingshuo.dialogue.songs import SongRequest, pick_song, unknown_song_note
 from tingshuo.dialogue.voice import VoiceChange, parse_voice_instruction
@@ -108,7 +108,7 @@ class Understander:
             return CHAT
         st = self.state
         role = st.persona.name if st.persona.key != self.ctx.settings.dialogue.persona else None
-        recent = [m for m in st.conversation.messages(lambda t: 0, 10**9) if m["role"] in ("user", "assistant")][-2:]
+        recent = [m for m in st.conversation.turns if m["role"] in ("user", "assistant") and m["content"]][-2:]
         try:
             return await run_on(self.ctx.lanes.plan, planner.read, text, recent, role)
         except LlmError as e:
@@ -120,8 +120,8 @@ class Understander:
         sentence of the tutor's previous turn, when what was heard is close to it), else against what was heard
         (the coach then finds sounds, not words: Whisper tends to hear the intended word)."""
         expected = heard
-        last = next((m["content"] for m in reversed(self.state.conversation.messages(lambda t: 0, 10**9))
-                     if m["role"] == "assistant"), "")
+        last = next((m["content"] for m in reversed(self.state.conversation.turns)
+                     if m["role"] == "assistant" and m["content"]), "")
         quotes = [m.group(1) or m.group(2) for m in _QUOTED.finditer(last)]
         if quotes:
             said = set(words_of(heard))
@@ -257,24 +257,6 @@ class Understander:
         if len(notes) > (1 if u.plan.note else 0):
             u = replace(u, plan=replace(u.plan, note="\n".join(notes)))
         return u
-
-
-def persona_for(character: str | None, text: str) -> str | None:
-    """The persona key for a character the model said the user asked for (its name or an alias, in the name the
-    model gave or else in the words); None when no persona plays them."""
-    for q in (character or "", text):
-        if not q:
-            continue
-        best = None
-        for p in PERSONAS.values():
-            if p.key == "companion":
-                continue
-            for name in p.names():
-                if name.lower() in q.lower() and (best is None or len(name) > best[0]):
-                    best = (len(name), p.key)
-        if best:
-            return best[1]
-    return None
 
 
 # A pre-filter that can only hold a change back: a speed or loudness change needs a word about speaking in the

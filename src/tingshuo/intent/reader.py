@@ -21,7 +21,8 @@ import logging
 import re
 import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from tingshuo.intent.plan import CHAT, INTENTS, Intent, Name, VoiceAsk
 from tingshuo.llm.base import ChatModel, LlmError, Message
@@ -130,11 +131,12 @@ class IntentReader:
     so the fixed prompt stays cached (~1,300 tokens: ~10 s to evaluate on 2 cores, once, then loaded from the
     saved state)."""
 
-    def __init__(self, llm: ChatModel, threshold: float = 0.5, songs: dict[str, str] | None = None) -> None:
+    def __init__(self, llm: ChatModel, threshold: float = 0.5,
+                 title: Callable[[str], str | None] | None = None) -> None:
         self.llm = llm
         self.threshold = threshold  # P(an action intent) needed to act on it; below it the turn is chat
         self.once = 0.5  # P(这次) above which a voice change is for this reply only
-        self.songs = songs or {}  # alias → title, to name the song the user asked for
+        self.title = title  # the songbook title named in the words (tingshuo.dialogue.songs.find_title), if any
         self._warm = False
 
     def _prefix(self) -> list[Message]:
@@ -166,8 +168,6 @@ class IntentReader:
         except LlmError as e:
             log.warning("turn plan failed, treated as chat: %s", e)
             return CHAT
-        from dataclasses import replace
-
         return replace(out, ms=(time.perf_counter() - t0) * 1000)
 
     # -- in process: read, not generate --------------------------------------------------------------------------
@@ -230,8 +230,6 @@ class IntentReader:
 
     # -- slots, once the intent is known -------------------------------------------------------------------------
     def _with_slots(self, it: Intent, msgs: list[Message], text: str) -> Intent:
-        from dataclasses import replace
-
         if it.intent in ("sing", "sing_adapt") and not it.song:
             it = replace(it, song=self._title(text))
         if it.intent in ("sing_adapt", "sing_new", "story") and not it.topic and self.llm.caps.json_schema:
@@ -245,11 +243,10 @@ class IntentReader:
         return it
 
     def _title(self, text: str) -> str | None:
-        """The longest songbook name in the words; else a 《title》; else None (any song will do)."""
-        low = text.lower()
-        hits = [a for a in self.songs if a.lower() in low]
-        if hits:
-            return self.songs[max(hits, key=len)]
+        """A songbook title the words name; else a 《title》; else None (any song will do)."""
+        known = self.title(text) if self.title is not None else None
+        if known:
+            return known
         m = re.search(r"《([^》]{1,20})》", text)
         return m.group(1) if m else None
 
@@ -263,7 +260,7 @@ class IntentReader:
 
 
 def _s(v: object) -> str | None:
-    return str(v).strip() or None if isinstance(v, str) and v.strip() else None
+    return v.strip() if isinstance(v, str) and v.strip() else None
 
 
 def _voice(kind: str | None, style: str | None, lasting: bool, text: str) -> VoiceAsk | None:
