@@ -12,7 +12,7 @@ import pytest
 
 from tingshuo.config import SearchConfig
 from conftest import one_turn, reply_of
-from tingshuo.search import LocalIndex, SearchError, route
+from tingshuo.search import LocalIndex, SearchError, decide, may_need_search
 from tingshuo.search.providers import SearxngSearch
 
 FRESH = ["What time does the Great Wall at Badaling open now?", "Will it snow in Chicago tomorrow?", "现在谁是美国总统", "今天北京天气怎么样", "昨晚比赛谁赢了", "现在美元兑人民币汇率是多少", "最近有什么新闻", "明天上海会下雨吗",
@@ -47,9 +47,9 @@ def _ask(stack, text):
     return reply_of(events), [e for e in events if e.type == "search.done"]
 
 
-# The test asks about a fixed sample of the time-sensitive questions (each costs the model ~2 s; the timeless ones
-# without a time word cost nothing, the pre-filter passes them by) and all the timeless ones, the hard negatives
-# among them; bench/care.py routes the whole set by the same rule.
+# The test asks about a fixed sample of the time-sensitive questions and all the timeless ones, the hard negatives
+# among them, by the engine's route (may_need_search: the turn plan reads the turn as needing current facts and its
+# words can be about the present; then the search decision confirms it); bench/care.py routes the whole set so.
 FRESH_SAMPLE = [FRESH[i] for i in (0, 1, 2, 3, 4, 7, 9, 12)]  # four Chinese, four English
 
 
@@ -59,7 +59,8 @@ def test_routing_time_sensitive_and_timeless(stack):
     right = 0
     wrong = []
     for q in FRESH_SAMPLE + TIMELESS:
-        d = route(stack.llm, history, q, stack.settings.search.threshold)
+        planned = may_need_search(q, stack.planner.read(q).intent == "search")
+        d = decide(stack.llm, history, q, threshold=stack.settings.search.threshold) if planned else None
         ok = bool(d and d.search) == (q in FRESH)
         right += ok
         if not ok:

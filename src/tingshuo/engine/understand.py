@@ -33,6 +33,7 @@ from tingshuo.intent import CHAT, Intent
 from tingshuo.llm.base import LlmError
 from tingshuo.safety import Verdict
 from tingshuo.script import text_language
+from tingshuo.search import may_need_search
 
 log = logging.getLogger("tingshuo.engine")
 _QUOTED = re.compile(r"[\"“]([A-Za-z][^\"”]{3,}?)[\"”]|:\s*([A-Z][A-Za-z ,']{3,}[.!?])")
@@ -97,7 +98,7 @@ class Understander:
         if ctx.settings.search.enabled and not in_role and (u.safety is None or u.safety.action == "allow"):
             # the LLM's decision itself is taken by the response, on the LLM thread: here it would queue behind a
             # reply still being generated (the user talking over it) and hold back the turn's transcript
-            candidate = u.intent.intent == "search" and ctx.stack.llm is not None
+            candidate = may_need_search(text, u.intent.intent == "search") and ctx.stack.llm is not None
         return replace(u, search_candidate=candidate, ms=u.ms + (time.perf_counter() - t0) * 1000)
 
     async def read_intent(self, text: str) -> Intent:
