@@ -4,13 +4,14 @@
 from then on, until changed again ("正常说话", "back to normal"). A request is not a reply topic: it changes the
 :class:`VoiceState`, and the reply that follows is already spoken in the new voice.
 
-Understanding such requests is a closed command domain (rate, loudness, pitch, whisper, a style, a dialect), so
-it is parsed by a small compositional grammar: an aspect (说/讲/语速/声音/音量…, speak/talk/voice) with a direction
+Whether a turn asks for a change is the turn plan's reading (tingshuo.intent); this grammar gives the measure of
+the change it read (how much slower, which style; tingshuo.engine.understand.voice_change). It is a small
+compositional grammar: an aspect (说/讲/语速/声音/音量…, speak/talk/voice) with a direction
 (慢/快/大/小/高/低, slower/louder…), an intensity (一点/再/很多, a bit/much), negation (别那么快 = slower) and
 the subject (我说话太快了吗 is about the user, not a request). Measured alternative: asking the bundled 1.5B model
 "is this a request about your voice? 是/否" separated nothing (P(是) 0.38–0.94 on requests and non-requests
-alike, docs/emotion.md), so the model is not the judge here; the grammar is tested on paraphrases it was not
-written from (tests/test_voice_instructions.py).
+alike, docs/emotion.md); the turn plan reads the voice as one field of a whole answer, after examples, which
+does better (docs/understanding.md).
 """
 
 from __future__ import annotations
