@@ -111,10 +111,14 @@ class Understander:
         role = st.persona.name if st.persona.key != self.ctx.settings.dialogue.persona else None
         recent = [m for m in st.conversation.turns if m["role"] in ("user", "assistant") and m["content"]][-2:]
         try:
-            return await run_on(self.ctx.lanes.plan, planner.read, text, recent, role)
+            it = await run_on(self.ctx.lanes.plan, planner.read, text, recent, role)
         except LlmError as e:
             log.warning("turn plan failed: %s", e)
             return CHAT
+        if not can_mean(text, it.intent):
+            log.info("turn plan %s held back: the words cannot ask for it (%r)", it.intent, text[:60])
+            return replace(it, intent="chat", addressed=it.voice is not None)
+        return it
 
     def assess(self, audio: np.ndarray, heard: str) -> Report | None:
         """Turn thread: the learner's audio against the sentence they were asked to say (the last quoted English
@@ -260,9 +264,26 @@ class Understander:
         return u
 
 
-# A pre-filter that can only hold a change back: a speed or loudness change needs a word about speaking in the
-# turn. The 1.5B reads "时间过得太快了" and "这首歌节奏太慢了" as speed requests (bench/understand.py: 8 of 55 hard
-# negatives were voice mentions); a request to the voice names speech ("说慢点", "声音太小", "slow down").
+# Pre-filters that can only hold an action back, never start one: the words of a turn that asks for it can be
+# about it. The 1.5B reads "时间过得太快了" as a speed request (8 of 55 hard negatives were voice mentions), an
+# angry "你们这个破服务，气死我了！" as a request for an angry voice, and a learner reading "We walked along the liver
+# after dinner." to the tutor as new words for a song (P 0.86): a request for a voice names speech ("说慢点",
+# "声音太小", "slow down"), a request for a song names singing, for a story a story, for silence stopping.
+_CAN = {
+    "sing": re.compile(r"唱|歌|曲|调|哼|sing|song|tune|hum|lyric", re.I),
+    "story": re.compile(r"故事|童话|寓言|传说|神话|讲|说|编|story|stories|tale|tell", re.I),
+    "stop": re.compile(r"停|别|不要|不用|闭嘴|安静|够了|等|暂停|嘘|打住|先不|stop|enough|quiet|hold on|wait|shh|"
+                       r"hang on|silence|shut", re.I),
+}
+_CAN["sing_adapt"] = _CAN["sing_new"] = _CAN["sing"]
+
+
+def can_mean(text: str, intent: str) -> bool:
+    """Whether the words can be asking for ``intent`` at all (only the model says that they do)."""
+    cue = _CAN.get(intent)
+    return cue is None or bool(cue.search(text))
+
+
 _SPEECH = re.compile(r"[说讲念读聊声音语话嗓腔]|口气|一点|点儿|些吧|点吧|speak|talk|voice|say|read|slow ?down|speed (it )?up|louder|"
                      r"quieter|softer|whisper|volume|hear", re.I)
 
@@ -276,7 +297,7 @@ def voice_change(text: str, it: Intent) -> VoiceChange | None:
     v = it.voice
     if v is None:
         return None
-    if (v.speed or v.volume) and not _SPEECH.search(text):
+    if not _SPEECH.search(text):
         return None
     words = parse_voice_instruction(text)
     once = not v.lasting

@@ -88,6 +88,7 @@ SHOTS: list[tuple[str, str, str]] = [
     ("", "用生气的语气说一句你好", "聊天，语气，生气，这次"),
     ("", "你用广东话说一下", "聊天，方言，一直"),
     ("", "跟我说悄悄话", "聊天，悄悄，一直"),
+    ("", "换回你平时的声音吧", "聊天，正常，一直"),
     ("", "Listen to how I say 'water' and tell me if it's right.", "发音，无"),
     ("", "My friend whispered a secret to me.", "聊天，无"),
     ("", "Sing me a lullaby.", "唱歌，无"),
