@@ -89,6 +89,8 @@ SHOTS: list[tuple[str, str, str]] = [
     ("", "你用广东话说一下", "聊天，方言，一直"),
     ("", "跟我说悄悄话", "聊天，悄悄，一直"),
     ("", "换回你平时的声音吧", "聊天，正常，一直"),
+    ("上一轮用户：周末去哪儿玩好\n上一轮助手：可以去公园走走，悄悄告诉你，那里的花开了。", "行啦，别小声了，大大方方地说",
+     "聊天，正常，一直"),
     ("", "Listen to how I say 'water' and tell me if it's right.", "发音，无"),
     ("", "My friend whispered a secret to me.", "聊天，无"),
     ("", "Sing me a lullaby.", "唱歌，无"),
