@@ -31,7 +31,8 @@ from test_coach import ALTERED  # noqa: E402
 from test_search import FRESH, TIMELESS  # noqa: E402
 
 from tingshuo.engine import ModelStack, Session  # noqa: E402
-from tingshuo.search import decide, may_need_search  # noqa: E402
+from tingshuo.intent import settle  # noqa: E402
+from tingshuo.search import decide  # noqa: E402
 
 
 def guard(stack: ModelStack) -> dict:
@@ -99,7 +100,7 @@ def search_route(stack: ModelStack) -> dict:
     for q in FRESH + TIMELESS:
         t0 = time.perf_counter()
         # the engine's route: the turn plan reads the turn as needing current facts, the decision confirms it
-        planned = stack.planner is not None and may_need_search(q, stack.planner.read(q).intent == "search")
+        planned = stack.planner is not None and settle(q, stack.planner.read(q)).intent == "search"
         d = decide(stack.llm, history, q, threshold=stack.settings.search.threshold) if planned else None
         dt = time.perf_counter() - t0
         if d is not None:

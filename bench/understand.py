@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/understand.py [--split test|dev] [--out bench/results]
 
-Compares each case's hand label (tests/data/intents/*.tsv) with the plan ``tingshuo.intent.IntentReader`` reads
-on the default 1.5B, its own llama.cpp context, warm. Reports intent accuracy over all cases; per-intent precision
+Compares each case's hand label (tests/data/intents/*.tsv) with the plan the session acts on: what
+``tingshuo.intent.IntentReader`` reads on the default 1.5B (its own llama.cpp context, warm), settled by
+``tingshuo.intent.settle`` (readings the words cannot ask for held back; it never starts anything). The reader's
+own figures, before settling, are reported beside them. Reports intent accuracy over all cases; per-intent precision
 and recall with n; the voice request (any change asked for) as a detector with precision and recall, and whether
 the dimension read was the one labelled (whisper and softer counted as one: "小声" is both in everyday speech);
 hard negatives that would start an action (a song, a role, a story, a voice change, a search, a stop…) with their
@@ -27,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from intent_cases import INTENTS, Case, load  # noqa: E402
 
 from tingshuo.config import Settings  # noqa: E402
-from tingshuo.intent import Intent, IntentReader  # noqa: E402
+from tingshuo.intent import Intent, IntentReader, settle  # noqa: E402
 
 
 def _dimension(v: dict) -> str | None:
@@ -93,7 +95,7 @@ def reader_for(settings: Settings) -> IntentReader:
 
 
 def _table(r: dict, split: str) -> str:
-    lines = [f"turn plan on the {split} split: n={r['n']}, intent right {r['intent_accuracy']:.1%}, "
+    lines = [f"turn plan (settled, as the session acts) on the {split} split: n={r['n']}, intent right {r['intent_accuracy']:.1%}, "
              f"read p50 {r['read_ms_p50']} ms / p90 {r['read_ms_p90']} ms",
              f"{'intent':<12}{'n':>4}{'pred':>6}{'precision':>11}{'recall':>8}"]
     for k, v in r["per_intent"].items():
@@ -117,10 +119,18 @@ def main() -> None:
     cases = load(a.split)
     reader = reader_for(Settings())
     t0 = time.perf_counter()
-    plans = [reader.read(c.text, list(c.history), None) for c in cases]
+    raw = [reader.read(c.text, list(c.history), None) for c in cases]
+    plans = [settle(c.text, p) for c, p in zip(cases, raw)]
     r = score(cases, plans)
     r["split"], r["wall_s"] = a.split, round(time.perf_counter() - t0, 1)
+    r["reader_alone"] = alone = score(cases, raw)
+    r["held_back"] = [[c.text, c.intent, list(p.held)] for c, p in zip(cases, plans) if p.held]
+    r["scores"] = [[c.line, c.intent, p.scores] for c, p in zip(cases, raw)]
     print(_table(r, a.split))
+    wrongly_held = [h for h in r["held_back"] if h[1] != "chat" and h[1] in h[2]]
+    print(f"reader alone (before settle): intent right {alone['intent_accuracy']:.1%}, hard negatives that would "
+          f"act {alone['hard_negatives']['acted']} of {alone['hard_negatives']['n']}; settle held back "
+          f"{len(r['held_back'])} readings, {len(wrongly_held)} of them asked for: {wrongly_held}")
     if a.wrong:
         for w in r["wrong"]:
             print("  wrong:", w)

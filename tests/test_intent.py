@@ -14,7 +14,7 @@ from intent_cases import ACTIONS, load
 
 from tingshuo.dialogue.persona import persona_for
 from tingshuo.engine.understand import voice_change
-from tingshuo.intent import CHAT, Intent, IntentReader, VoiceAsk
+from tingshuo.intent import CHAT, Intent, IntentReader, VoiceAsk, settle
 from tingshuo.intent.reader import SHOTS
 
 TEST, DEV = load("test"), load("dev")
@@ -46,9 +46,22 @@ def test_a_voice_reading_becomes_a_change_with_the_measure_from_the_words():
     once = voice_change("用难过的语气说一句再见", Intent("chat", True, VoiceAsk(style="sad", lasting=False)))
     assert once is not None and once.style == "sad" and once.one_off
     assert voice_change("说慢一点", CHAT) is None  # no reading, no change, whatever the words say
-    # a speed reading on words that say nothing about speaking is held back (the model misreads such remarks)
+
+
+
+def test_readings_the_words_cannot_ask_for_are_held_back_and_nothing_is_started():
+    """settle() only blocks: a speed reading on words that say nothing about speaking, a song on words that name
+    no singing, a search on words with nothing current; a reading it keeps is the model's, unchanged."""
     for remark in ("时间过得太快了", "这首歌节奏太慢了", "我慢慢走回家的"):
-        assert voice_change(remark, Intent("chat", True, VoiceAsk(speed="faster"))) is None, remark
+        s = settle(remark, Intent("chat", True, VoiceAsk(speed="faster")))
+        assert s.voice is None and not s.addressed and s.held == ("voice",), remark
+    assert settle("We walked along the liver after dinner.", Intent("sing_adapt", True)).intent == "chat"
+    assert settle("长城有多长", Intent("search", True)).intent == "chat"
+    assert settle("来一个笑话", Intent("story", True)).intent == "chat"
+    kept = Intent("search", True, p=0.9)
+    assert settle("美国现在的总统是谁", kept) is kept
+    assert settle("说慢一点", Intent("chat", True, VoiceAsk(speed="slower"))).voice == VoiceAsk(speed="slower")
+    assert settle("好的", CHAT) is CHAT  # nothing read, nothing to hold, nothing started
 
 
 def test_a_character_is_found_by_name_or_alias_in_the_model_answer_or_the_words():
@@ -140,3 +153,35 @@ def test_mentions_start_nothing_in_a_whole_turn(stack):
 def test_a_typed_stop_is_answered_with_one_word(stack):
     events, _ = one_turn(stack, text="好了好了，别说了")
     assert reply_of(events) in ("好。", "Okay."), reply_of(events)
+
+
+@pytest.mark.slow
+def test_a_chat_api_reads_the_plan_as_schema_constrained_json(llama_server, stack):
+    """On a remote OpenAI-compatible LLM (no next-token probabilities) the plan is one answer under a JSON schema
+    (``response_format``), here against a real llama_cpp.server on loopback over the bundled GGUF."""
+    from tingshuo.config import LlmConfig
+    from tingshuo.dialogue.songs import find_title
+    from tingshuo.llm.openai_compat import OpenAICompatChat
+
+    chat = OpenAICompatChat(LlmConfig(backend="openai", base_url=llama_server, model_name="qwen-local"))
+    sent, post = [], chat._post
+
+    def spy(body):
+        sent.append(body)
+        return post(body)
+
+    chat._post = spy  # type: ignore[method-assign]
+    def title(text):
+        found = find_title(text, stack.songbook)
+        return found[0].title if found else None
+
+    reader = IntentReader(chat, title=title)
+    sing = reader.read("你能给我唱一遍小星星吗")
+    assert sing.how == "json" and sing.intent == "sing" and sing.song == "小星星", sing.to_dict()
+    fmt = sent[0]["response_format"]
+    assert fmt["type"] == "json_schema" and "sing_adapt" in fmt["json_schema"]["schema"]["properties"]["intent"]["enum"]
+    talk = reader.read("我昨天加班到很晚，好累")
+    assert talk.intent == "chat" and talk.voice is None, talk.to_dict()
+    # a dead endpoint: the turn is conversation, not an exception
+    dead = OpenAICompatChat(LlmConfig(backend="openai", base_url="http://127.0.0.1:9/v1", timeout_s=2))
+    assert IntentReader(dead).read("给我唱首歌") == CHAT

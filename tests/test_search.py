@@ -12,7 +12,8 @@ import pytest
 
 from tingshuo.config import SearchConfig
 from conftest import one_turn, reply_of
-from tingshuo.search import LocalIndex, SearchError, decide, may_need_search
+from tingshuo.intent import settle
+from tingshuo.search import LocalIndex, SearchError, decide
 from tingshuo.search.providers import SearxngSearch
 
 FRESH = ["What time does the Great Wall at Badaling open now?", "Will it snow in Chicago tomorrow?", "现在谁是美国总统", "今天北京天气怎么样", "昨晚比赛谁赢了", "现在美元兑人民币汇率是多少", "最近有什么新闻", "明天上海会下雨吗",
@@ -48,7 +49,7 @@ def _ask(stack, text):
 
 
 # The test asks about a fixed sample of the time-sensitive questions and all the timeless ones, the hard negatives
-# among them, by the engine's route (may_need_search: the turn plan reads the turn as needing current facts and its
+# among them, by the engine's route (tingshuo.intent.settle: the turn plan reads the turn as needing current facts and its
 # words can be about the present; then the search decision confirms it); bench/care.py routes the whole set so.
 FRESH_SAMPLE = [FRESH[i] for i in (0, 1, 2, 3, 4, 7, 9, 12)]  # four Chinese, four English
 
@@ -59,7 +60,7 @@ def test_routing_time_sensitive_and_timeless(stack):
     right = 0
     wrong = []
     for q in FRESH_SAMPLE + TIMELESS:
-        planned = may_need_search(q, stack.planner.read(q).intent == "search")
+        planned = settle(q, stack.planner.read(q)).intent == "search"
         d = decide(stack.llm, history, q, threshold=stack.settings.search.threshold) if planned else None
         ok = bool(d and d.search) == (q in FRESH)
         right += ok
@@ -151,3 +152,61 @@ def test_old_documents_are_not_used_when_an_age_limit_is_set(tmp_path):
     with sqlite3.connect(path) as db:  # the undated one was added 30 days ago
         db.execute("UPDATE docs SET added = ? WHERE source = '无日期网'", (time.time() - 30 * 86400,))
     assert [r.source for r in recent.search("北京天气")] == ["中国天气网"]
+
+
+class _Engines:
+    """What ddgs.DDGS.text answers, recorded: the real library reaches public search engines, which tests and CI
+    must never contact, so the provider's side of the call (region, result mapping, failures) is checked here and
+    the library's own side is ddgs's."""
+
+    def __init__(self, answer):
+        self.answer, self.calls = answer, []
+
+    def text(self, query, **kw):
+        self.calls.append((query, kw))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_ddgs_provider_maps_results_and_failures():
+    from ddgs.exceptions import DDGSException, TimeoutException
+
+    from tingshuo.search.providers import DdgsSearch
+
+    cfg = SearchConfig(provider="ddgs")
+    hits = [{"title": "北京天气预报", "href": "https://www.weather.com.cn/weather/101010100.shtml",
+             "body": "今天多云转晴，" * 80}, {"title": "x", "href": "https://a.example/1", "body": "y"}]
+    eng = _Engines(hits)
+    res = DdgsSearch(cfg, client=eng).search("北京今天天气", k=1)
+    assert [r.source for r in res] == ["weather.com.cn"] and len(res[0].snippet) <= 301
+    assert eng.calls[0][1]["region"] == "cn-zh" and eng.calls[0][1]["max_results"] == 1
+    DdgsSearch(cfg, client=eng).search("weather in London")
+    assert eng.calls[1][1]["region"] == "wt-wt"
+    assert DdgsSearch(SearchConfig(provider="ddgs", region="us-en"), client=eng).region("天气") == "us-en"
+    # every engine answered with nothing: an empty list (the reply says nothing was found), not an error
+    assert DdgsSearch(cfg, client=_Engines(DDGSException("No results found."))).search("q") == []
+    with pytest.raises(SearchError, match="ddgs"):
+        DdgsSearch(cfg, client=_Engines(TimeoutException("timed out"))).search("q")
+    with pytest.raises(SearchError, match="ddgs"):
+        DdgsSearch(cfg, client=_Engines(OSError("network unreachable"))).search("q")
+
+
+def test_web_search_is_never_built_unless_configured(tmp_path):
+    """The default provider is the local index; choosing "ddgs" builds the real client, which sends nothing
+    until asked (constructing it here makes no request: this machine reaches no public address)."""
+    import subprocess
+    import sys
+
+    from tingshuo.config import Settings
+    from tingshuo.search import load_provider
+
+    code = ("import sys; from pathlib import Path; from tingshuo.config import Settings; "
+            "from tingshuo.search import load_provider; "
+            f"p = load_provider(Settings().search, Path({str(tmp_path)!r})); "
+            "print(p.name, 'ddgs' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["local", "False"]
+    assert Settings().search.provider == "local"
+    web = load_provider(SearchConfig(provider="ddgs", timeout_s=4), tmp_path)
+    assert web.name == "ddgs" and type(web.client).__name__ == "DDGS"

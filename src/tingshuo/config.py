@@ -237,12 +237,16 @@ class SafetyConfig(Section):
 
 class SearchConfig(Section):
     enabled: bool = True
-    # "local": SQLite FTS5 index of the user's documents and feeds (default, offline); "searxng": an instance's
-    # JSON API; "tavily" / "brave": their web-search APIs (key needed); "none": never search (the assistant says so)
-    provider: Literal["local", "searxng", "tavily", "brave", "none"] = "local"
+    # "local": SQLite FTS5 index of the user's documents and feeds (default, offline); "ddgs": keyless web
+    # metasearch (the ddgs library: DuckDuckGo, Bing, Brave…; for users who are online, never contacted otherwise);
+    # "searxng": an instance's JSON API; "tavily" / "brave": their web-search APIs (key needed); "none": never
+    # search (the assistant says so)
+    provider: Literal["local", "ddgs", "searxng", "tavily", "brave", "none"] = "local"
     index_path: Path | None = None  # local index file (default: <cache_dir>/search/index.sqlite)
     url: str = "http://127.0.0.1:8888"  # SearXNG instance
     api_key: str | None = None  # Tavily / Brave
+    region: str | None = None  # ddgs: "cn-zh", "us-en"…; None: cn-zh for a Chinese question, else wt-wt
+    backend: str = "auto"  # ddgs: which engines ("auto", or e.g. "duckduckgo,bing")
     results: int = 3
     timeout_s: float = 8.0
     threshold: float = 0.7  # P(web_search) of the LLM's decision above which it searches (0.58 on "我今天好累啊")

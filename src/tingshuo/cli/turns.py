@@ -355,7 +355,10 @@ def understand(
 
     Fields: intent (chat, sing, sing_adapt, sing_new, story, role, role_leave, stop, search, coach), addressed,
     voice (speed, volume, whisper, style, dialect, lasting; or null), and song, topic, character, query where
-    they apply; p is the model's probability of the intent."""
+    they apply; p is the model's probability of the intent; held names a reading held back because the words
+    cannot be asking for it (the session acts on the plan printed)."""
+    from tingshuo.intent import settle
+
     if (text is None) == (file is None):
         fail("give one turn as an argument, or --file with one turn per line", EXIT_INPUT)
     if file is not None:
@@ -377,7 +380,7 @@ def understand(
     for turn in turns:
         if file is not None and not turn.strip():
             continue
-        plan = reader.read(turn, past, role)
+        plan = settle(turn, reader.read(turn, past, role))  # what the session would act on
         d = {"text": turn, **plan.to_dict()}
         if as_json:
             typer.echo(json.dumps(d, ensure_ascii=False))

@@ -29,11 +29,10 @@ from tingshuo.dialogue.voice import VoiceChange, parse_voice_instruction
 from tingshuo.engine.context import Context, run_on
 from tingshuo.engine.plan import TurnPlan
 from tingshuo.engine.state import DialogueState, Prompts
-from tingshuo.intent import CHAT, Intent
+from tingshuo.intent import CHAT, Intent, settle
 from tingshuo.llm.base import LlmError
 from tingshuo.safety import Verdict
 from tingshuo.script import text_language
-from tingshuo.search import may_need_search
 
 log = logging.getLogger("tingshuo.engine")
 _QUOTED = re.compile(r"[\"“]([A-Za-z][^\"”]{3,}?)[\"”]|:\s*([A-Z][A-Za-z ,']{3,}[.!?])")
@@ -98,7 +97,7 @@ class Understander:
         if ctx.settings.search.enabled and not in_role and (u.safety is None or u.safety.action == "allow"):
             # the LLM's decision itself is taken by the response, on the LLM thread: here it would queue behind a
             # reply still being generated (the user talking over it) and hold back the turn's transcript
-            candidate = may_need_search(text, u.intent.intent == "search") and ctx.stack.llm is not None
+            candidate = u.intent.intent == "search" and ctx.stack.llm is not None  # settled: its words can be current
         return replace(u, search_candidate=candidate, ms=u.ms + (time.perf_counter() - t0) * 1000)
 
     async def read_intent(self, text: str) -> Intent:
@@ -115,10 +114,10 @@ class Understander:
         except LlmError as e:
             log.warning("turn plan failed: %s", e)
             return CHAT
-        if not can_mean(text, it.intent):
-            log.info("turn plan %s held back: the words cannot ask for it (%r)", it.intent, text[:60])
-            return replace(it, intent="chat", addressed=it.voice is not None)
-        return it
+        settled = settle(text, it)
+        if settled.held:
+            log.info("turn plan %s held back: the words cannot ask for it (%r)", settled.held, text[:60])
+        return settled
 
     def assess(self, audio: np.ndarray, heard: str) -> Report | None:
         """Turn thread: the learner's audio against the sentence they were asked to say (the last quoted English
@@ -264,29 +263,6 @@ class Understander:
         return u
 
 
-# Pre-filters that can only hold an action back, never start one: the words of a turn that asks for it can be
-# about it. The 1.5B reads "时间过得太快了" as a speed request (8 of 55 hard negatives were voice mentions), an
-# angry "你们这个破服务，气死我了！" as a request for an angry voice, and a learner reading "We walked along the liver
-# after dinner." to the tutor as new words for a song (P 0.86): a request for a voice names speech ("说慢点",
-# "声音太小", "slow down"), a request for a song names singing, for a story a story, for silence stopping.
-_CAN = {
-    "sing": re.compile(r"唱|歌|曲|调|哼|sing|song|tune|hum|lyric", re.I),
-    "story": re.compile(r"故事|童话|寓言|传说|神话|讲|说|编|story|stories|tale|tell", re.I),
-    "stop": re.compile(r"停|别|不要|不用|闭嘴|安静|够了|等|暂停|嘘|打住|先不|stop|enough|quiet|hold on|wait|shh|"
-                       r"hang on|silence|shut", re.I),
-}
-_CAN["sing_adapt"] = _CAN["sing_new"] = _CAN["sing"]
-
-
-def can_mean(text: str, intent: str) -> bool:
-    """Whether the words can be asking for ``intent`` at all (only the model says that they do)."""
-    cue = _CAN.get(intent)
-    return cue is None or bool(cue.search(text))
-
-
-_SPEECH = re.compile(r"[说讲念读聊声音语话嗓腔]|口气|一点|点儿|些吧|点吧|speak|talk|voice|say|read|slow ?down|speed (it )?up|louder|"
-                     r"quieter|softer|whisper|volume|hear", re.I)
-
 # how much a plain "slower", "louder" moves the voice when the words give no measure ("much slower" does)
 _STEP = {"slower": 0.8, "faster": 1.25, "louder": 1.4, "softer": 0.7}
 
@@ -296,8 +272,6 @@ def voice_change(text: str, it: Intent) -> VoiceChange | None:
     (parse_voice_instruction is only the measure here: the model decides whether there is a request at all)."""
     v = it.voice
     if v is None:
-        return None
-    if not _SPEECH.search(text):
         return None
     words = parse_voice_instruction(text)
     once = not v.lasting

@@ -42,6 +42,7 @@ class Intent:
     scores: dict[str, float] = field(default_factory=dict)  # P over every intent (label reading) or {}
     how: str = "none"  # "labels" (next-token probabilities), "json" (schema-constrained answer), "none" (no model)
     ms: float = 0.0
+    held: tuple[str, ...] = ()  # readings the words could not be asking for, held back (tingshuo.intent.gate)
 
     @property
     def acts(self) -> bool:
@@ -56,6 +57,8 @@ class Intent:
         out["p"] = round(self.p, 3)
         if self.scores:
             out["scores"] = {k: round(v, 3) for k, v in sorted(self.scores.items(), key=lambda kv: -kv[1])[:3]}
+        if self.held:
+            out["held"] = list(self.held)
         out["how"], out["ms"] = self.how, round(self.ms)
         return out
 

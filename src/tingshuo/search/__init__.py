@@ -8,7 +8,7 @@ and Brave (by configuration).
 """
 
 from tingshuo.search.providers import (LocalIndex, SearchError, SearchProvider, SearchResult, load_provider)
-from tingshuo.search.decide import FRESH_CUE, SearchDecision, decide, may_need_search, results_note, source_lead
+from tingshuo.search.decide import FRESH_CUE, SearchDecision, decide, results_note, source_lead
 
 __all__ = ["LocalIndex", "SearchDecision", "SearchError", "SearchProvider", "SearchResult", "decide",
-           "load_provider", "may_need_search", "results_note", "source_lead", "FRESH_CUE"]
+           "load_provider", "results_note", "source_lead", "FRESH_CUE"]

@@ -24,8 +24,8 @@ _QUESTION = ("今天是{today}。回答这句话要不要上网查实时信息�
              "知识、历史、常识、聊天、讲故事都不查。例：今天天气→web_search；长城多长→reply；讲个笑话→reply；昨天谁赢了→web_search。")
 
 
-# A pre-filter behind the turn plan that can only hold a search back: the plan (and the decision after it) read
-# knowledge questions as needing the web — "珠穆朗玛峰有多高": plan P(search) 0.99, decision P(web) 0.97 on the
+# A pre-filter behind the turn plan that can only hold a search back (tingshuo.intent.gate.settle): the plan (and
+# the decision after it) read knowledge questions as needing the web — "珠穆朗玛峰有多高": plan P(search) 0.99, decision P(web) 0.97 on the
 # dev split; "长城有多长", "What is the capital of France?" were searched in tests/test_search.py — so a turn is
 # looked up only when the model says so *and* its words can be about the present.
 FRESH_CUE = re.compile(
@@ -34,12 +34,6 @@ FRESH_CUE = re.compile(
     r"\b(today|tonight|tomorrow|yesterday|now|currently|current|latest|recent|recently|this (week|month|year)|news|"
     r"weather|forecast|score|scores|won|win|game|match|stock|price|prices|exchange rate|open|flight|election)\b",
     re.I)
-
-
-def may_need_search(text: str, planned: bool) -> bool:
-    """The turn plan read ``text`` as needing current facts (``planned``) and its words can be about the present:
-    the search decision is then asked. The model decides; the cue list only blocks (it never starts a search)."""
-    return planned and bool(FRESH_CUE.search(text))
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Search providers: a local SQLite FTS5 index (default) and web APIs (SearXNG, Tavily, Brave)."""
+"""Search providers: a local SQLite FTS5 index (default), keyless web metasearch (ddgs) and web APIs (SearXNG,
+Tavily, Brave). Only the configured provider is built; a web provider is never contacted unless chosen."""
 
 from __future__ import annotations
 
@@ -204,9 +205,59 @@ class BraveSearch(_Http):
                              r.get("page_age")) for r in (data.get("web") or {}).get("results", [])[:k]]
 
 
+class DdgsSearch:
+    """Keyless web search through the ``ddgs`` metasearch library (MIT; DuckDuckGo, Bing, Brave, Mojeek… behind one
+    call). Chosen by ``search.provider = "ddgs"`` for users who are online; imported only then, so a machine that
+    never chose it never loads it, let alone sends a query.
+
+    Why the library and not our own scraping: it keeps up with the engines' page changes and rate limits, which
+    is the whole maintenance cost of a keyless search.
+    """
+
+    name = "ddgs"
+
+    def __init__(self, cfg: SearchConfig, client: object | None = None) -> None:
+        self.cfg = cfg
+        if client is None:
+            try:
+                from ddgs import DDGS
+            except ImportError as e:  # pragma: no cover - ddgs is a dependency; a trimmed install may lack it
+                raise SearchError("search.provider = \"ddgs\" needs the ddgs package (pip install ddgs)") from e
+            client = DDGS(timeout=max(1, round(cfg.timeout_s)))
+        self.client = client
+
+    def region(self, query: str) -> str:
+        """The engines' region: Chinese results for a Chinese question, else worldwide (``search.region`` wins)."""
+        if self.cfg.region:
+            return self.cfg.region
+        return "cn-zh" if re.search(r"[\u4e00-\u9fff]", query) else "wt-wt"
+
+    def search(self, query: str, k: int = 3) -> list[SearchResult]:
+        try:
+            from ddgs.exceptions import DDGSException
+        except ImportError:  # pragma: no cover - a client was injected without the package
+            DDGSException = RuntimeError  # type: ignore[assignment,misc]  # noqa: N806
+        try:
+            rows = self.client.text(query, region=self.region(query), safesearch="moderate",  # type: ignore[attr-defined]
+                                    max_results=k, backend=self.cfg.backend)
+        except DDGSException as e:
+            if "no results" in str(e).lower():  # ddgs raises when every engine answered with nothing
+                return []
+            raise SearchError(f"ddgs could not search: {e}") from e
+        except Exception as e:  # a network or parsing failure inside an engine: the provider is down for now
+            raise SearchError(f"ddgs could not search: {e}") from e
+        out = []
+        for r in rows[:k]:
+            url = r.get("href") or r.get("url") or ""
+            out.append(SearchResult(r.get("title", ""), _snippet(r.get("body", "")), r.get("source") or _host(url), url,
+                                    r.get("date") or None))
+        return out
+
+
 def load_provider(cfg: SearchConfig, cache_dir: Path) -> SearchProvider | None:
     if not cfg.enabled or cfg.provider == "none":
         return None
     if cfg.provider == "local":
         return LocalIndex(cfg.index_path or cache_dir / "search" / "index.sqlite", cfg.max_age_days)
-    return {"searxng": SearxngSearch, "tavily": TavilySearch, "brave": BraveSearch}[cfg.provider](cfg)
+    return {"searxng": SearxngSearch, "tavily": TavilySearch, "brave": BraveSearch,
+            "ddgs": DdgsSearch}[cfg.provider](cfg)
