@@ -34,21 +34,30 @@ PIP=(.venv/bin/python -m pip)
 
 # 3. llama-cpp-python has no binary wheel: compile it once (~15 min on 2 cores) and keep the wheel per CPU
 #    feature set (the build targets the native CPU), so later setups and CI install it in seconds.
-KEY="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut -c1-12)"
+#    AMX is left out of the native build: on CPUs that report it (Sapphire Rapids and later) ggml's AMX matmul
+#    kernel segfaults on the first batch of more than a few tokens here (gdb: ggml_backend_amx_mul_mat, any prompt
+#    over ~8 tokens with 2 threads), and AVX-512 VNNI runs the Q4_K model without it. GCC lets explicit -mno-*
+#    flags win over -march=native whatever their order. The flags are part of the cache key, so a wheel built
+#    before this rule is rebuilt once.
+LLAMA_CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+KEY="$( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; echo "$LLAMA_CFLAGS") | sha256sum | cut -c1-12)"
 WHEELS="$CACHE/wheels/llama-cpp-python-$LLAMA_VERSION-$KEY"
 if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   say "compiling llama-cpp-python $LLAMA_VERSION once (about 15 minutes on 2 cores); cached in $WHEELS"
   mkdir -p "$WHEELS.tmp"
-  "${PIP[@]}" wheel --no-deps --no-cache-dir -w "$WHEELS.tmp" "llama-cpp-python==$LLAMA_VERSION"
+  CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_C_FLAGS='$LLAMA_CFLAGS' -DCMAKE_CXX_FLAGS='$LLAMA_CFLAGS'" \
+    "${PIP[@]}" wheel --no-deps --no-cache-dir -w "$WHEELS.tmp" "llama-cpp-python==$LLAMA_VERSION"
   mkdir -p "$WHEELS" && mv "$WHEELS.tmp"/llama_cpp_python-*.whl "$WHEELS"/ && rmdir "$WHEELS.tmp"
 fi
 
 # 4. The package and its dependencies (skipped when pyproject.toml and the wheel are unchanged).
 STAMP=.venv/.tingshuo-installed
-WANT="$(cat pyproject.toml "$WHEELS"/*.whl.sha 2>/dev/null | sha256sum | cut -c1-16)-$(ls "$WHEELS")"
+WANT="$(cat pyproject.toml "$WHEELS"/*.whl.sha 2>/dev/null | sha256sum | cut -c1-16)-$KEY-$(ls "$WHEELS")"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   say "installing tingshuo and its dependencies"
   "${PIP[@]}" install -q --find-links "$WHEELS" -e ".[dev,devices]"
+  # the same version built with other flags (a new cache key) replaces the installed one
+  "${PIP[@]}" install -q --no-deps --force-reinstall "$WHEELS"/llama_cpp_python-*.whl
   echo "$WANT" > "$STAMP"
 fi
 
