@@ -156,7 +156,8 @@ class ModelStack:
                     return found[0].title if found else None
 
                 stack.planner = IntentReader(load_chat_model(settings.llm, cache) if own else stack.llm,
-                                             settings.plan.threshold, title if settings.dialogue.singing else None)
+                                             settings.plan.threshold, title if settings.dialogue.singing else None,
+                                             settings.plan.voice_threshold)
                 if own:
                     stack.planner.warmup()  # its fixed prompt, once (~10 s; then loaded from the saved state)
             from tingshuo.search import load_provider

@@ -30,10 +30,11 @@ from tingshuo.llm.base import ChatModel, LlmError, Message
 log = logging.getLogger(__name__)
 
 # answer label (its first token is read) → intent; first tokens are distinct in Qwen2.5's vocabulary
-LABELS: dict[str, Name] = {"聊天": "chat", "唱歌": "sing", "改词": "sing_adapt", "写歌": "sing_new", "故事": "story",
+LABELS: dict[str, Name] = {"聊天": "chat", "唱歌": "sing", "改词": "sing_adapt", "新歌": "sing_new", "故事": "story",
                            "扮演": "role", "退出": "role_leave", "安静": "stop", "查询": "search", "发音": "coach"}
 VOICE_LABELS: dict[str, str | None] = {"无": None, "慢": "slower", "快": "faster", "大声": "louder", "小声": "softer",
-                                       "悄悄": "whisper", "正常": "reset", "语气": "style", "方言": "dialect"}
+                                       "悄悄": "whisper", "正常": "reset", "语气": "style", "方言": "dialect",
+                                       "别人": None}  # someone else's voice, a thing's speed: no change
 STYLE_LABELS: dict[str, str] = {"开心": "happy", "难过": "sad", "生气": "angry", "害怕": "fearful", "温柔": "tender",
                                 "平静": "calm", "讲故事": "story"}
 LASTING_LABELS = {"一直": True, "这次": False}
@@ -43,14 +44,14 @@ PROMPT = """你是语音助手“小暖”的理解模块。读用户这一轮�
 聊天：普通聊天、提问、倾诉、问知识和常识。只是提到唱歌、故事、角色、说话快慢、时间、停，却没有要助手去做的，都是聊天（例如“我昨天唱了首歌”“来个笑话”“时间过得太快了”“他说话太快”）
 唱歌：要助手唱一首歌，说了歌名或随便唱一首
 改词：要助手用某首歌的调子配上新的歌词来唱
-写歌：要助手唱一首关于某个主题的新歌，没有说用哪首歌的调子
+新歌：要助手现编一首关于某个主题的新歌来唱，没有说用哪首歌的调子
 故事：要助手讲一个故事、童话、寓言或传说
 扮演：要助手扮演某个人物或角色来跟用户说话
 退出：助手正在扮演角色时，用户要助手不要再扮演，变回自己
 安静：用户要助手马上停下来、别说了、安静
 查询：回答要靠现在的实时信息，必须上网查：天气、新闻、比赛结果、股价汇率金价、现任领导人、最新产品价格。知识、常识、历史、地理、歌名书名这些不变的事是聊天
 发音：用户要助手听他说英语并纠正发音
-声音（用户要求助手改变自己说话的声音时写，否则写无）：慢、快、大声、小声、悄悄、正常（恢复原来的声音）、语气（换一种语气或情绪，后面写哪种：开心、难过、生气、害怕、温柔、平静、讲故事）、方言。只管助手自己怎么说话：嫌助手声音太小就写大声，嫌太快就写慢；说的是别人、东西或用户自己的快慢大小，写无。
+声音（用户要求助手改变自己说话的声音时写；提到别人的声音写别人；否则写无）：慢、快、大声、小声、悄悄、正常（恢复原来的声音）、语气（换一种语气或情绪，后面写哪种：开心、难过、生气、害怕、温柔、平静、讲故事）、方言。只管助手自己怎么说话：嫌助手声音太小就写大声，嫌太快就写慢；说的是别人、东西或用户自己的声音、快慢、大小，写别人。
 有声音要求时最后再写：一直（以后都这样）或这次（只这一句）。"""
 
 # (context, turn, answer): context is "" or the previous exchange as the reader shows it
@@ -59,19 +60,20 @@ SHOTS: list[tuple[str, str, str]] = [
     ("", "我上周在婚礼上唱了首歌，紧张死了", "聊天，无"),
     ("", "来个脑筋急转弯", "聊天，无"),
     ("", "把两只老虎的歌词改成关于上学的，唱一下", "改词，无"),
-    ("", "唱一首关于星空的歌，词你自己编", "写歌，无"),
+    ("", "唱一首关于星空的歌，词你自己编", "新歌，无"),
     ("", "讲个小兔子的故事", "故事，无"),
     ("", "讲个故事吧，慢慢讲", "故事，慢，一直"),
     ("", "我儿子天天唱小星星", "聊天，无"),
-    ("", "来首关于下雨的歌", "写歌，无"),
-    ("", "来首属于程序员的歌", "写歌，无"),
+    ("", "来首关于下雨的歌", "新歌，无"),
+    ("", "来首属于程序员的歌", "新歌，无"),
     ("", "唱一首后来", "唱歌，无"),
     ("", "Put new words about my goldfish to Happy Birthday and sing it.", "改词，无"),
     ("", "学鲁迅的口吻说两句", "扮演，无"),
     ("", "埃菲尔铁塔有多高", "聊天，无"),
     ("", "这个软件怎么这么慢", "聊天，无"),
-    ("", "他说话好快，我都插不上嘴", "聊天，无"),
-    ("", "我妈嗓门特别大", "聊天，无"),
+    ("", "他说话好快，我都插不上嘴", "聊天，别人"),
+    ("", "我妈嗓门特别大", "聊天，别人"),
+    ("", "My boss talks way too loud on calls.", "聊天，别人"),
     ("", "你嗓门太大了", "聊天，小声，一直"),
     ("", "你念得太慢了", "聊天，快，一直"),
     ("", "我爸以前常给我讲他当兵的故事", "聊天，无"),
@@ -92,7 +94,7 @@ SHOTS: list[tuple[str, str, str]] = [
     ("上一轮用户：周末去哪儿玩好\n上一轮助手：可以去公园走走，悄悄告诉你，那里的花开了。", "行啦，别小声了，大大方方地说",
      "聊天，正常，一直"),
     ("", "Listen to how I say 'water' and tell me if it's right.", "发音，无"),
-    ("", "My friend whispered a secret to me.", "聊天，无"),
+    ("", "My friend whispered a secret to me.", "聊天，别人"),
     ("", "Sing me a lullaby.", "唱歌，无"),
     ("", "Tell me a fairy tale about a frog.", "故事，无"),
     ("", "Who is the current CEO of OpenAI?", "查询，无"),
@@ -134,10 +136,11 @@ class IntentReader:
     so the fixed prompt stays cached (~1,300 tokens: ~10 s to evaluate on 2 cores, once, then loaded from the
     saved state)."""
 
-    def __init__(self, llm: ChatModel, threshold: float = 0.5,
-                 title: Callable[[str], str | None] | None = None) -> None:
+    def __init__(self, llm: ChatModel, threshold: float = 0.4,
+                 title: Callable[[str], str | None] | None = None, voice_threshold: float = 0.5) -> None:
         self.llm = llm
         self.threshold = threshold  # P(an action intent) needed to act on it; below it the turn is chat
+        self.voice_threshold = voice_threshold  # P(the voice label) needed to change the voice
         self.once = 0.5  # P(这次) above which a voice change is for this reply only
         self.title = title  # the songbook title named in the words (tingshuo.dialogue.songs.find_title), if any
         self._warm = False
@@ -184,7 +187,7 @@ class IntentReader:
         p = self._probs(msgs, LABELS)
         scores = {LABELS[k]: v for k, v in p.items()}
         # act when the model puts enough weight on *doing* something (the action labels together: a song request
-        # split between 唱歌 and 写歌 is still a song request), then on the likeliest action
+        # split between 唱歌 and 新歌 is still a song request), then on the likeliest action
         if 1.0 - p["聊天"] >= self.threshold:
             label = max((k for k in p if k != "聊天"), key=p.__getitem__)
         else:
@@ -194,7 +197,7 @@ class IntentReader:
         vp = self._probs(msgs, VOICE_LABELS, answer)
         vlabel = max(vp, key=vp.__getitem__)
         voice = None
-        if VOICE_LABELS[vlabel] is not None and vp[vlabel] >= self.threshold:
+        if VOICE_LABELS[vlabel] is not None and vp[vlabel] >= self.voice_threshold:
             answer += f"{vlabel}，"
             style = None
             if vlabel == "语气":
