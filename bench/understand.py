@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from intent_cases import INTENTS, Case, load  # noqa: E402
 
 from tingshuo.config import Settings  # noqa: E402
+from tingshuo.dialogue.persona import get_persona, persona_for  # noqa: E402
+from tingshuo.engine.understand import voice_change  # noqa: E402
 from tingshuo.intent import Intent, IntentReader, settle  # noqa: E402
 
 
@@ -43,10 +45,26 @@ def _dimension(v: dict) -> str | None:
     return None
 
 
-def _read_dimension(it: Intent) -> str | None:
+def _read_dimension(it: Intent, text: str) -> str | None:
+    """The change the session would make: the model's reading, measured from the words (engine's voice_change)."""
     if it.voice is None:
         return None
-    return _dimension({k: v for k, v in it.voice.to_dict().items() if k != "lasting"})
+    ch = voice_change(text, it)
+    if ch is None:
+        return None
+    if ch.speed is not None:
+        return "speed=" + ("faster" if ch.speed > 1 else "slower")
+    if ch.volume is not None:
+        return "volume=" + ("louder" if ch.volume > 1 else "softer")
+    if ch.whisper is True:
+        return "volume=softer"
+    if ch.reset or ch.whisper is False:
+        return "reset"
+    if ch.style:
+        return f"style={ch.style}"
+    if ch.dialect is not None:
+        return f"dialect={ch.dialect}"
+    return None
 
 
 def score(cases: list[Case], plans: list[Intent]) -> dict:
@@ -66,7 +84,7 @@ def score(cases: list[Case], plans: list[Intent]) -> dict:
     tp = sum(a and b for a, b in zip(vt, vp))
     out["voice"] = {"n": sum(vt), "predicted": sum(vp), "precision": round(tp / sum(vp), 3) if sum(vp) else None,
                     "recall": round(tp / sum(vt), 3) if sum(vt) else None,
-                    "dimension_right": sum(bool(c.voice) and _dimension(c.voice) == _read_dimension(p)
+                    "dimension_right": sum(bool(c.voice) and _dimension(c.voice) == _read_dimension(p, c.text)
                                            for c, p in zip(cases, plans)),
                     "lasting_right": sum(bool(c.voice) and p.voice is not None
                                          and c.voice.get("lasting", True) == p.voice.lasting
@@ -75,10 +93,10 @@ def score(cases: list[Case], plans: list[Intent]) -> dict:
     acted = [(c, p) for c, p in negs if p.acts or p.voice is not None]
     out["hard_negatives"] = {"n": len(negs), "acted": len(acted),
                              "cases": [[c.text, p.intent, p.voice.to_dict() if p.voice else None] for c, p in acted]}
-    out["wrong"] = [[c.line, c.text, c.intent, p.intent, round(p.p, 2), _dimension(c.voice), _read_dimension(p)]
+    out["wrong"] = [[c.line, c.text, c.intent, p.intent, round(p.p, 2), _dimension(c.voice), _read_dimension(p, c.text)]
                     for c, p in zip(cases, plans)
                     if c.intent != p.intent or bool(c.voice) != (p.voice is not None)
-                    or (c.voice and _dimension(c.voice) != _read_dimension(p))]
+                    or (c.voice and _dimension(c.voice) != _read_dimension(p, c.text))]
     ms = [p.ms for p in plans if p.ms]
     out["read_ms_p50"] = round(float(np.median(ms))) if ms else None
     out["read_ms_p90"] = round(float(np.percentile(ms, 90))) if ms else None
@@ -92,6 +110,17 @@ def reader_for(settings: Settings) -> IntentReader:
     assert stack.planner is not None, "the turn plan needs an LLM"
     stack.planner.warmup()
     return stack.planner
+
+
+def role_of(reader: IntentReader, c: Case) -> str | None:
+    """The character the assistant plays when ``c`` is said, as a session would have it: the earlier user turn
+    read by the plan, entered when it asked for a role the persona table has (the session tells the reader so)."""
+    asks = [m["content"] for m in c.history if m["role"] == "user"]
+    if not asks:
+        return None
+    it = settle(asks[-1], reader.read(asks[-1]))
+    key = persona_for(it.character, asks[-1]) if it.intent == "role" else None
+    return get_persona(key).name if key else None
 
 
 def _table(r: dict, split: str) -> str:
@@ -119,7 +148,7 @@ def main() -> None:
     cases = load(a.split)
     reader = reader_for(Settings())
     t0 = time.perf_counter()
-    raw = [reader.read(c.text, list(c.history), None) for c in cases]
+    raw = [reader.read(c.text, list(c.history), role_of(reader, c)) for c in cases]
     plans = [settle(c.text, p) for c, p in zip(cases, raw)]
     r = score(cases, plans)
     r["split"], r["wall_s"] = a.split, round(time.perf_counter() - t0, 1)

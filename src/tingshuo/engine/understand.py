@@ -275,6 +275,12 @@ def voice_change(text: str, it: Intent) -> VoiceChange | None:
         return None
     words = parse_voice_instruction(text)
     once = not v.lasting
+    if (v.speed or v.volume) and words is not None and (words.speed is not None or words.volume is not None):
+        # The model said the turn asks for a faster/slower or louder/softer voice; which way, and how much, is
+        # measured from the words where they give it. The 1.5B copies the word of a complaint instead of turning
+        # it round ("你语速太快了" read as faster, "Speak up, I can barely hear you" as faster); the grammar reads
+        # "太快了" as "slower". It only measures: without the model's reading there is no change at all.
+        return VoiceChange(speed=words.speed, volume=words.volume)
     if v.speed:
         w = words.speed if words is not None and words.speed is not None else None
         up = v.speed == "faster"
