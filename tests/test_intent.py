@@ -40,9 +40,18 @@ def test_a_voice_reading_becomes_a_change_with_the_measure_from_the_words():
     slow = voice_change("说慢一点", Intent("chat", True, VoiceAsk(speed="slower")))
     much = voice_change("再慢一点", Intent("chat", True, VoiceAsk(speed="slower")))
     assert slow is not None and much is not None and much.speed < slow.speed < 1.0
-    # the words' grammar never contradicts the model: it read "louder", so the change is louder
     loud = voice_change("你声音太小了", Intent("chat", True, VoiceAsk(volume="louder")))
     assert loud is not None and loud.volume > 1.0
+    # which way is measured from the words once the model read a speed or loudness request: the 1.5B copies a
+    # complaint's word ("你语速太快了" read as faster; test split, 2026-12-03), the words say "slower"
+    fast = voice_change("你语速太快了", Intent("chat", True, VoiceAsk(speed="faster")))
+    assert fast is not None and fast.speed < 1.0
+    up = voice_change("Speak up, I can barely hear you.", Intent("chat", True, VoiceAsk(speed="faster")))
+    assert up is not None and up.volume > 1.0 and up.speed is None
+    soft = voice_change("你嗓门太大了", Intent("chat", True, VoiceAsk(volume="louder")))
+    assert soft is not None and soft.volume < 1.0
+    # words that give no measure keep the model's direction
+    assert voice_change("能不能换个速度", Intent("chat", True, VoiceAsk(speed="faster"))).speed > 1.0
     once = voice_change("用难过的语气说一句再见", Intent("chat", True, VoiceAsk(style="sad", lasting=False)))
     assert once is not None and once.style == "sad" and once.one_off
     assert voice_change("说慢一点", CHAT) is None  # no reading, no change, whatever the words say

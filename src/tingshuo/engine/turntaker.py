@@ -216,6 +216,11 @@ class TurnTaker:
         # LLM's completeness score, smart-turn alone ends it at its first mid-sentence pause.
         interrupting = (barge.judging is not None and ev.transcript is not None
                         and not barge.backchannel(ev.transcript.text, tr))
+        if interrupting:
+            # Words over our reply that are not a backchannel ("别说了"): stop it now, before the end-of-turn score.
+            # That score runs on the LLM thread, which our own reply holds until it is cancelled: a short stop
+            # phrase, too short for check_length, waited there for the whole story to be generated.
+            barge.confirm()
         if ev.transcript is not None and tcfg.mode == "semantic_vad" and (barge.judging is None or interrupting):
             p_text = text_score(await self.score_text(ev.transcript.text, ev.transcript.language),
                                 ev.transcript.text)
