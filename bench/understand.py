@@ -26,10 +26,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from intent_cases import INTENTS, Case, load  # noqa: E402
+from intent_cases import INTENTS, Case, load, role_of  # noqa: E402
 
 from tingshuo.config import Settings  # noqa: E402
-from tingshuo.dialogue.persona import get_persona, persona_for  # noqa: E402
 from tingshuo.engine.understand import voice_change  # noqa: E402
 from tingshuo.intent import Intent, IntentReader, settle  # noqa: E402
 
@@ -110,17 +109,6 @@ def reader_for(settings: Settings) -> IntentReader:
     assert stack.planner is not None, "the turn plan needs an LLM"
     stack.planner.warmup()
     return stack.planner
-
-
-def role_of(reader: IntentReader, c: Case) -> str | None:
-    """The character the assistant plays when ``c`` is said, as a session would have it: the earlier user turn
-    read by the plan, entered when it asked for a role the persona table has (the session tells the reader so)."""
-    asks = [m["content"] for m in c.history if m["role"] == "user"]
-    if not asks:
-        return None
-    it = settle(asks[-1], reader.read(asks[-1]))
-    key = persona_for(it.character, asks[-1]) if it.intent == "role" else None
-    return get_persona(key).name if key else None
 
 
 def _table(r: dict, split: str) -> str:

@@ -59,3 +59,18 @@ def load(split: str) -> list[Case]:
         sl = dict(s.split("=", 1) for s in slots.split(";")) if slots != "-" else {}
         cases.append(Case(intent, text, _voice(voice), sl, tuple(turns), n))
     return cases
+
+
+def role_of(reader, c: Case) -> str | None:
+    """The character the assistant plays when ``c`` is said, as a session would have it: the earlier user turn
+    read by the plan (``reader``: a tingshuo.intent.IntentReader), entered when it asked for a role the persona
+    table has (the session then tells the reader which character it plays)."""
+    from tingshuo.dialogue.persona import get_persona, persona_for
+    from tingshuo.intent import settle
+
+    asks = [m["content"] for m in c.history if m["role"] == "user"]
+    if not asks:
+        return None
+    it = settle(asks[-1], reader.read(asks[-1]))
+    key = persona_for(it.character, asks[-1]) if it.intent == "role" else None
+    return get_persona(key).name if key else None
