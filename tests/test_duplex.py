@@ -41,7 +41,7 @@ def test_a_transcript_punctuated_as_unfinished_waits_longer():
     assert plain < 1000 < comma
 
 
-@pytest.mark.parametrize("text", ["嗯", "嗯嗯。", "对对对", "好的", "是的", "Mm-hm.", "Yeah, right.", "okay", "", "…"])
+@pytest.mark.parametrize("text", ["嗯", "嗯嗯。", "对对对", "好的", "好得", "是的", "Mm-hm.", "Yeah, right.", "okay", "", "…"])
 def test_backchannels(text):
     assert is_backchannel(text, 500, 900)
 

@@ -68,7 +68,8 @@ def required_silence_ms(cfg: TurnConfig, score: TurnScore | None) -> float:
 # 嗯/对/好的/是的/哦/啊/没错, English mm-hm/yeah/right/okay/uh-huh). This is the definition of the category, not a
 # stand-in for understanding: anything else ("等一下", "不对", "wait") is an interruption, and so is any
 # backchannel word inside a longer utterance.
-_BC_ZH = "嗯|恩|哦|噢|喔|啊|呀|哈|对|對|是|好|行|没错|沒錯|明白|知道|了|的|呢|嘛|呃|唔"
+# 得: how Whisper writes the 的 of "好的" often enough (bench/duplex.py: "好得" stopped a story)
+_BC_ZH = "嗯|恩|哦|噢|喔|啊|呀|哈|对|對|是|好|行|没错|沒錯|明白|知道|了|的|得|呢|嘛|呃|唔"
 _BC_EN = r"m+|mm+|hm+|mhm|uh[- ]?huh|um+|yeah|yep|yes|right|okay|ok|sure|i see|got it|oh|ah|wow|true|cool"
 _BC_RE = re.compile(rf"^(?:(?:{_BC_ZH})+|(?:(?:{_BC_EN})[\s,.!?]*)+)$", re.IGNORECASE)
 _PUNCT = re.compile(r"[\s，。！？、,.!?…~～\-]+")
@@ -77,7 +78,7 @@ _PUNCT = re.compile(r"[\s，。！？、,.!?…~～\-]+")
 # Short words that mean "stop talking" when said over the reply: the one closed list that acts on its own (the
 # turn plan reads the turn afterwards, and answers a stop with one word). A cut-in this short has no room for a
 # request, and the plan would come too late to stop the sound. bench/duplex.py measures it on spoken clips.
-_STOP_ZH = "停|停停|停一下|停下来|停下|别说了|别说|不要说了|不用说了|等一下|等等|等会儿|不|不要|不对|行了|够了|好了好了|闭嘴|安静"
+_STOP_ZH = "停|停停|停一下|停下来|停下|得了|别说了|别说|不要说了|不用说了|等一下|等等|等会儿|不|不要|不对|行了|够了|好了好了|闭嘴|安静"
 _STOP_EN = r"stop|wait|no|nope|hold on|enough|quiet|shh+|hang on"
 _STOP_RE = re.compile(rf"^(?:(?:{_STOP_ZH})[吧啊呀了]?)+$|^(?:(?:{_STOP_EN})[\s,.!?]*)+$", re.IGNORECASE)
 

@@ -221,6 +221,12 @@ class TurnTaker:
             # That score runs on the LLM thread, which our own reply holds until it is cancelled: a short stop
             # phrase, too short for check_length, waited there for the whole story to be generated.
             barge.confirm()
+        if self.eval is ev and ev.transcript is not None and (barge.judging is None or interrupting):
+            # One reading per utterance (plan, guard, feeling), shared by the speculative reply and the commit,
+            # begun now: the plan and the guard run on their own threads beside the end-of-turn score below
+            # rather than after it, inside the silence the turn waits for anyway.
+            ev.und_task = asyncio.ensure_future(self.und.understand(ev.transcript.text, ev.transcript.language,
+                                                                    ev.audio, ev.early_emotion))
         if ev.transcript is not None and tcfg.mode == "semantic_vad" and (barge.judging is None or interrupting):
             p_text = text_score(await self.score_text(ev.transcript.text, ev.transcript.language),
                                 ev.transcript.text)
@@ -230,10 +236,6 @@ class TurnTaker:
         ev.eval_ms = (time.perf_counter() - t0) * 1000
         if self.eval is not ev:
             return  # the user went on talking meanwhile, or the turn was already taken
-        if ev.transcript is not None and (barge.judging is None or interrupting):
-            # one reading per utterance, shared by the speculative reply and the commit (whichever comes first)
-            ev.und_task = asyncio.ensure_future(self.und.understand(ev.transcript.text, ev.transcript.language,
-                                                                    ev.audio, ev.early_emotion))
         if ev.transcript is None and not ev.asr_failed:
             if barge.judging is not None or tr.speech < 0.5 * INPUT_RATE:
                 self.discard()  # noise, a cough, breath: no words
@@ -249,6 +251,8 @@ class TurnTaker:
         self.maybe_commit()
 
     async def drop_speculation(self, ev: Evaluation) -> None:
+        if ev.und_task is not None and not ev.und_task.done() and self.eval is not ev:
+            ev.und_task.cancel()  # the reading of words the user went on from: nobody will use it
         r, ev.speculation = ev.speculation, None
         await self.replies.drop(r)
 

@@ -24,6 +24,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from tingshuo.intent.gate import can_ask_voice, can_mean
 from tingshuo.intent.plan import CHAT, INTENTS, Intent, Name, VoiceAsk
 from tingshuo.llm.base import ChatModel, LlmError, Message
 
@@ -194,9 +195,11 @@ class IntentReader:
             label = "聊天"
         intent: Name = LABELS[label]
         answer = f"{label}，"
-        vp = self._probs(msgs, VOICE_LABELS, answer)
-        vlabel = max(vp, key=vp.__getitem__)
         voice = None
+        # the voice field only where the words can ask for a voice change at all (settle() would hold any other
+        # reading back): each read is a decode of its own, ~100-190 ms on 2 cores however few its tokens
+        vp = self._probs(msgs, VOICE_LABELS, answer) if can_ask_voice(text) else {"无": 1.0}
+        vlabel = max(vp, key=vp.__getitem__)
         if VOICE_LABELS[vlabel] is not None and vp[vlabel] >= self.voice_threshold:
             answer += f"{vlabel}，"
             style = None
@@ -236,6 +239,8 @@ class IntentReader:
 
     # -- slots, once the intent is known -------------------------------------------------------------------------
     def _with_slots(self, it: Intent, msgs: list[Message], text: str) -> Intent:
+        if not can_mean(text, it.intent):
+            return it  # settle() will hold this reading back: a generated slot (~1-2 s) would be wasted
         if it.intent in ("sing", "sing_adapt") and not it.song:
             it = replace(it, song=self._title(text))
         if it.intent in ("sing_adapt", "sing_new", "story") and not it.topic and self.llm.caps.json_schema:
