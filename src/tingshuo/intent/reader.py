@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from tingshuo.intent.gate import can_ask_voice, can_mean
-from tingshuo.intent.plan import CHAT, INTENTS, Intent, Name, VoiceAsk
+from tingshuo.intent.plan import CHAT, Intent, Name, VoiceAsk
 from tingshuo.llm.base import ChatModel, LlmError, Message
 
 log = logging.getLogger(__name__)
@@ -215,23 +215,22 @@ class IntentReader:
 
     # -- chat APIs: one schema-constrained answer ----------------------------------------------------------------
     def _by_json(self, msgs: list[Message], text: str) -> Intent:
+        # The fields take the label words the examples answer with (唱歌, 慢…): with English names after Chinese
+        # examples the 1.5B answered "chat" to "你能给我唱一遍小星星吗" (llama_cpp.server, 2026-12-03)
         schema = {"type": "object", "properties": {
-            "intent": {"enum": list(INTENTS)},
-            "voice": {"enum": ["none", "slower", "faster", "louder", "softer", "whisper", "reset", "style", "dialect"]},
-            "style": {"enum": [*STYLE_LABELS.values(), "none"]},
-            "lasting": {"type": "boolean"},
+            "intent": {"enum": list(LABELS)}, "voice": {"enum": list(VOICE_LABELS)},
+            "style": {"enum": [*STYLE_LABELS, "无"]}, "lasting": {"type": "boolean"},
             "song": {"type": "string", "maxLength": 24}, "topic": {"type": "string", "maxLength": 24},
             "character": {"type": "string", "maxLength": 24}, "query": {"type": "string", "maxLength": 40}},
             "required": ["intent", "voice"]}
         note: Message = {"role": "system", "content": (
-            "Answer as JSON: intent is one of " + ", ".join(f"{v}={k}" for k, v in LABELS.items())
-            + "; voice is none unless the user asks the assistant to change its own voice; song, topic, character, "
-              "query only where they apply.")}
+            "用JSON回答，照上面的例子：intent 写意图，voice 写声音（用户没要求助手改变自己的声音就写无），style 写语气；"
+            "song、topic、character、query 只在用得上时写（歌名、内容、人物、要查的事）。")}
         out = self.llm.complete_json([*msgs, note], schema, max_tokens=80)
-        intent = out.get("intent") if out.get("intent") in INTENTS else "chat"
-        kind = out.get("voice") if out.get("voice") not in (None, "none") else None
-        voice = _voice(kind, out.get("style") if out.get("style") != "none" else None,
-                       bool(out.get("lasting", True)), text) if kind else None
+        intent = LABELS.get(out.get("intent"), "chat")  # type: ignore[arg-type]
+        kind = VOICE_LABELS.get(out.get("voice")) if out.get("voice") in VOICE_LABELS else None  # type: ignore[arg-type]
+        style = STYLE_LABELS.get(out.get("style"))  # type: ignore[arg-type]
+        voice = _voice(kind, style, bool(out.get("lasting", True)), text) if kind else None
         got = Intent(intent, intent != "chat" or voice is not None, voice,  # type: ignore[arg-type]
                      song=_s(out.get("song")), topic=_s(out.get("topic")), character=_s(out.get("character")),
                      query=_s(out.get("query")), how="json")

@@ -86,6 +86,7 @@ class OpenAICompatChat:
             headers=headers,
             timeout=httpx.Timeout(cfg.timeout_s, connect=min(5.0, cfg.timeout_s)),
         )
+        self._json_form: str | None = None  # the response_format dialect this endpoint took (complete_json)
 
     def count_tokens(self, text: str) -> int:
         # The server's tokenizer is not reachable through the chat API; ~1 token per Han character or 4 Latin chars.
@@ -133,33 +134,51 @@ class OpenAICompatChat:
                                         labels)
 
     def complete_json(self, messages: list[Message], schema: dict, *, max_tokens: int = 48) -> dict:
-        """A JSON object under ``schema`` (``response_format`` json_schema: llama.cpp server, vLLM, OpenAI)."""
-        body = {"model": self.cfg.model_name, "max_tokens": max_tokens, "temperature": 0, "messages": messages,
-                "response_format": {"type": "json_schema", "json_schema": {"name": "decision", "schema": schema}}}
-        try:
-            resp = self._post(body)
-            text = resp.json()["choices"][0]["message"]["content"]
-            return json.loads(text)
-        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as e:
-            raise LlmError(f"the model gave no valid JSON decision: {e}") from e
+        """A JSON object under ``schema``, through ``response_format``. OpenAI, vLLM and llama.cpp's own server
+        take ``{"type": "json_schema", …}``; llama-cpp-python's server (0.3.x) refuses it ("Input should be 'text'
+        or 'json_object'") and takes ``{"type": "json_object", "schema": …}``. The first form is tried, and when
+        the endpoint refuses the format the second is used from then on."""
+        forms = [self._json_form] if self._json_form else ["json_schema", "json_object"]
+        for form in forms:
+            fmt = ({"type": "json_schema", "json_schema": {"name": "decision", "schema": schema}}
+                   if form == "json_schema" else {"type": "json_object", "schema": schema})
+            body = {"model": self.cfg.model_name, "max_tokens": max_tokens, "temperature": 0, "messages": messages,
+                    "response_format": fmt}
+            probing = self._json_form is None and form != forms[-1]
+            try:
+                resp = self._post(body, retries=0 if probing else None)
+            except httpx.HTTPStatusError as e:
+                if probing and "response_format" in e.response.text:
+                    continue  # this server speaks the other dialect
+                raise LlmError(f"the model gave no valid JSON decision: {e}") from e
+            except httpx.HTTPError as e:
+                raise LlmError(f"the model gave no valid JSON decision: {e}") from e
+            self._json_form = form
+            try:
+                return json.loads(resp.json()["choices"][0]["message"]["content"])
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                raise LlmError(f"the model gave no valid JSON decision: {e}") from e
+        raise LlmError("the endpoint took no JSON response_format")
 
     def complete_with_grammar(self, messages: list[Message], grammar: str, *, max_tokens: int,
                               temperature: float) -> str:
         """Chat APIs take no GBNF grammar (``caps.grammar`` is False): callers ask for free text instead."""
         raise LlmError(f"{self.name} cannot constrain its output by a grammar")
 
-    def _post(self, body: dict) -> httpx.Response:
-        """A non-streaming call, retried like a stream's start (refused, dropped, timed out, 429, 5xx)."""
-        for attempt in range(self.cfg.retries + 1):
+    def _post(self, body: dict, retries: int | None = None) -> httpx.Response:
+        """A non-streaming call, retried like a stream's start (refused, dropped, timed out, 429, 5xx);
+        ``retries``: instead of the configured number (0 for a probe of what the server accepts)."""
+        retries = self.cfg.retries if retries is None else retries
+        for attempt in range(retries + 1):
             try:
                 resp = self.client.post("/chat/completions", json=body)
-                if resp.status_code in _RETRY_STATUS and attempt < self.cfg.retries:
+                if resp.status_code in _RETRY_STATUS and attempt < retries:
                     _backoff(attempt, resp.headers.get("retry-after"))
                     continue
                 resp.raise_for_status()
                 return resp
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):  # a stall is not retried
-                if attempt == self.cfg.retries:
+                if attempt == retries:
                     raise
                 _backoff(attempt)
         raise AssertionError("unreachable")
