@@ -281,14 +281,10 @@ def voice_change(text: str, it: Intent) -> VoiceChange | None:
         # it round ("你语速太快了" read as faster, "Speak up, I can barely hear you" as faster); the grammar reads
         # "太快了" as "slower". It only measures: without the model's reading there is no change at all.
         return VoiceChange(speed=words.speed, volume=words.volume)
-    if v.speed:
-        w = words.speed if words is not None and words.speed is not None else None
-        up = v.speed == "faster"
-        return VoiceChange(speed=w if w is not None and (w > 1) == up else _STEP[v.speed])
+    if v.speed:  # the words give no measure: a plain step the way the model read
+        return VoiceChange(speed=_STEP[v.speed])
     if v.volume:
-        w = words.volume if words is not None and words.volume is not None else None
-        up = v.volume == "louder"
-        return VoiceChange(volume=w if w is not None and (w > 1) == up else _STEP[v.volume])
+        return VoiceChange(volume=_STEP[v.volume])
     if v.whisper is not None and not v.reset:
         return VoiceChange(whisper=v.whisper)
     if v.reset:

@@ -25,9 +25,9 @@ _QUESTION = ("今天是{today}。回答这句话要不要上网查实时信息�
 
 
 # A pre-filter behind the turn plan that can only hold a search back (tingshuo.intent.gate.settle): the plan (and
-# the decision after it) read knowledge questions as needing the web — "珠穆朗玛峰有多高": plan P(search) 0.99, decision P(web) 0.97 on the
-# dev split; "长城有多长", "What is the capital of France?" were searched in tests/test_search.py — so a turn is
-# looked up only when the model says so *and* its words can be about the present.
+# the decision after it) read knowledge questions as needing the web — "珠穆朗玛峰有多高": plan P(search) 0.99,
+# decision P(web) 0.97 on the dev split; "长城有多长", "What is the capital of France?" were searched in
+# tests/test_search.py — so a turn is looked up only when the model says so *and* its words can be about the present.
 FRESH_CUE = re.compile(
     r"今天|今晚|今年|明天|后天|昨天|昨晚|前天|现在|目前|最近|最新|刚刚|刚才|本周|这周|下周|上周|这个月|实时|新闻|天气|气温|下雨|下雪|"
     r"比分|比赛|股价|汇率|油价|金价|房价|价格|多少钱|开门|营业|航班|票房|排名|选举|现任|"

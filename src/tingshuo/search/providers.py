@@ -233,18 +233,14 @@ class DdgsSearch:
         return "cn-zh" if re.search(r"[\u4e00-\u9fff]", query) else "wt-wt"
 
     def search(self, query: str, k: int = 3) -> list[SearchResult]:
-        try:
-            from ddgs.exceptions import DDGSException
-        except ImportError:  # pragma: no cover - a client was injected without the package
-            DDGSException = RuntimeError  # type: ignore[assignment,misc]  # noqa: N806
+        from ddgs.exceptions import DDGSException
+
         try:
             rows = self.client.text(query, region=self.region(query), safesearch="moderate",  # type: ignore[attr-defined]
                                     max_results=k, backend=self.cfg.backend)
-        except DDGSException as e:
-            if "no results" in str(e).lower():  # ddgs raises when every engine answered with nothing
-                return []
-            raise SearchError(f"ddgs could not search: {e}") from e
         except Exception as e:  # a network or parsing failure inside an engine: the provider is down for now
+            if isinstance(e, DDGSException) and "no results" in str(e).lower():
+                return []  # ddgs raises when every engine answered with nothing
             raise SearchError(f"ddgs could not search: {e}") from e
         out = []
         for r in rows[:k]:
