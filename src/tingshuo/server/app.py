@@ -67,6 +67,7 @@ class RealtimeServer:
         self.store: TranscriptStore | None = None
         self.sessions: Counter[str] = Counter()
         self.connections: dict[str, RealtimeConnection] = {}
+        self._closing: set[asyncio.Future[None]] = set()  # sessions winding down (held so they are not collected)
         self.metrics = Metrics()
         self.ready = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -88,6 +89,8 @@ class RealtimeServer:
             yield
         finally:
             self.ready = False
+            if self._closing:  # sessions still winding down write their last turns before the store closes
+                await asyncio.wait(set(self._closing), timeout=10.0)
             self.store.close()
 
     def _store_failed(self, reason: str) -> None:
@@ -265,13 +268,23 @@ class RealtimeServer:
             self.sessions[label] -= 1
             self.metrics.sessions_active.dec()
             self.connections.pop(conn.id, None)
-            await conn.close()
-            outbox.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer_task, 2.0)
-            writer_task.cancel()
-            with contextlib.suppress(Exception):
-                await ws.close()
+
+            async def wind_down() -> None:
+                await conn.close()
+                outbox.put_nowait(None)
+                # asyncio.wait, not wait_for: wait_for turns a cancellation into a bare CancelledError that
+                # anyio's cancel scope (Starlette's test client) no longer recognises as its own
+                await asyncio.wait({writer_task}, timeout=2.0)
+                writer_task.cancel()
+                with contextlib.suppress(Exception):
+                    await ws.close()
+
+            # The handler may be cancelled while the session winds down (a test client's cancel scope, a server
+            # shutting down): the session's threads, tasks and store record are released all the same.
+            closing = asyncio.ensure_future(wind_down())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+            await asyncio.shield(closing)
 
 
     def _stored(self, session_id: str, label: str) -> dict[str, Any] | str:
