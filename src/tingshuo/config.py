@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import difflib
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 
@@ -217,6 +218,12 @@ def _default_hotlines() -> dict[str, list[Hotline]]:
         "CN": [Hotline(name="全国心理援助热线", number="12356"),
                Hotline(name="北京心理危机研究与干预中心", number="010-82951332")],
         "US": [Hotline(name="988 Suicide & Crisis Lifeline (call or text)", number="988")],
+        "CA": [Hotline(name="9-8-8 Suicide Crisis Helpline (call or text)", number="988")],
+        "GB": [Hotline(name="Samaritans", number="116 123")],
+        "IE": [Hotline(name="Samaritans", number="116 123")],
+        "AU": [Hotline(name="Lifeline", number="13 11 14")],
+        "HK": [Hotline(name="香港撒瑪利亞防止自殺會", number="2389 2222")],
+        "TW": [Hotline(name="安心專線", number="1925")],
     }
 
 
@@ -227,15 +234,41 @@ class SafetyConfig(Section):
     # fixed prompt stays cached and the conversation's KV cache is not evicted by every check.
     separate_context: bool = True
     refuse_threshold: float = 0.3  # P(harmful categories) of a user turn above which it is refused (benign look-alikes ≤ 0.25)
-    care_threshold: float = 0.3  # P(self-harm) of a user turn above which care mode starts
+    # P(self-harm) of a user turn (read with the turns before it and the role) above which care mode starts.
+    # bench/care.py --split dev sweeps it: no single value separates crises from look-alikes on the 1.5B
+    care_threshold: float = 0.3
     # P(anything but 正常) of an assistant clause above which it is not spoken: 0.5 blocked "先用毛巾把猫包起来…" (cat
     # claws, 0.50) and "Use kill -9…" (0.74); explicit instructions (explosives) score ≥ 0.83
     output_threshold: float = 0.8
     # borderline words + distress in the voice (sad/anxious reading at ≥ this confidence) also switch care on
     voice_distress: float = 0.5
-    region_zh: str = "CN"  # help lines offered to Chinese speakers
-    region_en: str = "US"  # … and to English speakers
+    # The deployment's region: whose help lines a care reply offers, whatever language the reply is in (a
+    # Chinese speaker in London needs Samaritans, not 12356). Default CN (tingshuo is Chinese-first); the
+    # regions with lines built in are the keys of ``hotlines`` (docs/safety.md lists them).
+    region: str = "CN"
+    # Deprecated (one release): per-language regions, guessed from the reply's language. When set they still
+    # apply to their language, with a warning; use ``region``.
+    region_zh: str | None = None
+    region_en: str | None = None
     hotlines: dict[str, list[Hotline]] = Field(default_factory=_default_hotlines)
+
+    @model_validator(mode="after")
+    def _region_known(self) -> "SafetyConfig":
+        for key in ("region", "region_zh", "region_en"):
+            r = getattr(self, key)
+            if r is not None and r not in self.hotlines:
+                raise ValueError(f"safety.{key} = {r!r} has no help lines; add them under [safety.hotlines] or "
+                                 f"choose one of {sorted(self.hotlines)}")
+        if self.region_zh is not None or self.region_en is not None:
+            warnings.warn("safety.region_zh / safety.region_en are deprecated and will be removed in the next "
+                          "release: set safety.region (the deployment's region, for every language)",
+                          DeprecationWarning, stacklevel=2)
+        return self
+
+    def region_for(self, lang: str) -> str:
+        """The region whose help lines are offered (the deprecated per-language keys first, while they exist)."""
+        old = self.region_zh if lang == "zh" else self.region_en
+        return old or self.region
 
 
 class SearchConfig(Section):

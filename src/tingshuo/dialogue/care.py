@@ -46,8 +46,7 @@ _LINES_SENTENCE = {
 
 
 def hotlines(cfg: SafetyConfig, lang: str) -> list[Hotline]:
-    region = cfg.region_zh if lang == "zh" else cfg.region_en
-    return cfg.hotlines.get(region) or next(iter(cfg.hotlines.values()), [])
+    return cfg.hotlines.get(cfg.region_for(lang)) or next(iter(cfg.hotlines.values()), [])
 
 
 def _lines(cfg: SafetyConfig, lang: str) -> str:

@@ -43,7 +43,17 @@ class DialogueState:
     sung: list[str] = field(default_factory=list)  # songs sung in this conversation ("再唱一首" picks another)
     care: bool = False  # care mode (a self-harm signal was heard): stays on for the session
     risk: list[SafetyVerdict] = field(default_factory=list)  # every non-allowed verdict, for the session log
-    prev_user: str = ""  # the user turn before the last (the guard reads a turn in its context)
+
+    def recent(self, n: int) -> list[tuple[str, str]]:
+        """The last ``n`` said turns, ``("user" | "assistant", text)``, oldest first (what a check reads a new turn
+        with)."""
+        said = [(m["role"], m["content"]) for m in self.conversation.turns
+                if m["role"] in ("user", "assistant") and m["content"]]
+        return said[-n:] if n > 0 else []
+
+    def role(self, default_key: str) -> str | None:
+        """The character being played, None as the companion itself."""
+        return self.persona.name if self.persona.key != default_key else None
 
     def language(self) -> str:
         """The language of the user's last turn (the persona's before anyone spoke)."""
@@ -56,7 +66,6 @@ class DialogueState:
         """The turn is taken: its feeling joins the record, a voice request takes effect, care mode may begin.
         Returns the events that follow, in order (a persona change is the caller's: it touches the models)."""
         events: list[Event] = []
-        self.prev_user = u.text
         if u.pronunciation is not None:
             p = u.pronunciation
             events.append(PronunciationReport(item_id, p.expected, p.score, p.feedback(), p.to_dict()["words"]))

@@ -32,6 +32,7 @@ from tingshuo.engine.state import DialogueState, Prompts
 from tingshuo.intent import CHAT, Intent, settle
 from tingshuo.llm.base import LlmError
 from tingshuo.safety import Verdict
+from tingshuo.safety.guard import CONTEXT_TURNS
 from tingshuo.script import text_language
 
 log = logging.getLogger("tingshuo.engine")
@@ -76,7 +77,10 @@ class Understander:
         guard = ctx.stack.guard if ctx.settings.safety.enabled else None
         job = None
         if guard is not None and text.strip():
-            job = asyncio.ensure_future(run_on(ctx.lanes.guard, guard.check_input, text, st.prev_user))
+            # read with the turns before it and the role being played: a risk is often in the turns together
+            # ("我是认真的" after "我不想活了") or inside a frame ("大圣，我活够了")
+            job = asyncio.ensure_future(run_on(ctx.lanes.guard, guard.check_input, text,
+                                               st.recent(CONTEXT_TURNS), st.role(ctx.settings.dialogue.persona)))
         intent = asyncio.ensure_future(self.read_intent(text))  # on its own context, beside the guard
         u = await self.feel(text, language, audio, early, intent)
         t0 = time.perf_counter()
@@ -107,8 +111,8 @@ class Understander:
         if planner is None or not self.ctx.settings.plan.enabled or not text.strip():
             return CHAT
         st = self.state
-        role = st.persona.name if st.persona.key != self.ctx.settings.dialogue.persona else None
-        recent = [m for m in st.conversation.turns if m["role"] in ("user", "assistant") and m["content"]][-2:]
+        role = st.role(self.ctx.settings.dialogue.persona)
+        recent = [{"role": r, "content": t} for r, t in st.recent(2)]
         try:
             it = await run_on(self.ctx.lanes.plan, planner.read, text, recent, role)
         except LlmError as e:
