@@ -8,7 +8,9 @@ import pytest
 
 from tingshuo.config import SafetyConfig
 from tingshuo.dialogue.care import hotlines, lines_sentence
-from tingshuo.safety.guard import _SHOTS, CONTEXT_TURNS, framed
+import numpy as np
+
+from tingshuo.safety.guard import _SHOTS, CONTEXT_TURNS, CareProbe, framed, prompt_hash
 
 from tests.care_cases import load, wilson
 from tests.safety_cases import BENIGN, CRISIS, NOT_CRISIS, RED_TEAM
@@ -63,3 +65,14 @@ def test_wilson_interval():
     assert hi > 0.9999 and 0.95 < lo < 0.97
     lo, hi = wilson(0, 106)
     assert lo == 0.0 and 0.03 < hi < 0.04
+
+
+def test_the_bundled_care_probe_belongs_to_this_guard_prompt():
+    """Editing the guard's prompt or examples without retraining the probe (bench/train_care_probe.py) would
+    silently drop the guard back to its label threshold: caught here."""
+    probe = CareProbe.bundled()
+    assert probe is not None
+    model, _, digest = probe.fingerprint.partition("#")
+    assert digest == prompt_hash() and model.endswith("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
+    assert probe.tokens.shape == probe.w.shape == probe.mu.shape and 0 < probe.threshold < 1
+    assert np.all(probe.sd > 0)

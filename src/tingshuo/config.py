@@ -237,6 +237,9 @@ class SafetyConfig(Section):
     # P(self-harm) of a user turn (read with the turns before it and the role) above which care mode starts.
     # bench/care.py --split dev sweeps it: no single value separates crises from look-alikes on the 1.5B
     care_threshold: float = 0.3
+    # The care decision from a probe over the guard's logits (package data, trained on the care dev split for the
+    # bundled 1.5B and this guard prompt; its own threshold is in the file). Other models use care_threshold.
+    care_probe: bool = True
     # P(anything but 正常) of an assistant clause above which it is not spoken: 0.5 blocked "先用毛巾把猫包起来…" (cat
     # claws, 0.50) and "Use kill -9…" (0.74); explicit instructions (explosives) score ≥ 0.83
     output_threshold: float = 0.8

@@ -180,6 +180,16 @@ class LlamaCppChat:
         p /= p.sum()
         return {label: float(x) for label, x in zip(labels, p)}
 
+    def next_token_logits(self, messages: list[Message]) -> np.ndarray:
+        """The whole next-token logit vector where :meth:`label_probabilities` reads its labels (same prompt, same
+        cached prefix): the safety guard's care probe reads more of it than the labels' share."""
+        tokens = self._tokenize(self._prompt(messages) + "<|im_start|>assistant\n")  # type: ignore[arg-type]
+        with self._lock:
+            try:
+                return self._logits_after(tokens)
+            except Exception as e:
+                raise LlmError(f"scoring failed: {e}") from e
+
     def emotion_probabilities(self, history: list[Message], user_text: str, labels: list[str]) -> dict[str, float]:
         """How the user feels, as the model reads their words: P over ``labels`` (Chinese words, one token each
         at the start) after the question below, asked *after* the user's turn so the conversation prefix (and the

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Literal, Sequence
+
+import numpy as np
 
 from tingshuo.config import SafetyConfig
 from tingshuo.llm.base import ChatModel, LlmError, Message
@@ -83,6 +87,39 @@ def framed(text: str, speaker: str = "用户", history: "Sequence[tuple[str, str
     return "\n".join(lines)
 
 
+def prompt_hash() -> str:
+    """The guard prompt's identity (definitions, examples, labels): a probe trained on one reads no other."""
+    prompt = _CATEGORY_PROMPT + "".join(u + a for u, a in _SHOTS) + "".join(CATEGORIES)
+    return hashlib.sha256(prompt.encode()).hexdigest()[:12]
+
+
+class CareProbe:
+    """P(care) from the guard's next-token logits: a logistic regression over the logits of a fixed token set,
+    trained on the care dev split by ``bench/train_care_probe.py`` (why, and how it was chosen: that file). On the
+    care test split it caught 94 of 100 crises with 20 of 106 look-alikes cared for, where P(自杀) at the old
+    threshold caught 64 with 29 (docs/safety.md). Package data (``safety/data/care_probe.npz``, ~12 kB, made by
+    this project from its own labelled turns; same licence as the code)."""
+
+    def __init__(self, data: "np.lib.npyio.NpzFile") -> None:
+        self.tokens = data["tokens"]
+        self.mu, self.sd, self.w = data["mu"], data["sd"], data["w"]
+        self.b, self.threshold = float(data["b"]), float(data["threshold"])
+        self.fingerprint = str(data["fingerprint"])
+
+    @classmethod
+    def bundled(cls) -> "CareProbe | None":
+        try:
+            with resources.files("tingshuo.safety").joinpath("data/care_probe.npz").open("rb") as f:
+                return cls(np.load(f))
+        except (FileNotFoundError, KeyError, ValueError) as e:
+            log.warning("care probe not loaded (%s): the guard uses its label threshold", e)
+            return None
+
+    def __call__(self, logits: np.ndarray) -> float:
+        z = ((logits[self.tokens] - self.mu) / self.sd) @ self.w + self.b
+        return float(1.0 / (1.0 + np.exp(-z)))
+
+
 @dataclass
 class Verdict:
     action: Action
@@ -107,6 +144,12 @@ class SafetyGuard:
         self.cfg = cfg or SafetyConfig()
         self._lock = threading.Lock()
         self._warm = False
+        # the probe belongs to one model and this prompt; any other reads the label threshold alone
+        probe = CareProbe.bundled() if self.cfg.care_probe else None
+        self.probe = probe if probe is not None and probe.fingerprint == self.fingerprint() else None
+        if probe is not None and self.probe is None:
+            log.info("care probe made for %s, not %s: the guard uses its label threshold", probe.fingerprint,
+                     self.fingerprint())
 
     def _labels(self, messages: list[Message], labels: list[str]) -> dict[str, float]:
         p = self.llm.label_probabilities(messages, labels)
@@ -129,6 +172,28 @@ class SafetyGuard:
             self.llm.prime(self._messages("")[:-1])
             self._warm = True
 
+    def fingerprint(self) -> str:
+        """The model and the guard prompt a probe is trained for."""
+        return f"{self.llm.name}#{prompt_hash()}"
+
+    def logits(self, message: str) -> np.ndarray:
+        """The next-token logits after ``message`` (a :func:`framed` line) on the guard's prompt."""
+        with self._lock:
+            return self.llm.next_token_logits(self._messages(message))  # type: ignore[attr-defined]
+
+    def _probs(self, logits: np.ndarray) -> dict[str, float]:
+        ids = self._label_ids
+        sel = logits[ids]
+        p = np.exp(sel - sel.max())
+        p /= p.sum()
+        return {label: float(x) for label, x in zip(CATEGORIES, p)}
+
+    @property
+    def _label_ids(self) -> list[int]:
+        if not hasattr(self, "_ids"):
+            self._ids = [self.llm._tokenize(label)[0] for label in CATEGORIES]  # type: ignore[attr-defined]
+        return self._ids
+
     def categories(self, text: str, speaker: str = "用户", history: Sequence[tuple[str, str]] = (),
                    role: str | None = None) -> dict[str, float]:
         """P over the category labels for ``text`` said by ``speaker`` ("用户" or "助手"), read after ``history``
@@ -141,11 +206,20 @@ class SafetyGuard:
         first) and the character the assistant is playing: a risk is often in the turns together, or in a frame."""
         if not text.strip():
             return ALLOW
-        probs = self.categories(text, "用户", history, role)
+        care_p = None
+        if self.probe is not None:  # one forward pass: the labels and the probe read the same logits
+            logits = self.logits(framed(text, "用户", history, role))
+            probs, care_p = self._probs(logits), self.probe(logits)
+        else:
+            probs = self.categories(text, "用户", history, role)
         scores = {CATEGORIES[k]: round(v, 3) for k, v in probs.items()}
         harm = {k: v for k, v in probs.items() if k not in ("正常", "自杀")}
         # self-harm first: a method question ("怎么割腕不疼") is met with care, never a bare refusal
-        if probs["自杀"] >= self.cfg.care_threshold:
+        if care_p is not None:
+            scores["care_probe"] = round(care_p, 3)
+            if care_p >= self.probe.threshold:  # type: ignore[union-attr]
+                return Verdict("care", "self_harm", care_p, scores, text)
+        elif probs["自杀"] >= self.cfg.care_threshold:
             return Verdict("care", "self_harm", probs["自杀"], scores, text)
         if sum(harm.values()) >= self.cfg.refuse_threshold:
             cat = max(harm, key=harm.__getitem__)

@@ -1,0 +1,77 @@
+"""Train the guard's care probe: a logistic regression over the 1.5B's next-token logits where the guard reads
+its verdict, fitted on the care dev split only (tests/data/care/dev.tsv), written as package data.
+
+    .venv/bin/python bench/train_care_probe.py [--out src/tingshuo/safety/data/care_probe.npz]
+
+Why a probe: the guard's label distribution — P(自杀) among seven one-token labels — separates crises from
+look-alikes poorly on this model (AUC 0.74 on dev: anger, hyperbole and hard days score like indirect signs),
+while the same forward pass's logits over the tokens the model finds plausible there carry much more (leave-one-out
+AUC 0.95 on dev). Features: the logits of the K tokens with the highest mean logit on dev, standardised; L2
+logistic regression by gradient descent (numpy: no learning library is a dependency, and 152 examples need none).
+The threshold is the leave-one-out operating point chosen on dev (recall first: a missed crisis is the costlier
+error). The probe belongs to one model and one guard prompt: both are fingerprinted in the file, and the guard
+falls back to the label threshold for any other model or prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from care_cases import load  # noqa: E402
+
+K, LAM, THRESHOLD = 1000, 0.01, 0.3  # chosen on dev by leave-one-out (AUC 0.947; 0.3: recall 63/70, false 20/82)
+
+
+def fit(X: np.ndarray, y: np.ndarray, lam: float, steps: int = 300) -> tuple[np.ndarray, float]:
+    w, b = np.zeros(X.shape[1]), 0.0
+    for _ in range(steps):
+        q = 1 / (1 + np.exp(-(X @ w + b)))
+        w -= 0.5 * (X.T @ (q - y) / len(y) + lam * w)
+        b -= 0.5 * float(np.mean(q - y))
+    return w, b
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=ROOT / "src" / "tingshuo" / "safety" / "data" / "care_probe.npz")
+    args = ap.parse_args()
+    from tingshuo.config import load_settings
+    from tingshuo.engine import ModelStack
+    from tingshuo.safety.guard import framed
+
+    stack = ModelStack.load(load_settings({"llm.temperature": 0.0, "llm.seed": 0}))
+    g = stack.guard
+    g.warmup()
+    cases = [c for c in load("dev") if c.label != "refuse"]
+    X = np.stack([g.logits(framed(c.text, "用户", c.history, c.role)) for c in cases]).astype(np.float64)
+    y = np.array([c.label == "care" for c in cases], dtype=np.float64)
+    idx = np.argsort(-X.mean(0))[:K]
+    Z = X[:, idx]
+    loo = np.zeros(len(y))
+    for i in range(len(y)):
+        tr = np.arange(len(y)) != i
+        mu, sd = Z[tr].mean(0), Z[tr].std(0) + 1e-6
+        w, b = fit((Z[tr] - mu) / sd, y[tr], LAM)
+        loo[i] = 1 / (1 + np.exp(-(((Z[i] - mu) / sd) @ w + b)))
+    for th in (0.2, 0.3, 0.4, 0.5):
+        print(f"dev leave-one-out, threshold {th}: crises {int(np.sum(loo[y == 1] >= th))}/{int(y.sum())}, "
+              f"look-alikes cared for {int(np.sum(loo[y == 0] >= th))}/{int((1 - y).sum())}")
+    mu, sd = Z.mean(0), Z.std(0) + 1e-6
+    w, b = fit((Z - mu) / sd, y, LAM)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out, tokens=idx.astype(np.int32), mu=mu.astype(np.float32), sd=sd.astype(np.float32),
+                        w=w.astype(np.float32), b=np.float32(b), threshold=np.float32(THRESHOLD),
+                        fingerprint=np.array(g.fingerprint()))
+    print(f"wrote {args.out} ({args.out.stat().st_size} bytes), fingerprint {g.fingerprint()}")
+
+
+if __name__ == "__main__":
+    main()
