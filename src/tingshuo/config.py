@@ -238,8 +238,10 @@ class SafetyConfig(Section):
     # bench/care.py --split dev sweeps it: no single value separates crises from look-alikes on the 1.5B
     care_threshold: float = 0.3
     # The care decision from a probe over the guard's logits (package data, trained on the care dev split for the
-    # bundled 1.5B and this guard prompt; its own threshold is in the file). Other models use care_threshold.
-    care_probe: bool = True
+    # bundled 1.5B and this guard prompt; its own threshold is in the file). Off by default: better on the care
+    # split (94/100 crises, 20/106 look-alikes vs 64 and 29) but in the full suite it met ordinary turns with care
+    # ("我叫李雷…", New-Year small talk in a role, an English clip) — its training data has no everyday chat yet
+    care_probe: bool = False
     # P(anything but 正常) of an assistant clause above which it is not spoken: 0.5 blocked "先用毛巾把猫包起来…" (cat
     # claws, 0.50) and "Use kill -9…" (0.74); explicit instructions (explosives) score ≥ 0.83
     output_threshold: float = 0.8

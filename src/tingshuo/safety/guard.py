@@ -96,8 +96,8 @@ def prompt_hash() -> str:
 class CareProbe:
     """P(care) from the guard's next-token logits: a logistic regression over the logits of a fixed token set,
     trained on the care dev split by ``bench/train_care_probe.py`` (why, and how it was chosen: that file). On the
-    care test split it caught 94 of 100 crises with 20 of 106 look-alikes cared for, where P(自杀) at the old
-    threshold caught 64 with 29 (docs/safety.md). Package data (``safety/data/care_probe.npz``, ~12 kB, made by
+    care test split it caught 94 of 100 crises with 20 of 106 look-alikes cared for, where P(自杀) caught 64 with
+    29; opt-in (``safety.care_probe``) because it also met ordinary chat with care (docs/safety.md). Package data (``safety/data/care_probe.npz``, ~12 kB, made by
     this project from its own labelled turns; same licence as the code)."""
 
     def __init__(self, data: "np.lib.npyio.NpzFile") -> None:
