@@ -58,6 +58,14 @@ def server_command(cfg: LlmConfig, cache_dir: Path | None, *, host: str, port: i
             "--interrupt_requests", "False", "--model_alias", LlmConfig().model_name]
 
 
+
+def label_softmax(logits: np.ndarray, ids: list[int], labels: list[str]) -> dict[str, float]:
+    """P over ``labels`` from next-token ``logits`` at their first tokens ``ids``."""
+    sel = logits[ids]
+    p = np.exp(sel - sel.max())
+    p /= p.sum()
+    return {label: float(x) for label, x in zip(labels, p)}
+
 class LlamaCppChat:
     caps = Capabilities(prompt_scores=True, grammar=True, json_schema=True)
 
@@ -167,18 +175,20 @@ class LlamaCppChat:
         prompt = self._prompt(messages)
         prompt += answer if answer is not None else "<|im_start|>assistant\n"
         tokens = self._tokenize(prompt)  # type: ignore[arg-type]
-        ids = [self._tokenize(label)[0] for label in labels]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"labels must start with distinct tokens: {labels}")
+        ids = self.label_ids(labels)
         with self._lock:
             try:
                 logits = self._logits_after(tokens)
             except Exception as e:
                 raise LlmError(f"label scoring failed: {e}") from e
-        sel = logits[ids]
-        p = np.exp(sel - sel.max())
-        p /= p.sum()
-        return {label: float(x) for label, x in zip(labels, p)}
+        return label_softmax(logits, ids, labels)
+
+    def label_ids(self, labels: list[str]) -> list[int]:
+        """Each label's first token (they must differ: a label is read from one next-token distribution)."""
+        ids = [self._tokenize(label)[0] for label in labels]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"labels must start with distinct tokens: {labels}")
+        return ids
 
     def next_token_logits(self, messages: list[Message]) -> np.ndarray:
         """The whole next-token logit vector where :meth:`label_probabilities` reads its labels (same prompt, same

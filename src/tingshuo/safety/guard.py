@@ -13,6 +13,7 @@ import numpy as np
 
 from tingshuo.config import SafetyConfig
 from tingshuo.llm.base import ChatModel, LlmError, Message
+from tingshuo.llm.llamacpp import label_softmax  # the probe exists only for that backend
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,9 @@ class CareProbe:
     """P(care) from the guard's next-token logits: a logistic regression over the logits of a fixed token set,
     trained on the care dev split by ``bench/train_care_probe.py`` (why, and how it was chosen: that file). On the
     care test split it caught 94 of 100 crises with 20 of 106 look-alikes cared for, where P(自杀) caught 64 with
-    29; opt-in (``safety.care_probe``) because it also met ordinary chat with care (docs/safety.md). Package data (``safety/data/care_probe.npz``, ~12 kB, made by
-    this project from its own labelled turns; same licence as the code)."""
+    29; opt-in (``safety.care_probe``) because it also met ordinary chat with care (docs/safety.md). Package data
+    (``safety/data/care_probe.npz``, 15 kB, made by this project from its own labelled turns; same licence as the
+    code)."""
 
     def __init__(self, data: "np.lib.npyio.NpzFile") -> None:
         self.tokens = data["tokens"]
@@ -181,19 +183,6 @@ class SafetyGuard:
         with self._lock:
             return self.llm.next_token_logits(self._messages(message))  # type: ignore[attr-defined]
 
-    def _probs(self, logits: np.ndarray) -> dict[str, float]:
-        ids = self._label_ids
-        sel = logits[ids]
-        p = np.exp(sel - sel.max())
-        p /= p.sum()
-        return {label: float(x) for label, x in zip(CATEGORIES, p)}
-
-    @property
-    def _label_ids(self) -> list[int]:
-        if not hasattr(self, "_ids"):
-            self._ids = [self.llm._tokenize(label)[0] for label in CATEGORIES]  # type: ignore[attr-defined]
-        return self._ids
-
     def categories(self, text: str, speaker: str = "用户", history: Sequence[tuple[str, str]] = (),
                    role: str | None = None) -> dict[str, float]:
         """P over the category labels for ``text`` said by ``speaker`` ("用户" or "助手"), read after ``history``
@@ -209,7 +198,9 @@ class SafetyGuard:
         care_p = None
         if self.probe is not None:  # one forward pass: the labels and the probe read the same logits
             logits = self.logits(framed(text, "用户", history, role))
-            probs, care_p = self._probs(logits), self.probe(logits)
+            labels = list(CATEGORIES)
+            probs = label_softmax(logits, self.llm.label_ids(labels), labels)  # type: ignore[attr-defined]
+            care_p = self.probe(logits)
         else:
             probs = self.categories(text, "用户", history, role)
         scores = {CATEGORIES[k]: round(v, 3) for k, v in probs.items()}
