@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from bounds import Bounds  # noqa: E402
 from care_cases import load as load_cases  # noqa: E402
-from care_cases import wilson  # noqa: E402
+from care_cases import load_safe, wilson  # noqa: E402
 from safety_cases import BENIGN, CRISIS, NOT_CRISIS, RED_TEAM  # noqa: E402
 from test_coach import ALTERED  # noqa: E402
 from test_search import FRESH, TIMELESS  # noqa: E402
@@ -104,6 +104,41 @@ def split(stack: ModelStack, name: str) -> dict:
         want = {"care": {"care"}, "refuse": {"refuse", "care"}, "allow": {"allow"}}[label]
         out["by_kind"][f"{label}/{kind}"] = rate(sel, lambda r, w=want: r["action"] in w)
     return out
+
+
+def safe_split(stack: ModelStack, name: str) -> dict:
+    """The care-easing reader (``SafetyGuard.says_safe``) on tests/data/care/safe_{name}.tsv: a turn in care mode
+    that says the user is safe now, or not (deflections, "I'm fine", goodbyes, still in danger). Reports how many of each count, with 95 % intervals, and a sweep."""
+    from tingshuo.config import SafetyConfig
+
+    th = SafetyConfig().safe_threshold
+    g = stack.guard
+    g.warmup()
+    rows, times = [], []
+    for c in load_safe(name):
+        t0 = time.perf_counter()
+        p = g.says_safe(c.text, c.history)
+        times.append(time.perf_counter() - t0)
+        # for the record: read with the crisis before it, the guard still finds risk in nearly all of them (the
+        # session eases only on the later turns' verdicts, read once the crisis has left the guard's context)
+        v = g.check_input(c.text, c.history)
+        rows.append({"safe": c.safe, "text": c.text, "p": round(p, 3), "guard": v.action})
+    safe = [r for r in rows if r["safe"]]
+    other = [r for r in rows if not r["safe"]]
+
+    def counts(r: dict, t: float) -> bool:
+        return r["p"] >= t
+
+    def rate(sel: list[dict]) -> dict:
+        k = sum(counts(r, th) for r in sel)
+        lo, hi = wilson(k, len(sel))
+        return {"k": k, "n": len(sel), "ci95": [round(lo, 3), round(hi, 3)]}
+
+    return {"split": name, "threshold": th, "safe_read_as_safe": rate(safe), "not_read_as_safe": rate(other),
+            "check_ms_p50": round(float(np.median(times)) * 1000),
+            "sweep": {f"{t:.2f}": [sum(counts(r, t) for r in safe), sum(counts(r, t) for r in other)]
+                      for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)},
+            "rows": rows}
 
 
 def print_split(r: dict) -> None:
@@ -301,11 +336,21 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--split", choices=("dev", "test"), help="only the guard on this split of tests/data/care/")
+    ap.add_argument("--safe", choices=("dev", "test"), help="only the care-easing reader on safe_SPLIT.tsv")
     args = ap.parse_args()
     from tingshuo.config import load_settings
 
     stack = ModelStack.load(load_settings({"llm.temperature": 0.0, "llm.seed": 0}))
-    if args.split:
+    if args.safe:
+        r = safe_split(stack, args.safe)
+        print(f"says-safe reader on safe_{args.safe} (threshold {r['threshold']}): safe read as safe "
+              f"{r['safe_read_as_safe']}, others read as safe {r['not_read_as_safe']}, p50 {r['check_ms_p50']} ms")
+        print("  sweep (safe, others): " + ", ".join(f"{k}: {v}" for k, v in r["sweep"].items()))
+        for x in r["rows"]:
+            print(f"    {'safe' if x['safe'] else 'not '} {x['p']:.2f} guard {x['guard']:6s} {x['text']}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"care_safe_{args.safe}.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
+    elif args.split:
         r = split(stack, args.split)
         print_split(r)
         for w in r["wrong"]:

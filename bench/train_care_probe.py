@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from care_cases import load  # noqa: E402
 
-K, LAM, THRESHOLD = 1000, 0.01, 0.3  # chosen on dev by leave-one-out (AUC 0.947; 0.3: recall 63/70, false 20/82)
+K, LAM, THRESHOLD = 1000, 0.01, 0.3  # chosen on dev by leave-one-out (AUC 0.968; 0.3: recall 63/70, false 23/164)
 
 
 def fit(X: np.ndarray, y: np.ndarray, lam: float, steps: int = 300) -> tuple[np.ndarray, float]:
@@ -42,35 +42,59 @@ def fit(X: np.ndarray, y: np.ndarray, lam: float, steps: int = 300) -> tuple[np.
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "src" / "tingshuo" / "safety" / "data" / "care_probe.npz")
+    ap.add_argument("--k", type=int, default=K)
+    ap.add_argument("--lam", type=float, default=LAM)
+    ap.add_argument("--threshold", type=float, default=THRESHOLD)
     args = ap.parse_args()
     from tingshuo.config import load_settings
     from tingshuo.engine import ModelStack
-    from tingshuo.safety.guard import framed
+    from tingshuo.safety.guard import framed, prompt_hash
 
-    stack = ModelStack.load(load_settings({"llm.temperature": 0.0, "llm.seed": 0}))
-    g = stack.guard
-    g.warmup()
     cases = [c for c in load("dev") if c.label != "refuse"]
-    X = np.stack([g.logits(framed(c.text, "用户", c.history, c.role)) for c in cases]).astype(np.float64)
+    # the dev logits, kept between runs (bench/results/ is not committed): a K or λ sweep needs no model
+    cache = ROOT / "bench" / "results" / f"care_dev_logits_{prompt_hash()}.npz"
+    keys = np.array([repr((c.text, c.history, c.role)) for c in cases])
+    g = None
+    if cache.exists() and (old := np.load(cache))["keys"].tolist() == keys.tolist():
+        X = old["X"].astype(np.float64)
+        fingerprint = str(old["fingerprint"])
+    else:
+        stack = ModelStack.load(load_settings({"llm.temperature": 0.0, "llm.seed": 0}))
+        g = stack.guard
+        g.warmup()
+        X = np.stack([g.logits(framed(c.text, "用户", c.history, c.role)) for c in cases]).astype(np.float64)
+        fingerprint = g.fingerprint()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(cache, X=X.astype(np.float32), keys=keys, fingerprint=np.array(fingerprint))
     y = np.array([c.label == "care" for c in cases], dtype=np.float64)
-    idx = np.argsort(-X.mean(0))[:K]
+    idx = np.argsort(-X.mean(0))[:args.k]
     Z = X[:, idx]
     loo = np.zeros(len(y))
     for i in range(len(y)):
         tr = np.arange(len(y)) != i
         mu, sd = Z[tr].mean(0), Z[tr].std(0) + 1e-6
-        w, b = fit((Z[tr] - mu) / sd, y[tr], LAM)
+        w, b = fit((Z[tr] - mu) / sd, y[tr], args.lam)
         loo[i] = 1 / (1 + np.exp(-(((Z[i] - mu) / sd) @ w + b)))
+    pos, neg = loo[y == 1], loo[y == 0]
+    print(f"dev leave-one-out AUC {np.mean(pos[:, None] > neg[None, :]) + 0.5 * np.mean(pos[:, None] == neg[None, :]):.3f}"
+          f" (K {args.k}, λ {args.lam}, {int(y.sum())} crises, {int((1 - y).sum())} others)")
+    for kind in sorted({c.kind for c in cases}):
+        sel = np.array([c.kind == kind for c in cases])
+        for lab in (1, 0):
+            m = sel & (y == lab)
+            if m.any():
+                print(f"  {'care' if lab else 'allow'}/{kind}: {int(np.sum(loo[m] >= args.threshold))}/{int(m.sum())}"
+                      f" at or over {args.threshold}")
     for th in (0.2, 0.3, 0.4, 0.5):
         print(f"dev leave-one-out, threshold {th}: crises {int(np.sum(loo[y == 1] >= th))}/{int(y.sum())}, "
               f"look-alikes cared for {int(np.sum(loo[y == 0] >= th))}/{int((1 - y).sum())}")
     mu, sd = Z.mean(0), Z.std(0) + 1e-6
-    w, b = fit((Z - mu) / sd, y, LAM)
+    w, b = fit((Z - mu) / sd, y, args.lam)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, tokens=idx.astype(np.int32), mu=mu.astype(np.float32), sd=sd.astype(np.float32),
-                        w=w.astype(np.float32), b=np.float32(b), threshold=np.float32(THRESHOLD),
-                        fingerprint=np.array(g.fingerprint()))
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes), fingerprint {g.fingerprint()}")
+                        w=w.astype(np.float32), b=np.float32(b), threshold=np.float32(args.threshold),
+                        fingerprint=np.array(fingerprint))
+    print(f"wrote {args.out} ({args.out.stat().st_size} bytes), fingerprint {fingerprint}")
 
 
 if __name__ == "__main__":

@@ -53,3 +53,22 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     c = (p + z * z / (2 * n)) / d
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
     return (max(0.0, c - h), min(1.0, c + h))
+
+
+@dataclass(frozen=True)
+class SafeCase:
+    """A user turn in care mode: does it say they are safe now (``safe``) or not (``not``)?"""
+    safe: bool
+    text: str
+    history: tuple[tuple[str, str], ...]
+
+
+def load_safe(split: str) -> list[SafeCase]:
+    cases = []
+    for line in (DATA / f"safe_{split}.tsv").read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        label, text, history = line.split("\t")
+        assert label in ("safe", "not"), line
+        cases.append(SafeCase(label == "safe", text, _history(history)))
+    return cases

@@ -241,7 +241,12 @@ class SafetyConfig(Section):
     # bundled 1.5B and this guard prompt; its own threshold is in the file). Off by default: better on the care
     # split (94/100 crises, 20/106 look-alikes vs 64 and 29) but in the full suite it met ordinary turns with care
     # ("我叫李雷…", New-Year small talk in a role, an English clip) — its training data has no everyday chat yet
-    care_probe: bool = False
+    care_probe: bool = True
+    # Care mode eases when a user turn is read as saying they are safe now (P(安全) of SafetyGuard.says_safe at or
+    # over this; on safe_dev.tsv 0.6 read 7 of 12 such turns, 2 of 12 others) and the next care_ease_turns turns carry
+    # no risk signal (a false "safe" costs care too soon, a missed one only a longer care: precision first)
+    safe_threshold: float = 0.6
+    care_ease_turns: int = 2
     # P(anything but 正常) of an assistant clause above which it is not spoken: 0.5 blocked "先用毛巾把猫包起来…" (cat
     # claws, 0.50) and "Use kill -9…" (0.74); explicit instructions (explosives) score ≥ 0.83
     output_threshold: float = 0.8

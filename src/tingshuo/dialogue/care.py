@@ -39,6 +39,13 @@ _CARE_FOLLOW = {
     "en": "Earlier the user spoke of ending their life. Keep listening warmly, ask how they feel and whether they are "
           "safe, and do not end the conversation or change the subject abruptly.",
 }
+_CARE_SAFE = {
+    "zh": "对方刚才说自己现在是安全的。认真接住这句话，肯定对方愿意照顾自己，温和地陪对方聊下去；不要反复追问是否安全，"
+          "也不要马上换成轻松的话题。可以轻轻提一句：如果那种念头再出现，随时可以告诉你或打求助热线。",
+    "en": "The user just said they are safe now. Take that seriously, acknowledge that they are looking after "
+          "themselves and keep talking gently; do not keep asking whether they are safe or jump to light topics. "
+          "You may say softly that if those thoughts come back they can tell you or call a help line any time.",
+}
 _LINES_SENTENCE = {
     "zh": "如果你愿意，现在就可以打{lines}，那里有人随时愿意听你说。",
     "en": "If you can, reach out now: {lines}. Someone is there to listen, any time.",
@@ -60,9 +67,12 @@ def refusal_note(category: str, lang: str) -> str:
     return _REFUSE[lang].format(what=_WHAT[lang].get(category, _WHAT[lang]["crime"]))
 
 
-def care_note(cfg: SafetyConfig, lang: str, first: bool) -> str:
+def care_note(cfg: SafetyConfig, lang: str, first: bool, safe: bool = False) -> str:
+    """``first``: care begins with this turn; ``safe``: in care mode, the user just said they are safe now."""
     lang = "zh" if lang == "zh" else "en"
-    return _CARE[lang].format(lines=_lines(cfg, lang)) if first else _CARE_FOLLOW[lang]
+    if first:
+        return _CARE[lang].format(lines=_lines(cfg, lang))
+    return _CARE_SAFE[lang] if safe else _CARE_FOLLOW[lang]
 
 
 def lines_sentence(cfg: SafetyConfig, lang: str) -> str:

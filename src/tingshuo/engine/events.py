@@ -139,7 +139,9 @@ class SafetyVerdict(Event):
 
 @dataclass
 class CareChanged(Event):
-    """Care mode began: the assistant stays warm, asks, listens and offers help lines for the rest of the session."""
+    """Care mode began (``on``; ``reason`` the category) or eased (``reason`` "eased": the user said they are safe
+    and the turns after carried no risk signal). While on, the assistant stays warm, asks, listens and offers help
+    lines."""
 
     on: bool
     reason: str

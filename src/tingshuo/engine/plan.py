@@ -38,6 +38,7 @@ class TurnPlan:
     search_candidate: bool = False  # the turn may need a search (the response asks the LLM)
     pronunciation: Report | None = None  # the coach's reading of a spoken English turn (tutor persona)
     intent: Intent = CHAT  # what the model read the turn as asking for (tingshuo.intent)
+    says_safe: float | None = None  # in care mode: P(the user says they are safe now) (None: not read)
 
     @property
     def stop(self) -> bool:

@@ -41,7 +41,10 @@ class DialogueState:
     plan: ReplyPlan = field(default_factory=ReplyPlan)  # the plan for answering the last user turn
     last: TurnPlan | None = None  # the last taken user turn's plan (``respond()`` uses it)
     sung: list[str] = field(default_factory=list)  # songs sung in this conversation ("再唱一首" picks another)
-    care: bool = False  # care mode (a self-harm signal was heard): stays on for the session
+    # care mode (a self-harm signal was heard): stays on until the user says they are safe and the next
+    # ``safety.care_ease_turns`` turns carry no risk signal (safe-messaging practice: not on the first "I'm fine")
+    care: bool = False
+    care_safe_turns: int = -1  # turns without risk since the user said they are safe (-1: they have not said so)
     risk: list[SafetyVerdict] = field(default_factory=list)  # every non-allowed verdict, for the session log
 
     def recent(self, n: int) -> list[tuple[str, str]]:
@@ -62,6 +65,24 @@ class DialogueState:
                 return text_language(t["content"]) or self.persona.language
         return self.persona.language
 
+    def _ease_care(self, u: TurnPlan, settings: Settings) -> list[Event]:
+        """Care mode eases only once the user has said they are safe (the model's reading of their words, not a
+        word list) and the turns after that carry no risk signal; a risk signal on the way starts the count again.
+        The turn that says "safe" is not itself a calm turn: the guard reads it with the crisis before it."""
+        if not self.care or u.safety is None:
+            return []
+        cfg = settings.safety
+        if u.says_safe is not None and u.says_safe >= cfg.safe_threshold:
+            self.care_safe_turns = 0
+        elif u.safety.action != "allow":
+            self.care_safe_turns = -1
+        elif self.care_safe_turns >= 0:
+            self.care_safe_turns += 1
+            if self.care_safe_turns >= cfg.care_ease_turns:
+                self.care, self.care_safe_turns = False, -1
+                return [CareChanged(False, "eased", [])]
+        return []
+
     def accept(self, u: TurnPlan, item_id: str, settings: Settings) -> list[Event]:
         """The turn is taken: its feeling joins the record, a voice request takes effect, care mode may begin.
         Returns the events that follow, in order (a persona change is the caller's: it touches the models)."""
@@ -76,8 +97,10 @@ class DialogueState:
             events.append(ev)
             if v.action == "care" and not self.care:
                 self.care = True
+                self.care_safe_turns = -1
                 lines = [h.model_dump() for h in care_hotlines(settings.safety, text_language(u.text) or "zh")]
                 events.append(CareChanged(True, v.category, lines))
+        events += self._ease_care(u, settings)
         r = u.reading
         if r is not None:
             if r.features is not None:

@@ -81,6 +81,10 @@ class Understander:
             # ("我是认真的" after "我不想活了") or inside a frame ("大圣，我活够了")
             job = asyncio.ensure_future(run_on(ctx.lanes.guard, guard.check_input, text,
                                                st.recent(CONTEXT_TURNS), st.role(ctx.settings.dialogue.persona)))
+        safe_job = None
+        if guard is not None and st.care and text.strip():
+            # in care mode: does the user say they are safe now? (queued behind the check on the guard's thread)
+            safe_job = asyncio.ensure_future(run_on(ctx.lanes.guard, guard.says_safe, text, st.recent(CONTEXT_TURNS)))
         intent = asyncio.ensure_future(self.read_intent(text))  # on its own context, beside the guard
         u = await self.feel(text, language, audio, early, intent)
         t0 = time.perf_counter()
@@ -93,8 +97,14 @@ class Understander:
                 verdict = await job
             except LlmError as e:  # the guard failed: the turn goes on, the output check still applies
                 log.warning("safety check failed: %s", e)
+        says_safe = None
+        if safe_job is not None:
+            try:
+                says_safe = await safe_job
+            except LlmError as e:  # care simply stays on
+                log.warning("care-easing read failed: %s", e)
         lang = language or text_language(text) or st.language()
-        u = self.with_safety(replace(u, pronunciation=report), verdict, lang)
+        u = self.with_safety(replace(u, pronunciation=report, says_safe=says_safe), verdict, lang)
         # characters in a role do not look things up (a relative's "一个月挣多少钱" is not a price question)
         in_role = (u.persona or st.persona).key != ctx.settings.dialogue.persona
         candidate = False
@@ -152,11 +162,12 @@ class Understander:
             # borderline words said in a distressed voice: care (the voice alone never is)
             v = Verdict("care", "voice_distress", r.confidence, v.scores, v.text)
         u = replace(u, safety=v)
+        safe = u.says_safe is not None and u.says_safe >= cfg.safe_threshold
         companion = get_persona(self.ctx.settings.dialogue.persona)
         if v is not None and v.action in ("refuse", "care"):
             if v.action == "care":
                 u = replace(u, persona=companion,  # no role plays on over someone at risk
-                            plan=replace(u.plan, style="tender", note=care_note(cfg, lang, first=not st.care),
+                            plan=replace(u.plan, style="tender", note=care_note(cfg, lang, first=not st.care, safe=safe),
                                          remap={}, reason="care"))
             else:
                 u = replace(u, persona=st.persona,
@@ -173,7 +184,7 @@ class Understander:
             u = replace(u, plan=replace(u.plan, note="\n".join(x for x in (u.plan.note, note) if x)))
         if st.care and not (v is not None and v.action in ("refuse", "care")):
             u = replace(u, role=None, persona=companion, plan=replace(
-                u.plan, note="\n".join(x for x in (u.plan.note, care_note(cfg, lang, first=False)) if x)))
+                u.plan, note="\n".join(x for x in (u.plan.note, care_note(cfg, lang, first=False, safe=safe)) if x)))
         return u
 
     async def feel(self, text: str, language: str | None, audio: np.ndarray | None,

@@ -66,6 +66,31 @@ _SHOTS: list[tuple[str, str]] = [
     ("助手：用感冒药里的麻黄碱就能提炼出冰毒。", "毒品"),
 ]
 
+# Care eases only after the user says they are safe (issue 20): a yes/no read on the same model, its own prompt
+# (its prefix and the guard's each come back from their saved states, a few ms). The examples are in none of
+# tests/data/care/safe_*.tsv.
+_SAFE_PROMPT = """这位用户之前流露过伤害自己或轻生的念头，助手一直在陪着他。读用户刚说的话（前面附上前文），只回答一个词：
+安全：用户清楚地说自己现在安全了——不会伤害自己、危险已经过去、离开了危险的地方、身边有人陪、已经找人求助、约了医生，或答应会照顾好自己（说自己安全、只是还难过或很累，也是安全）
+不明：没有说自己安全——只有一两个字（“嗯”“好”“OK”“行吧”），只说“没事”“还好”来敷衍、拒绝回答、不想说、转移话题、要听故事或笑话
+危险：仍有危险——还在危险的地方、手边还有工具或药、说已经决定了、道别、说来不及了、很快就结束了、以后不会再麻烦别人"""
+_SAFE_SHOTS: list[tuple[str, str]] = [
+    ("（前文）用户：我想死\n（前文）助手：你现在安全吗？\n用户：我在家，我爸妈都在，我不会做什么的", "安全"),
+    ("（前文）用户：I can't go on.\n（前文）助手：Are you safe right now?\n用户：Yeah.", "不明"),
+    ("（前文）用户：I'm on the bridge.\n（前文）助手：Please step away from the edge.\n用户：I walked home. I'm safe, "
+     "I'm calling my sister.", "安全"),
+    ("（前文）用户：我不想活了\n（前文）助手：你现在安全吗？\n用户：给我讲个故事吧", "不明"),
+    ("（前文）用户：我想割腕\n（前文）助手：请先把刀放下好吗？\n用户：刀我交给室友了，我好一点了", "安全"),
+    ("（前文）用户：Nobody would miss me.\n（前文）助手：I would. Are you thinking of suicide?\n用户：It won't matter "
+     "after tonight.", "危险"),
+    ("（前文）用户：我把猫送人了\n（前文）助手：你还好吗？\n用户：我很好，以后你们都不用为我操心了", "危险"),
+    ("（前文）用户：活着好累\n（前文）助手：你现在有伤害自己的想法吗？\n用户：好吧", "不明"),
+    ("（前文）用户：I keep thinking about dying.\n（前文）助手：Are you safe tonight?\n用户：I'm safe, I promise. "
+     "Just exhausted and sad.", "安全"),
+    ("（前文）用户：I want to disappear.\n（前文）助手：Are you thinking of hurting yourself?\n用户：Let's just drop "
+     "it.", "不明"),
+]
+SAFE_LABELS = ["安全", "不明", "危险"]
+
 # what a check reads of the conversation before the turn: the last few turns, each cut short (the guard's
 # prompt is cached; the context is read on every check, ~3 ms a token on 2 cores)
 CONTEXT_TURNS = 3
@@ -216,6 +241,28 @@ class SafetyGuard:
             cat = max(harm, key=harm.__getitem__)
             return Verdict("refuse", CATEGORIES[cat], sum(harm.values()), scores, text)
         return Verdict("allow", "none", probs["正常"], scores, text)
+
+    def _safe_messages(self, text: str) -> list[Message]:
+        msgs: list[Message] = [{"role": "system", "content": _SAFE_PROMPT}]
+        for u, a in _SAFE_SHOTS:
+            msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+        return [*msgs, {"role": "user", "content": text.strip()}]
+
+    def says_safe(self, text: str, history: Sequence[tuple[str, str]] = ()) -> float:
+        """P(安全): the user, in care mode, says they are safe now, read with the turns before it. Care eases on this
+        only together with later turns that carry no risk (``DialogueState.accept``)."""
+        if not text.strip():
+            return 0.0
+        msgs = self._safe_messages(framed(text, "用户", history))
+        with self._lock:
+            # the two prompts share one context: each prefix is primed (from its saved state after the first
+            # time) so neither check re-reads the other's ~1,000 tokens
+            self.llm.prime(msgs[:-1])
+            try:
+                return self._labels(msgs, SAFE_LABELS)["安全"]
+            finally:
+                if self._warm:
+                    self.llm.prime(self._messages("")[:-1])
 
     def check_output(self, text: str, care: bool = False) -> Verdict:
         """A clause the assistant is about to say: blocked when it reads as harmful instructions or content.
