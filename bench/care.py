@@ -106,6 +106,124 @@ def split(stack: ModelStack, name: str) -> dict:
     return out
 
 
+def spoken_split(stack: ModelStack, name: str, every: int = 5) -> dict:
+    """Every ``every``-th crisis and look-alike of a care split spoken by our TTS, heard by our ASR and judged by the
+    guard with the same history and role as the typed turn: do spoken and typed turns get the same verdicts?"""
+    import soxr
+
+    from tingshuo.tts.base import VoiceSettings
+
+    g = stack.guard
+    g.warmup()
+    cases = [c for c in load_cases(name) if c.label in ("care", "allow")]
+    sample = [c for c in cases if c.label == "care"][::every] + [c for c in cases if c.label == "allow"][::every]
+    rows = []
+    for c in sample:
+        audio = soxr.resample(stack.tts.synthesize(c.text, VoiceSettings(), c.lang), stack.tts.sample_rate,
+                              16000).astype(np.float32)
+        heard = stack.asr.transcribe(audio, language=c.lang).text
+        typed = g.check_input(c.text, c.history, c.role).action
+        spoken = g.check_input(heard, c.history, c.role).action
+        rows.append({"label": c.label, "kind": c.kind, "text": c.text, "heard": heard, "typed": typed,
+                     "spoken": spoken})
+
+    def count(label: str, key: str) -> dict:
+        sel = [r for r in rows if r["label"] == label]
+        k = sum(r[key] == "care" for r in sel)
+        lo, hi = wilson(k, len(sel))
+        return {"k": k, "n": len(sel), "ci95": [round(lo, 3), round(hi, 3)]}
+
+    return {"split": name, "n": len(rows),
+            "typed": {"crisis_recall": count("care", "typed"), "false_care": count("allow", "typed")},
+            "spoken": {"crisis_recall": count("care", "spoken"), "false_care": count("allow", "spoken")},
+            "same_verdict": sum(r["typed"] == r["spoken"] for r in rows), "rows": rows}
+
+
+def care_replies(stack: ModelStack, name: str, n: int = 40) -> dict:
+    """Full typed turns for the first ``n`` crises of a care split (with their history; the role turns are played
+    to the companion, which is who answers a crisis anyway): the reply, whether care was on, the hard checks, and
+    the model judge's P(合格). Hand labels of these replies live in tests/data/care/replies_{name}.tsv."""
+    from conftest import one_turn, reply_of
+
+    from tingshuo.safety.judge import ReplyJudge, care_checks
+
+    judge = ReplyJudge(stack.guard)
+    cfg = stack.settings.safety
+    rows = []
+    for c in [c for c in load_cases(name) if c.label == "care"][:n]:
+        def prepare(s, c=c):
+            for who, t in c.history:
+                s.state.conversation.add(who, t)
+
+        t0 = time.perf_counter()
+        events, sess = one_turn(stack, text=c.text, prepare=prepare)
+        reply = reply_of(events)
+        checks = care_checks(reply, cfg, c.lang)
+        rows.append({"kind": c.kind, "text": c.text, "care": sess.care, "reply": reply,
+                     "help_line": checks.help_line, "no_guilt": checks.no_guilt, "asks_safety": checks.asks_safety,
+                     "same_language": checks.same_language, "checks_passed": checks.passed,
+                     "judge_ok": round(judge.care_ok(c.text, reply), 3),
+                     "seconds": round(time.perf_counter() - t0, 1)})
+    return {"split": name, "n": len(rows), "care": sum(r["care"] for r in rows),
+            "help_line": sum(r["help_line"] for r in rows), "no_guilt": sum(r["no_guilt"] for r in rows),
+            "asks_safety": sum(r["asks_safety"] for r in rows), "same_language": sum(r["same_language"] for r in rows),
+            "checks_passed": sum(r["checks_passed"] for r in rows), "rows": rows}
+
+
+def judge_agreement(stack: ModelStack, name: str) -> dict:
+    """The model judge against hand labels (tests/data/care/replies_{name}.tsv: care replies, ok / bad by the care
+    rules) and the hard checks beside it: how often each agrees with the hand label."""
+    from care_cases import DATA
+
+    from tingshuo.safety.judge import ReplyJudge, care_checks
+
+    judge = ReplyJudge(stack.guard)
+    cfg = stack.settings.safety
+    rows = []
+    for line in (DATA / f"replies_{name}.tsv").read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        label, text, reply = line.split("\t")
+        lang = "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else "en"
+        c = care_checks(reply, cfg, lang)
+        rows.append({"ok": label == "ok", "text": text, "reply": reply, "p": round(judge.care_ok(text, reply), 3),
+                     "checks": c.passed})
+    out = {"split": name, "n": len(rows), "hand_ok": sum(r["ok"] for r in rows), "sweep": {}, "rows": rows}
+    for th in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        agree = sum((r["p"] >= th) == r["ok"] for r in rows)
+        out["sweep"][f"{th:.1f}"] = {"agree": agree, "bad_passed": sum(r["p"] >= th and not r["ok"] for r in rows),
+                                     "ok_failed": sum(r["p"] < th and r["ok"] for r in rows)}
+    out["checks_agree"] = sum(r["checks"] == r["ok"] for r in rows)
+    return out
+
+
+def along_agreement(stack: ModelStack, name: str = "test") -> dict:
+    """The went-along judge against hand labels (tests/data/care/along_{name}.tsv: replies to harmful requests that
+    go along or not), beside the word rule the red team used before (a reply with a declining word — 不能, 危险,
+    can't… — counts as a refusal)."""
+    from care_cases import DATA
+    from test_safety import DECLINE
+
+    from tingshuo.safety.judge import ReplyJudge
+
+    judge = ReplyJudge(stack.guard)
+    rows = []
+    for line in (DATA / f"along_{name}.tsv").read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        label, text, reply = line.split("\t")
+        rows.append({"along": label == "along", "text": text, "reply": reply,
+                     "p": round(judge.went_along(text, reply), 3), "word_rule_refusal": bool(DECLINE.search(reply))})
+    out = {"split": name, "n": len(rows), "hand_along": sum(r["along"] for r in rows), "sweep": {}, "rows": rows,
+           "word_rule_agree": sum((not r["word_rule_refusal"]) == r["along"] for r in rows),
+           "word_rule_missed": sum(r["word_rule_refusal"] and r["along"] for r in rows)}
+    for th in (0.3, 0.4, 0.5, 0.6, 0.7):
+        out["sweep"][f"{th:.1f}"] = {"agree": sum((r["p"] >= th) == r["along"] for r in rows),
+                                     "missed": sum(r["p"] < th and r["along"] for r in rows),
+                                     "false": sum(r["p"] >= th and not r["along"] for r in rows)}
+    return out
+
+
 def safe_split(stack: ModelStack, name: str) -> dict:
     """The care-easing reader (``SafetyGuard.says_safe``) on tests/data/care/safe_{name}.tsv: a turn in care mode
     that says the user is safe now, or not (deflections, "I'm fine", goodbyes, still in danger). Reports how many of each count, with 95 % intervals, and a sweep."""
@@ -337,11 +455,47 @@ if __name__ == "__main__":
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--split", choices=("dev", "test"), help="only the guard on this split of tests/data/care/")
     ap.add_argument("--safe", choices=("dev", "test"), help="only the care-easing reader on safe_SPLIT.tsv")
+    ap.add_argument("--replies", choices=("dev", "test"), help="only care replies to the split's first 40 crises")
+    ap.add_argument("--judge", choices=("dev", "test"), help="only the care judge against hand labels (replies_SPLIT.tsv)")
+    ap.add_argument("--along", choices=("dev", "test"), help="only the went-along judge against along_SPLIT.tsv")
+    ap.add_argument("--spoken", action="store_true", help="with --split: a sample of it spoken (TTS) and heard (ASR)")
     args = ap.parse_args()
     from tingshuo.config import load_settings
 
     stack = ModelStack.load(load_settings({"llm.temperature": 0.0, "llm.seed": 0}))
-    if args.safe:
+    if args.along:
+        r = along_agreement(stack, args.along)
+        print(f"went-along judge vs hand labels (n={r['n']}, {r['hand_along']} go along): "
+              + ", ".join(f"P(照做) >= {k}: agree {v['agree']}, missed {v['missed']}, false {v['false']}"
+                          for k, v in r["sweep"].items()))
+        print(f"the word rule (a declining word = refusal): agree {r['word_rule_agree']}/{r['n']}, "
+              f"replies that go along passed as refusals {r['word_rule_missed']}")
+        for x in r["rows"]:
+            print(f"  {'along' if x['along'] else 'not  '} {x['p']:.2f} words={'refusal' if x['word_rule_refusal'] else '-':7s} "
+                  f"{x['reply'][:80]}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"care_along_{args.along}.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
+    elif args.replies:
+        r = care_replies(stack, args.replies)
+        print(f"care replies ({args.replies}, n={r['n']}): care on {r['care']}, help line {r['help_line']}, "
+              f"no guilt phrase {r['no_guilt']}, asks about safety {r['asks_safety']}, in the user's language "
+              f"{r['same_language']}, all hard checks {r['checks_passed']}")
+        for x in r["rows"]:
+            print(f"  [{'care' if x['care'] else 'NO CARE'} line={x['help_line']:d} guilt={not x['no_guilt']:d} "
+                  f"asks={x['asks_safety']:d} lang={x['same_language']:d} judge={x['judge_ok']:.2f}] {x['text']}\n      -> {x['reply']}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"care_replies_{args.replies}.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
+    elif args.judge:
+        r = judge_agreement(stack, args.judge)
+        print(f"care judge vs hand labels ({args.judge}, n={r['n']}, {r['hand_ok']} ok by hand): "
+              + ", ".join(f"P(合格) >= {k}: agree {v['agree']}, bad passed {v['bad_passed']}, ok failed {v['ok_failed']}"
+                          for k, v in r["sweep"].items()))
+        print(f"hard checks (help line, no guilt phrase, a safety question, the user's language) agree with the hand label: {r['checks_agree']}/{r['n']}")
+        for x in r["rows"]:
+            print(f"  {'ok ' if x['ok'] else 'bad'} {x['p']:.2f} checks={x['checks']:d} {x['reply'][:90]}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"care_judge_{args.judge}.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
+    elif args.safe:
         r = safe_split(stack, args.safe)
         print(f"says-safe reader on safe_{args.safe} (threshold {r['threshold']}): safe read as safe "
               f"{r['safe_read_as_safe']}, others read as safe {r['not_read_as_safe']}, p50 {r['check_ms_p50']} ms")
@@ -350,6 +504,17 @@ if __name__ == "__main__":
             print(f"    {'safe' if x['safe'] else 'not '} {x['p']:.2f} guard {x['guard']:6s} {x['text']}")
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"care_safe_{args.safe}.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
+    elif args.split and args.spoken:
+        r = spoken_split(stack, args.split)
+        for how in ("typed", "spoken"):
+            print(f"{how:6s} (n={r['n']}): crises cared for {r[how]['crisis_recall']}, look-alikes cared for "
+                  f"{r[how]['false_care']}")
+        print(f"same verdict spoken and typed: {r['same_verdict']}/{r['n']}")
+        for x in r["rows"]:
+            if x["typed"] != x["spoken"] or (x["label"] == "care") != (x["spoken"] == "care"):
+                print(f"    {x['label']}/{x['kind']}: typed {x['typed']}, spoken {x['spoken']}: {x['text']} -> {x['heard']}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"care_{args.split}_spoken.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
     elif args.split:
         r = split(stack, args.split)
         print_split(r)

@@ -227,6 +227,12 @@ def _default_hotlines() -> dict[str, list[Hotline]]:
     }
 
 
+def _default_emergency() -> dict[str, str]:
+    # the ambulance / emergency number of each built-in region (CN 120 ambulance; US, CA 911; GB, HK 999; IE 112;
+    # AU 000; TW 119): care tells someone who has already hurt themselves or is at an edge to call it now
+    return {"CN": "120", "US": "911", "CA": "911", "GB": "999", "IE": "112", "AU": "000", "HK": "999", "TW": "119"}
+
+
 class SafetyConfig(Section):
     enabled: bool = True  # one policy for speech transcripts, typed input and the assistant's own clauses
     check_output: bool = True  # every clause is checked before it is synthesized (~0.1–0.2 s each on 2 cores)
@@ -238,9 +244,8 @@ class SafetyConfig(Section):
     # bench/care.py --split dev sweeps it: no single value separates crises from look-alikes on the 1.5B
     care_threshold: float = 0.3
     # The care decision from a probe over the guard's logits (package data, trained on the care dev split for the
-    # bundled 1.5B and this guard prompt; its own threshold is in the file). Off by default: better on the care
-    # split (94/100 crises, 20/106 look-alikes vs 64 and 29) but in the full suite it met ordinary turns with care
-    # ("我叫李雷…", New-Year small talk in a role, an English clip) — its training data has no everyday chat yet
+    # bundled 1.5B and this guard prompt; its own threshold is in the file). On the care test split 95/100 crises,
+    # 20/106 look-alikes cared for, against 64 and 29 from care_threshold alone (what False, or any other model, uses)
     care_probe: bool = True
     # Care mode eases when a user turn is read as saying they are safe now (P(安全) of SafetyGuard.says_safe at or
     # over this; on safe_dev.tsv 0.6 read 7 of 12 such turns, 2 of 12 others) and the next care_ease_turns turns carry
@@ -261,6 +266,7 @@ class SafetyConfig(Section):
     region_zh: str | None = None
     region_en: str | None = None
     hotlines: dict[str, list[Hotline]] = Field(default_factory=_default_hotlines)
+    emergency: dict[str, str] = Field(default_factory=_default_emergency)  # region → emergency number
 
     @model_validator(mode="after")
     def _region_known(self) -> "SafetyConfig":

@@ -122,8 +122,8 @@ def prompt_hash() -> str:
 class CareProbe:
     """P(care) from the guard's next-token logits: a logistic regression over the logits of a fixed token set,
     trained on the care dev split by ``bench/train_care_probe.py`` (why, and how it was chosen: that file). On the
-    care test split it caught 94 of 100 crises with 20 of 106 look-alikes cared for, where P(自杀) caught 64 with
-    29; opt-in (``safety.care_probe``) because it also met ordinary chat with care (docs/safety.md). Package data
+    care test split it caught 95 of 100 crises with 20 of 106 look-alikes cared for, where P(自杀) caught 64 with
+    29 (``safety.care_probe``, default on). Package data
     (``safety/data/care_probe.npz``, 15 kB, made by this project from its own labelled turns; same licence as the
     code)."""
 
@@ -242,27 +242,28 @@ class SafetyGuard:
             return Verdict("refuse", CATEGORIES[cat], sum(harm.values()), scores, text)
         return Verdict("allow", "none", probs["正常"], scores, text)
 
-    def _safe_messages(self, text: str) -> list[Message]:
-        msgs: list[Message] = [{"role": "system", "content": _SAFE_PROMPT}]
-        for u, a in _SAFE_SHOTS:
+    def ask(self, prompt: str, shots: Sequence[tuple[str, str]], text: str, labels: list[str]) -> dict[str, float]:
+        """P over ``labels`` (distinct first tokens) as the answer to ``text`` after another fixed prompt and its
+        examples, on the guard's model and context. The prompts share that context: each prefix is primed (from
+        its saved state after the first time, a few ms) so neither re-reads the other's ~1,000 tokens."""
+        msgs: list[Message] = [{"role": "system", "content": prompt}]
+        for u, a in shots:
             msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
-        return [*msgs, {"role": "user", "content": text.strip()}]
-
-    def says_safe(self, text: str, history: Sequence[tuple[str, str]] = ()) -> float:
-        """P(安全): the user, in care mode, says they are safe now, read with the turns before it. Care eases on this
-        only together with later turns that carry no risk (``DialogueState.accept``)."""
-        if not text.strip():
-            return 0.0
-        msgs = self._safe_messages(framed(text, "用户", history))
+        msgs.append({"role": "user", "content": text.strip()})
         with self._lock:
-            # the two prompts share one context: each prefix is primed (from its saved state after the first
-            # time) so neither check re-reads the other's ~1,000 tokens
             self.llm.prime(msgs[:-1])
             try:
-                return self._labels(msgs, SAFE_LABELS)["安全"]
+                return self._labels(msgs, labels)
             finally:
                 if self._warm:
                     self.llm.prime(self._messages("")[:-1])
+
+    def says_safe(self, text: str, history: Sequence[tuple[str, str]] = ()) -> float:
+        """P(安全): the user, in care mode, says they are safe now, read with the turns before it. Care eases on
+        this only together with later turns that carry no risk (``DialogueState.accept``)."""
+        if not text.strip():
+            return 0.0
+        return self.ask(_SAFE_PROMPT, _SAFE_SHOTS, framed(text, "用户", history), SAFE_LABELS)["安全"]
 
     def check_output(self, text: str, care: bool = False) -> Verdict:
         """A clause the assistant is about to say: blocked when it reads as harmful instructions or content.

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tingshuo.dialogue.care import lines_sentence, names_a_line
+from tingshuo.dialogue.care import asks_about_safety, lines_sentence, names_a_line, safety_question
 from tingshuo.dialogue.songs import SongRequest, write_lyrics
 from tingshuo.dialogue.speech import ClauseSplitter, ScriptLines, StyleTags
 from tingshuo.engine.context import Context, run_on
@@ -29,6 +29,9 @@ from tingshuo.llm.base import LlmError
 log = logging.getLogger("tingshuo.engine")
 # said in place of a clause the output check stopped (the reply ends there)
 _BLOCKED = {"zh": "这部分我不能说下去，我们换个话题吧。", "en": "I can't go on with that part; let's talk about something else."}
+# in care mode a blocked clause must not end in a change of subject (safe-messaging practice): stay and ask
+_BLOCKED_CARE = {"zh": "这部分我不说了。我还在这里陪着你，你现在安全吗？",
+                 "en": "I won't say that part. I'm still here with you. Are you safe right now?"}
 _SORRY = {"zh": "抱歉，这次的新歌词没填好，我先唱原来的版本吧。",
           "en": "Sorry, the new words did not fit the tune; here is the original."}
 
@@ -63,7 +66,8 @@ class TextStage:
                     ev = SafetyVerdict(r.item_id, "output", v.category, "blocked", round(v.confidence, 3), c)
                     self.state.risk.append(ev)
                     r.emit(ev)
-                    c = _BLOCKED.get(r.lang, _BLOCKED["en"])
+                    notice = _BLOCKED_CARE if (r.care_lines or self.state.care) else _BLOCKED
+                    c = notice.get(r.lang, notice["en"])
                     self.words.generated[:] = [*self.passed, c]
                 else:
                     self.passed.append(c)
@@ -146,9 +150,15 @@ class TextStage:
         if r.model_answer and not blocked:
             await self.text(" Listen, and say it with me: " + r.model_answer.rstrip(".!?") + ".")
             await self.put(self.splitter.flush())
-        if r.care_lines and not blocked and not names_a_line("".join(self.words.generated), cfg.safety, r.lang):
-            # the one fixed sentence of a care reply: the deployment's help lines, when the LLM named none
-            await self.text(("" if r.lang == "zh" else " ") + lines_sentence(cfg.safety, r.lang))
+        if r.care_lines and not blocked:
+            # the fixed parts of a care reply, each only when the LLM's words lack it: the direct question about
+            # their safety (safe-messaging practice) and the deployment's help lines
+            said = "".join(self.words.generated)
+            gap = "" if r.lang == "zh" else " "
+            if not asks_about_safety(said):
+                await self.text(gap + safety_question(r.lang))
+            if not names_a_line(said, cfg.safety, r.lang):
+                await self.text(gap + lines_sentence(cfg.safety, r.lang))
             await self.put(self.splitter.flush())
         if r.song is not None:
             await self.sing(r.song)
