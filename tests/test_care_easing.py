@@ -85,3 +85,24 @@ def test_the_model_reads_who_says_they_are_safe(stack):
         assert g.says_safe(c.text, c.history) < th, text
     # the guard's own prompt is back in place: a check afterwards reads as before
     assert g.check_input("今天天气真好，我们去公园散步吧").action == "allow"
+
+
+def test_the_fixed_parts_of_a_care_reply():
+    """What a care reply is checked for, and the emergency number of the configured region (not the language)."""
+    from tingshuo.config import SafetyConfig
+    from tingshuo.dialogue.care import asks_about_safety, emergency_sentence
+    from tingshuo.safety.judge import care_checks
+
+    assert asks_about_safety("听起来你很累。你是不是真的想一了百了？")
+    assert asks_about_safety("I'm here. Are you safe right now?")
+    assert not asks_about_safety("你感觉怎么样？")  # a question, not about their safety
+    assert not asks_about_safety("Please stay safe.")  # about safety, not a question
+    assert "120" in emergency_sentence(SafetyConfig(), "en") and "999" in emergency_sentence(
+        SafetyConfig(region="GB"), "zh")
+    cfg = SafetyConfig()
+    good = care_checks("你现在安全吗？可以打12356。", cfg, "zh")
+    assert good.passed
+    guilt = care_checks("你现在安全吗？想想你的家人会多难过。可以打12356。", cfg, "zh")
+    assert not guilt.no_guilt and not guilt.passed
+    wrong_language = care_checks("你是不是真的想结束生命？ If you can, reach out now: 全国心理援助热线 at 12356.", cfg, "en")
+    assert not wrong_language.same_language

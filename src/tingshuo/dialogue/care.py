@@ -1,9 +1,10 @@
 """What the reply is told when the safety policy steps in: a warm refusal, or care for someone at risk.
 
 The words of the reply stay the LLM's (in the persona's voice, a fitting tone — never a canned robotic line);
-these notes tell it what to do. Two parts are fixed, each added only when the reply lacks it: the help lines, from
-the deployment's configuration (``safety.hotlines``), so that no care reply goes without a real number; and the
-direct question about their safety that safe-messaging practice asks for, which the 1.5B often leaves out.
+these notes tell it what to do. Three parts are fixed, each added only when the reply lacks it: the direct question
+about their safety that safe-messaging practice asks for, which the 1.5B often leaves out; the emergency number for
+someone already hurt or in danger now; and the help lines, from the deployment's configuration
+(``safety.hotlines``), so that no care reply goes without a real number.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ _ASKS_SAFETY = re.compile(
     r"[^。！？!?.]*(安全|伤害自己|生命|轻生|自杀|想死|不想活|一死了之|一了百了|跳楼|跳下去|割|消失|危险的想法|"
     r"safe|hurt(ing)? yourself|harm(ing)? yourself|your life|suicid|kill(ing)? yourself|end(ing)? it|"
     r"die|dying|jump)[^。！？!?.]*[？?]", re.I)
+# what crisis lines say first: someone already hurt or in danger now needs an ambulance before a conversation. The
+# care note asks the LLM for it, but the 1.5B did not once in six such dev cases (pills taken, cuts, at an edge)
+_EMERGENCY_SENTENCE = {"zh": "如果你已经伤害了自己，或者现在就在危险的地方，请马上打{number}。",
+                       "en": "If you have already hurt yourself or are in danger right now, call {number} now."}
 _LINES_SENTENCE = {
     "zh": "如果你愿意，现在就可以打{lines}，那里有人随时愿意听你说。",
     "en": "If you can, reach out now: {lines}. Someone is there to listen, any time.",
@@ -108,6 +113,11 @@ def asks_about_safety(text: str) -> bool:
 
 def safety_question(lang: str) -> str:
     return _SAFETY_QUESTION["zh" if lang == "zh" else "en"]
+
+
+def emergency_sentence(cfg: SafetyConfig, lang: str) -> str:
+    lang = "zh" if lang == "zh" else "en"
+    return _EMERGENCY_SENTENCE[lang].format(number=emergency(cfg, lang))
 
 
 def names_a_line(text: str, cfg: SafetyConfig, lang: str) -> bool:

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 
 from tingshuo.config import SafetyConfig
-from tingshuo.dialogue.care import asks_about_safety, hotlines, lines_sentence, names_a_line
+from tingshuo.dialogue.care import (asks_about_safety, emergency_sentence, hotlines, lines_sentence, names_a_line,
+                                    safety_question)
 from tingshuo.safety.guard import SafetyGuard
 
 _CARE_PROMPT = """你在检查陪伴助手回复一位可能想伤害自己或轻生的用户时说的话。只回答一个词：
@@ -66,7 +67,10 @@ class CareChecks:
 
 
 def care_checks(reply: str, cfg: SafetyConfig, lang: str) -> CareChecks:
-    own = reply.replace(lines_sentence(cfg, lang), " ")
+    # the fixed sentences tingshuo adds are in the user's language by construction: judge the LLM's own words
+    own = reply
+    for fixed in (lines_sentence(cfg, lang), safety_question(lang), emergency_sentence(cfg, lang)):
+        own = own.replace(fixed, " ")
     # the help lines' own names may be in another script ("全国心理援助热线 at 12356"): judge the rest
     for h in hotlines(cfg, lang):
         own = own.replace(h.name, " ")

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tingshuo.dialogue.care import asks_about_safety, lines_sentence, names_a_line, safety_question
+from tingshuo.dialogue.care import (asks_about_safety, emergency, emergency_sentence, lines_sentence, names_a_line,
+                                    safety_question)
 from tingshuo.dialogue.songs import SongRequest, write_lyrics
 from tingshuo.dialogue.speech import ClauseSplitter, ScriptLines, StyleTags
 from tingshuo.engine.context import Context, run_on
@@ -152,11 +153,13 @@ class TextStage:
             await self.put(self.splitter.flush())
         if r.care_lines and not blocked:
             # the fixed parts of a care reply, each only when the LLM's words lack it: the direct question about
-            # their safety (safe-messaging practice) and the deployment's help lines
+            # their safety (safe-messaging practice), the emergency number, the deployment's help lines
             said = "".join(self.words.generated)
             gap = "" if r.lang == "zh" else " "
             if not asks_about_safety(said):
                 await self.text(gap + safety_question(r.lang))
+            if emergency(cfg.safety, r.lang) not in said:
+                await self.text(gap + emergency_sentence(cfg.safety, r.lang))
             if not names_a_line(said, cfg.safety, r.lang):
                 await self.text(gap + lines_sentence(cfg.safety, r.lang))
             await self.put(self.splitter.flush())
