@@ -450,6 +450,11 @@ def run(stack: ModelStack, out_dir: Path) -> dict:
     return res
 
 
+def _save(out_dir: Path, name: str, r: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / name).write_text(json.dumps(r, indent=2, ensure_ascii=False))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -473,8 +478,7 @@ if __name__ == "__main__":
         for x in r["rows"]:
             print(f"  {'along' if x['along'] else 'not  '} {x['p']:.2f} words={'refusal' if x['word_rule_refusal'] else '-':7s} "
                   f"{x['reply'][:80]}")
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"care_along_{args.along}.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
+        _save(args.out, f"care_along_{args.along}.json", r)
     elif args.replies:
         r = care_replies(stack, args.replies)
         print(f"care replies ({args.replies}, n={r['n']}): care on {r['care']}, help line {r['help_line']}, "
@@ -483,8 +487,7 @@ if __name__ == "__main__":
         for x in r["rows"]:
             print(f"  [{'care' if x['care'] else 'NO CARE'} line={x['help_line']:d} guilt={not x['no_guilt']:d} "
                   f"asks={x['asks_safety']:d} lang={x['same_language']:d} judge={x['judge_ok']:.2f}] {x['text']}\n      -> {x['reply']}")
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"care_replies_{args.replies}.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
+        _save(args.out, f"care_replies_{args.replies}.json", r)
     elif args.judge:
         r = judge_agreement(stack, args.judge)
         print(f"care judge vs hand labels ({args.judge}, n={r['n']}, {r['hand_ok']} ok by hand): "
@@ -493,8 +496,7 @@ if __name__ == "__main__":
         print(f"hard checks (help line, no guilt phrase, a safety question, the user's language) agree with the hand label: {r['checks_agree']}/{r['n']}")
         for x in r["rows"]:
             print(f"  {'ok ' if x['ok'] else 'bad'} {x['p']:.2f} checks={x['checks']:d} {x['reply'][:90]}")
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"care_judge_{args.judge}.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
+        _save(args.out, f"care_judge_{args.judge}.json", r)
     elif args.safe:
         r = safe_split(stack, args.safe)
         print(f"says-safe reader on safe_{args.safe} (threshold {r['threshold']}): safe read as safe "
@@ -502,8 +504,7 @@ if __name__ == "__main__":
         print("  sweep (safe, others): " + ", ".join(f"{k}: {v}" for k, v in r["sweep"].items()))
         for x in r["rows"]:
             print(f"    {'safe' if x['safe'] else 'not '} {x['p']:.2f} guard {x['guard']:6s} {x['text']}")
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"care_safe_{args.safe}.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
+        _save(args.out, f"care_safe_{args.safe}.json", r)
     elif args.split and args.spoken:
         r = spoken_split(stack, args.split)
         for how in ("typed", "spoken"):
@@ -513,14 +514,12 @@ if __name__ == "__main__":
         for x in r["rows"]:
             if x["typed"] != x["spoken"] or (x["label"] == "care") != (x["spoken"] == "care"):
                 print(f"    {x['label']}/{x['kind']}: typed {x['typed']}, spoken {x['spoken']}: {x['text']} -> {x['heard']}")
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"care_{args.split}_spoken.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
+        _save(args.out, f"care_{args.split}_spoken.json", r)
     elif args.split:
         r = split(stack, args.split)
         print_split(r)
         for w in r["wrong"]:
             print(f"    wrong: {w['label']}/{w['kind']} -> {w['action']} (P care {w['p_care']:.2f}) {w['text']}")
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"care_{args.split}.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
+        _save(args.out, f"care_{args.split}.json", r)
     else:
         run(stack, args.out)
