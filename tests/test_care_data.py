@@ -76,3 +76,15 @@ def test_the_bundled_care_probe_belongs_to_this_guard_prompt():
     assert digest == prompt_hash() and model.endswith("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
     assert probe.tokens.shape == probe.w.shape == probe.mu.shape and 0 < probe.threshold < 1
     assert np.all(probe.sd > 0)
+
+
+def test_a_long_turn_is_read_in_windows_that_cover_its_ends():
+    from tingshuo.safety.guard import WINDOW_CHARS, WINDOWS, windows
+
+    assert windows("短短一句") == ["短短一句"]
+    long = "天气不错。" * 2000 + "我不想活了"
+    parts = windows(long)
+    assert len(parts) == WINDOWS and all(len(p) == WINDOW_CHARS for p in parts)
+    assert parts[0] == long[:WINDOW_CHARS] and parts[-1].endswith("我不想活了")
+    mid = windows("甲" * 900)
+    assert len(mid) == 2 and mid[-1] == "甲" * WINDOW_CHARS

@@ -113,6 +113,26 @@ def framed(text: str, speaker: str = "用户", history: "Sequence[tuple[str, str
     return "\n".join(lines)
 
 
+# A turn longer than this is read in windows (a 9,600-character turn overflowed the guard's 4,096-token context,
+# the check failed after 44 s and the turn went on unchecked): at most WINDOWS of them, the first and the last
+# always, the most severe verdict wins
+WINDOW_CHARS = 500
+WINDOWS = 8
+
+
+def windows(text: str, size: int = WINDOW_CHARS, most: int = WINDOWS) -> list[str]:
+    """``text`` in overlapping windows of ``size`` characters, at most ``most``, spread over it (the first and the
+    last always: a long paste often ends with what the user means)."""
+    text = " ".join(text.split())
+    if len(text) <= size:
+        return [text]
+    step = size - size // 10
+    starts = list(range(0, len(text) - size, step)) + [len(text) - size]
+    if len(starts) > most:
+        starts = [starts[round(i * (len(starts) - 1) / (most - 1))] for i in range(most)]
+    return [text[a:a + size] for a in starts]
+
+
 def prompt_hash() -> str:
     """The guard prompt's identity (definitions, examples, labels): a probe trained on one reads no other."""
     prompt = _CATEGORY_PROMPT + "".join(u + a for u, a in _SHOTS) + "".join(CATEGORIES)
@@ -220,6 +240,12 @@ class SafetyGuard:
         first) and the character the assistant is playing: a risk is often in the turns together, or in a frame."""
         if not text.strip():
             return ALLOW
+        parts = windows(text)
+        if len(parts) > 1:
+            verdicts = [self.check_input(t, history, role) for t in parts]
+            order = {"care": 2, "refuse": 1, "allow": 0}
+            worst = max(verdicts, key=lambda v: (order[v.action], v.confidence if v.action != "allow" else 0.0))
+            return Verdict(worst.action, worst.category, worst.confidence, worst.scores, text)
         care_p = None
         if self.probe is not None:  # one forward pass: the labels and the probe read the same logits
             logits = self.logits(framed(text, "用户", history, role))
@@ -260,13 +286,15 @@ class SafetyGuard:
 
     def says_safe(self, text: str, history: Sequence[tuple[str, str]] = ()) -> float:
         """P(安全): the user, in care mode, says they are safe now, read with the turns before it. Care eases on
-        this only together with later turns that carry no risk (``DialogueState.accept``)."""
+        this only together with later turns that carry no risk (``DialogueState.accept``). A long turn is read by
+        its last window (where "I am safe now" would be; the guard reads all of it for risk)."""
         if not text.strip():
             return 0.0
+        text = windows(text)[-1]
         return self.ask(_SAFE_PROMPT, _SAFE_SHOTS, framed(text, "用户", history), SAFE_LABELS)["安全"]
 
     def check_output(self, text: str, care: bool = False) -> Verdict:
-        """A clause the assistant is about to say: blocked when it reads as harmful instructions or content.
+        """A clause (short by construction: the clause splitter cuts them) the assistant is about to say: blocked when it reads as harmful instructions or content.
         ``care``: a reply to someone at risk, which talks about suicide by necessity — there the self-harm label
         does not count (a method would still read as violence or drugs)."""
         if len(text.strip()) < 4:
