@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,21 +52,30 @@ def main() -> None:
     from tingshuo.safety.guard import framed, prompt_hash
 
     cases = [c for c in load("dev") if c.label != "refuse"]
-    # the dev logits, kept between runs (bench/results/ is not committed): a K or λ sweep needs no model
+    # the dev logits, kept between runs by case (bench/results/ is not committed): a K or λ sweep needs no model,
+    # and cases added to dev cost one read each
     cache = ROOT / "bench" / "results" / f"care_dev_logits_{prompt_hash()}.npz"
-    keys = np.array([repr((c.text, c.history, c.role)) for c in cases])
-    g = None
-    if cache.exists() and (old := np.load(cache))["keys"].tolist() == keys.tolist():
-        X = old["X"].astype(np.float64)
+    keys = [repr((c.text, c.history, c.role)) for c in cases]
+    rows: dict[str, np.ndarray] = {}
+    fingerprint = ""
+    if cache.exists():
+        old = np.load(cache)
+        rows = dict(zip(old["keys"].tolist(), old["X"]))
         fingerprint = str(old["fingerprint"])
-    else:
+    todo = [(k, c) for k, c in zip(keys, cases) if k not in rows]
+    if todo:
         stack = ModelStack.load(load_settings({"llm.temperature": 0.0, "llm.seed": 0}))
         g = stack.guard
         g.warmup()
-        X = np.stack([g.logits(framed(c.text, "用户", c.history, c.role)) for c in cases]).astype(np.float64)
+        if fingerprint and fingerprint != g.fingerprint():
+            rows, todo = {}, list(zip(keys, cases))  # another model: nothing cached is valid
         fingerprint = g.fingerprint()
+        for k, c in tqdm(todo, desc="guard logits", unit="case"):
+            rows[k] = g.logits(framed(c.text, "用户", c.history, c.role)).astype(np.float32)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(cache, X=X.astype(np.float32), keys=keys, fingerprint=np.array(fingerprint))
+        np.savez_compressed(cache, X=np.stack(list(rows.values())), keys=np.array(list(rows)),
+                            fingerprint=np.array(fingerprint))
+    X = np.stack([rows[k] for k in keys]).astype(np.float64)
     y = np.array([c.label == "care" for c in cases], dtype=np.float64)
     idx = np.argsort(-X.mean(0))[:args.k]
     Z = X[:, idx]
