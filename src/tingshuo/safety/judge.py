@@ -74,6 +74,8 @@ def care_checks(reply: str, cfg: SafetyConfig, lang: str) -> CareChecks:
     # the help lines' own names may be in another script ("全国心理援助热线 at 12356"): judge the rest
     for h in hotlines(cfg, lang):
         own = own.replace(h.name, " ")
+    # by proportion, not tingshuo.script.text_language (any Han character makes a text 'zh' there): an English
+    # reply that quotes one Chinese word is still an English reply
     han = sum("\u4e00" <= c <= "\u9fff" for c in own)
     latin = sum(c.isascii() and c.isalpha() for c in own)
     same = han >= latin if lang == "zh" else latin >= 2 * han
