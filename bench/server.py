@@ -7,7 +7,9 @@ What a client on the same machine sees (so protocol, JSON/base64 and pacing are 
   the reply itself (after a "嗯，" acknowledgement), one session, then two sessions talking at once;
 - barge-in over the API: the client starts a second clip while the reply plays; onset of that speech →
   ``input_audio_buffer.speech_started`` and → the last audio delta received (the voice stops at the client).
-Writes ``server.json`` and ``server.png``.
+The client calls once /readyz says the server takes calls; a call refused by admission control (``server_busy``)
+waits for /readyz and tries again (the pairs are not retried: they would no longer be simultaneous), and the table
+counts the refusals. Writes ``server.json`` and ``server.png``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ def start_server(settings, stack) -> tuple[int, object, threading.Thread]:
     th.start()
     while not srv.started:
         time.sleep(0.05)
+    # like a load balancer, call only once /readyz says the server takes calls: a server still priming its models
+    # refuses new sessions (admission control), and a benchmark of refusals measures nothing
+    import httpx
+
+    t0 = time.perf_counter()
+    while httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code != 200:
+        if time.perf_counter() - t0 > 180:
+            raise SystemExit("the server did not become ready in 180 s")
+        time.sleep(0.5)
+    print(f"ready {time.perf_counter() - t0:.1f} s after start")
     return port, srv, th
 
 
@@ -72,7 +84,34 @@ async def stream(conn, x16: np.ndarray, t_start: float) -> None:
         await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + n]).decode())
 
 
-async def one_turn(port: int, clip: np.ndarray, barge: np.ndarray | None = None) -> dict:
+async def ready(port: int, limit_s: float = 60.0) -> float:
+    """Seconds until /readyz answers 200 (admission control takes calls again)."""
+    import httpx
+
+    t0 = time.perf_counter()
+    async with httpx.AsyncClient() as http:
+        while (await http.get(f"http://127.0.0.1:{port}/readyz", timeout=5)).status_code != 200:
+            if time.perf_counter() - t0 > limit_s:
+                break
+            await asyncio.sleep(0.5)
+    return time.perf_counter() - t0
+
+
+async def one_turn(port: int, clip: np.ndarray, barge: np.ndarray | None = None, retry: bool = True) -> dict:
+    """One call; a refused call (server_busy) waits for /readyz and tries again, as a client would, up to three
+    times (``retry``: False for the simultaneous pairs, where a retry would no longer be simultaneous)."""
+    refused, waited = 0, 0.0
+    for _ in range(3 if retry else 1):
+        out = await _one_turn(port, clip, barge)
+        if not out.get("refused"):
+            break
+        refused += 1
+        waited += await ready(port)
+    out["refusals"], out["waited_s"] = refused, round(waited, 1)
+    return out
+
+
+async def _one_turn(port: int, clip: np.ndarray, barge: np.ndarray | None = None) -> dict:
     import openai
 
     client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="bench")
@@ -80,6 +119,16 @@ async def one_turn(port: int, clip: np.ndarray, barge: np.ndarray | None = None)
     lead = np.zeros(8000, np.float32)
     tail = np.zeros(16000 * 4, np.float32)
     out: dict = {}
+    try:
+        return await _turn(client, clip, barge, on, off, lead, tail, out)
+    except Exception as e:  # websockets' ConnectionClosedError: admission control said no (1013 server_busy)
+        if "server_busy" not in str(e):
+            raise
+        out["refused"] = True
+        return out
+
+
+async def _turn(client, clip, barge, on, off, lead, tail, out: dict) -> dict:
     async with client.realtime.connect(model="tingshuo") as conn:
         await conn.recv()  # session.created
         t0 = time.perf_counter() + 0.1
@@ -132,7 +181,8 @@ async def main_async(port: int, clips: list[np.ndarray]) -> dict:
               f"{single[-1].get('first_reply_ms', float('nan')):6.0f} ms", flush=True)
     pair = []
     for i in range(0, len(clips) - 1, 2):
-        res = await asyncio.gather(one_turn(port, clips[i]), one_turn(port, clips[i + 1]))
+        await ready(port)
+        res = await asyncio.gather(one_turn(port, clips[i], retry=False), one_turn(port, clips[i + 1], retry=False))
         pair += res
         print("  2 at once " + "  ".join(f"{r.get('first_audio_ms', float('nan')):6.0f}" for r in res), flush=True)
     barge = []
@@ -173,6 +223,8 @@ def run(stack: ModelStack, out: Path, n_clips: int = 6) -> dict:
         "barge_speech_started_ms": pct([r.get("speech_started_ms") for r in raw["barge"]]),
         "barge_last_audio_ms": pct([r.get("last_delta_after_barge_ms") for r in raw["barge"]]),
         "barge_cancelled": sum(r.get("status") == "cancelled" for r in raw["barge"]),
+        "refused": {k: sum(r.get("refusals", 0) for r in v) for k, v in raw.items()},
+        "not_served": {k: sum(bool(r.get("refused")) for r in v) for k, v in raw.items()},
     }
     print("\n| over the Realtime API (client on the same machine) | p50 | p90 | n |\n|---|---|---|---|")
     rows = [("end of speech → first audio delta, 1 session", "single_first_audio_ms"),
@@ -185,6 +237,9 @@ def run(stack: ModelStack, out: Path, n_clips: int = 6) -> dict:
         s = summary[key]
         print(f"| {label} | {s['p50']} | {s['p90']} | {s['n']} |")
     print(f"| barge-ins that cancelled the reply | {summary['barge_cancelled']} / {len(raw['barge'])} | | |")
+    print("| calls refused (server_busy; single and barge-in calls retry when /readyz is 200) | " + ", ".join(
+        f"{k} {v} ({summary['not_served'][k]} of {len(raw[k])} never served)" for k, v in summary["refused"].items())
+        + " | | |")
     meta = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d %H:%M")}
     (out / "server.json").write_text(json.dumps({"meta": meta, "summary": summary, "raw": raw}, indent=2,
