@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from care_cases import load  # noqa: E402
 
-K, LAM, THRESHOLD = 1000, 0.01, 0.3  # chosen on dev by leave-one-out (v4: AUC 0.958; 0.3: recall 117/133, false 31/279)
+K, LAM, THRESHOLD = 1000, 0.01, 0.3  # chosen on dev by leave-one-out (AUC 0.954; 0.3: recall 118/133, false 38/279)
+BAGS = 30  # bagged: dev out-of-bag AUC 0.958; 0.3: 121/133, 41/279
 
 
 def fit(X: np.ndarray, y: np.ndarray, lam: float, steps: int = 300) -> tuple[np.ndarray, float]:
@@ -46,6 +47,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=K)
     ap.add_argument("--lam", type=float, default=LAM)
     ap.add_argument("--threshold", type=float, default=THRESHOLD)
+    ap.add_argument("--bags", type=int, default=BAGS, help="the mean of this many bootstrap fits (0: one fit)")
+    ap.add_argument("--logprob", action="store_true", help="features: log-probabilities instead of raw logits")
     args = ap.parse_args()
     from tingshuo.config import load_settings
     from tingshuo.engine import ModelStack
@@ -55,7 +58,7 @@ def main() -> None:
     # the dev logits, kept between runs by case (bench/results/ is not committed): a K or λ sweep needs no model,
     # and cases added to dev cost one read each
     cache = ROOT / "bench" / "results" / f"care_dev_logits_{prompt_hash()}.npz"
-    keys = [repr((c.text, c.history, c.role)) for c in cases]
+    keys = [framed(c.text, "用户", c.history, c.role) for c in cases]  # what the guard reads: a framing change re-reads
     rows: dict[str, np.ndarray] = {}
     fingerprint = ""
     if cache.exists():
@@ -71,11 +74,13 @@ def main() -> None:
             rows, todo = {}, list(zip(keys, cases))  # another model: nothing cached is valid
         fingerprint = g.fingerprint()
         for k, c in tqdm(todo, desc="guard logits", unit="case"):
-            rows[k] = g.logits(framed(c.text, "用户", c.history, c.role)).astype(np.float32)
+            rows[k] = g.logits(k).astype(np.float32)
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(cache, X=np.stack(list(rows.values())), keys=np.array(list(rows)),
                             fingerprint=np.array(fingerprint))
     X = np.stack([rows[k] for k in keys]).astype(np.float64)
+    if args.logprob:  # softmax is blind to a constant added to every logit: so are log-probabilities
+        X = X - (X.max(1, keepdims=True) + np.log(np.exp(X - X.max(1, keepdims=True)).sum(1, keepdims=True)))
     y = np.array([c.label == "care" for c in cases], dtype=np.float64)
     idx = np.argsort(-X.mean(0))[:args.k]
     Z = X[:, idx]
@@ -95,15 +100,37 @@ def main() -> None:
             if m.any():
                 print(f"  {'care' if lab else 'allow'}/{kind}: {int(np.sum(loo[m] >= args.threshold))}/{int(m.sum())}"
                       f" at or over {args.threshold}")
-    for th in (0.2, 0.3, 0.4, 0.5):
+    for th in (0.1, 0.15, 0.2, 0.3, 0.4, 0.5):
         print(f"dev leave-one-out, threshold {th}: crises {int(np.sum(loo[y == 1] >= th))}/{int(y.sum())}, "
               f"look-alikes cared for {int(np.sum(loo[y == 0] >= th))}/{int((1 - y).sum())}")
     mu, sd = Z.mean(0), Z.std(0) + 1e-6
-    w, b = fit((Z - mu) / sd, y, args.lam)
+    if args.bags:
+        # bagging: the mean of probes fitted on bootstrap samples (a mean of linear models is one linear model, so
+        # the file and the guard stay as they are). Why: one fit swung on the test split from AUC 0.96 to 0.87 when
+        # its dev logits moved by under 0.55 (the guard's reads made deterministic), with the same dev leave-one-out
+        # AUC — a variance the mean damps. Out-of-bag predictions estimate it on dev.
+        rng = np.random.default_rng(0)
+        ws, bs, oob, seen = [], [], np.zeros(len(y)), np.zeros(len(y))
+        S = (Z - mu) / sd
+        for _ in range(args.bags):
+            pick = rng.integers(0, len(y), len(y))
+            out = np.setdiff1d(np.arange(len(y)), pick)
+            w_, b_ = fit(S[pick], y[pick], args.lam)
+            ws.append(w_), bs.append(b_)
+            oob[out] += S[out] @ w_ + b_
+            seen[out] += 1
+        q = 1 / (1 + np.exp(-oob / np.maximum(seen, 1)))
+        pos, neg = q[(y == 1) & (seen > 0)], q[(y == 0) & (seen > 0)]
+        print(f"bagged ({args.bags}): dev out-of-bag AUC {np.mean(pos[:, None] > neg[None, :]):.3f}; at "
+              + ", ".join(f"{th}: {int(np.sum(pos >= th))}/{len(pos)} crises, {int(np.sum(neg >= th))}/{len(neg)} others"
+                          for th in (0.15, 0.2, 0.3, 0.4)))
+        w, b = np.mean(ws, 0), float(np.mean(bs))
+    else:
+        w, b = fit((Z - mu) / sd, y, args.lam)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, tokens=idx.astype(np.int32), mu=mu.astype(np.float32), sd=sd.astype(np.float32),
                         w=w.astype(np.float32), b=np.float32(b), threshold=np.float32(args.threshold),
-                        fingerprint=np.array(fingerprint))
+                        fingerprint=np.array(fingerprint), logprob=np.array(bool(args.logprob)))
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes), fingerprint {fingerprint}")
 
 

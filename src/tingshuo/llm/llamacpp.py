@@ -74,6 +74,7 @@ class LlamaCppChat:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.cfg = cfg
+        self._fixed: dict[str, list[int]] = {}  # a fixed prompt's tokens (prime, next_token_logits)
         path = gguf_path(cfg, cache_dir)
         self.name = f"llama-cpp:{path.name}"
         self.llm = Llama(
@@ -123,16 +124,11 @@ class LlamaCppChat:
     def prime(self, messages: list[Message]) -> str:
         """Have the fixed prefix ``messages`` (followed by a user turn) in the KV cache: kept when it is there,
         else loaded from its saved state, else evaluated and saved. Returns "cached", "loaded" or "evaluated"."""
-        a = self._tokenize(self._prompt([*messages, {"role": "user", "content": "甲"}]))
-        b = self._tokenize(self._prompt([*messages, {"role": "user", "content": "乙"}]))
-        n = 0
-        while n < min(len(a), len(b)) and a[n] == b[n]:
-            n += 1
-        prefix = a[:n]  # everything up to the user's words, as the template renders it
+        prefix = self._prefix_tokens(messages)
         if not prefix:
             return "cached"
         with self._lock:
-            if list(self.llm._input_ids[:n]) == prefix:
+            if list(self.llm._input_ids[: len(prefix)]) == prefix:
                 return "cached"
             try:
                 if self._states is not None and self._states.load(self.llm, prefix):
@@ -144,15 +140,28 @@ class LlamaCppChat:
                 self._states.save(self.llm, prefix)
         return "evaluated"
 
-    def _logits_after(self, tokens: list[int]) -> np.ndarray:
-        """Evaluate ``tokens`` reusing the longest cached prefix; the next-token logits (caller holds the lock)."""
+    def _prefix_tokens(self, messages: list[Message]) -> list[int]:
+        """The tokens of the fixed ``messages`` up to where a following user turn's words begin."""
+        key = json.dumps(messages, ensure_ascii=False)
+        if key not in self._fixed:
+            a = self._tokenize(self._prompt([*messages, {"role": "user", "content": "甲"}]))
+            b = self._tokenize(self._prompt([*messages, {"role": "user", "content": "乙"}]))
+            n = 0
+            while n < min(len(a), len(b)) and a[n] == b[n]:
+                n += 1
+            self._fixed[key] = a[:n]  # everything up to the user's words, as the template renders it
+        return self._fixed[key]
+
+    def _logits_after(self, tokens: list[int], reuse: int | None = None) -> np.ndarray:
+        """Evaluate ``tokens`` reusing the longest cached prefix (at most ``reuse`` tokens of it); the next-token
+        logits (caller holds the lock)."""
         L = self.llm
         n = 0
         for a, b in zip(L._input_ids, tokens):
             if a != b:
                 break
             n += 1
-        n = min(n, len(tokens) - 1)  # re-evaluate at least the last token: its logits are what we read
+        n = min(n, len(tokens) - 1, len(tokens) if reuse is None else reuse)  # the last token at least: its logits
         if n > 0 and not L._ctx.kv_cache_seq_rm(-1, n, -1):
             n = 0
         if n == 0:
@@ -190,13 +199,27 @@ class LlamaCppChat:
             raise ValueError(f"labels must start with distinct tokens: {labels}")
         return ids
 
-    def next_token_logits(self, messages: list[Message]) -> np.ndarray:
+    def next_token_logits(self, messages: list[Message], fixed: int | None = None) -> np.ndarray:
         """The whole next-token logit vector where :meth:`label_probabilities` reads its labels (same prompt, same
-        cached prefix): the safety guard's care probe reads more of it than the labels' share."""
+        cached prefix): the safety guard's care probe reads more of it than the labels' share.
+
+        ``fixed``: the first ``fixed`` messages are a prompt that never changes (then followed by one user turn).
+        Each call starts from that prompt's saved state and evaluates the rest in full. Reusing whatever the
+        previous call left leaves the cache's cells laid out by history, the attention's sums come out slightly
+        different, and a probe over the logits magnifies that: the same turn read 0.24 after one call and 0.16
+        after another. From the saved state the same messages give the same logits (~10 ms to restore)."""
         tokens = self._tokenize(self._prompt(messages) + "<|im_start|>assistant\n")  # type: ignore[arg-type]
+        reuse = None
         with self._lock:
             try:
-                return self._logits_after(tokens)
+                if fixed is not None and self._states is not None:
+                    prefix = self._prefix_tokens(messages[:fixed])
+                    if tokens[: len(prefix)] == prefix:
+                        if not self._states.load(self.llm, prefix):
+                            self._logits_after(prefix, 0)
+                            self._states.save(self.llm, prefix)
+                        reuse = len(prefix)
+                return self._logits_after(tokens, reuse)
             except Exception as e:
                 raise LlmError(f"scoring failed: {e}") from e
 

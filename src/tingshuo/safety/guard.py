@@ -109,7 +109,12 @@ def framed(text: str, speaker: str = "用户", history: "Sequence[tuple[str, str
             lines.append(f"（前文）{'用户' if who == 'user' else '助手'}：{t}")
     if role:
         lines.append(f"（你在扮演：{role}）")
-    lines.append(f"{speaker}：{' '.join(text.split())}")
+    line = " ".join(text.split())
+    if speaker == "用户":
+        # a full stop at the end is the ASR's guess (typed turns mostly have none) and the probe read the same
+        # words 0.25 without it and 0.08 with it: the user's line is judged without one (? and ! stay: they mean)
+        line = line.rstrip("。.… ") or line
+    lines.append(f"{speaker}：{line}")
     return "\n".join(lines)
 
 
@@ -142,7 +147,7 @@ def prompt_hash() -> str:
 class CareProbe:
     """P(care) from the guard's next-token logits: a logistic regression over the logits of a fixed token set,
     trained on the care dev split by ``bench/train_care_probe.py`` (why, and how it was chosen: that file). On the
-    care test split it caught 96 of 100 crises with 22 of 106 look-alikes cared for, where P(自杀) caught 64 with
+    care test split it caught 95 of 100 crises with 18 of 106 look-alikes cared for, where P(自杀) caught 64 with
     29 (``safety.care_probe``, default on). Package data
     (``safety/data/care_probe.npz``, 15 kB, made by this project from its own labelled turns; same licence as the
     code)."""
@@ -225,8 +230,9 @@ class SafetyGuard:
 
     def logits(self, message: str) -> np.ndarray:
         """The next-token logits after ``message`` (a :func:`framed` line) on the guard's prompt."""
-        with self._lock:
-            return self.llm.next_token_logits(self._messages(message))  # type: ignore[attr-defined]
+        msgs = self._messages(message)
+        with self._lock:  # the prompt before the turn is fixed: the same turn always gets the same logits
+            return self.llm.next_token_logits(msgs, fixed=len(msgs) - 1)  # type: ignore[attr-defined]
 
     def categories(self, text: str, speaker: str = "用户", history: Sequence[tuple[str, str]] = (),
                    role: str | None = None) -> dict[str, float]:
