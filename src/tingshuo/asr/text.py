@@ -8,6 +8,7 @@ import zhconv
 
 from tingshuo.script import HAN_CLASS, has_han, has_words
 
+_FULL = {",": "，", ".": "。", "?": "？", "!": "！", ";": "；", ":": "："}
 
 
 def normalize_transcript(text: str, language: str) -> str:
@@ -20,5 +21,8 @@ def normalize_transcript(text: str, language: str) -> str:
         return ""
     if language.startswith("zh") or has_han(text):
         text = zhconv.convert(text, "zh-cn")
-        text = re.sub(f"(?<=[{HAN_CLASS}，。！？、]) (?=[{HAN_CLASS}])", "", text)
+        # Chinese punctuation after Chinese words, as a typed turn has it: the ASR writes "睡不着, 觉得" and the
+        # models behind it read the two differently (the care probe: 0.05 against 0.24 for the same words)
+        text = re.sub(f"(?<=[{HAN_CLASS}])[,.?!;:](?=\\s|$|[{HAN_CLASS}])", lambda m: _FULL[m.group()], text)
+        text = re.sub(f"(?<=[{HAN_CLASS}，。！？、；：]) (?=[{HAN_CLASS}])", "", text)
     return text
