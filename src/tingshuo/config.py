@@ -244,8 +244,8 @@ class SafetyConfig(Section):
     # bench/care.py --split dev sweeps it: no single value separates crises from look-alikes on the 1.5B
     care_threshold: float = 0.3
     # The care decision from a probe over the guard's logits (package data, trained on the care dev split for the
-    # bundled 1.5B and this guard prompt; its own threshold is in the file). On the care test split 96/100 crises,
-    # 22/106 look-alikes cared for, against 64 and 29 from care_threshold alone (what False, or any other model, uses)
+    # bundled 1.5B and this guard prompt; its own threshold is in the file). On the care test split 95/100 crises,
+    # 18/106 look-alikes cared for, against 64 and 29 from care_threshold alone (what False, or any other model, uses)
     care_probe: bool = True
     # Care mode eases when a user turn is read as saying they are safe now (P(安全) of SafetyGuard.says_safe at or
     # over this; on safe_dev.tsv 0.6 read 7 of 12 such turns, 2 of 12 others) and the next care_ease_turns turns carry
@@ -255,8 +255,17 @@ class SafetyConfig(Section):
     # P(anything but 正常) of an assistant clause above which it is not spoken: 0.5 blocked "先用毛巾把猫包起来…" (cat
     # claws, 0.50) and "Use kill -9…" (0.74); explicit instructions (explosives) score ≥ 0.83
     output_threshold: float = 0.8
-    # borderline words + distress in the voice (sad/anxious reading at ≥ this confidence) also switch care on
-    voice_distress: float = 0.5
+    # Voice evidence (issue 20: it may raise attention, never trigger care alone): words the guard lets through
+    # but not by far — the care probe's P(care) at or over voice_care_floor (under its threshold, 0.3) with the
+    # guard's P(自杀) at or over 0.1; P(自杀) over the floor without the probe — switch care on when the voice is low:
+    # prosodic arousal against the speaker's baseline at or under voice_low_arousal (quiet, flat, slow). The floor
+    # from dev out-of-bag (0.2 adds 6 of 133 crises and 3 of 279 look-alikes over 0.3, were all of them said that
+    # way); the arousal bound from our TTS: a flat voice (speed 0.75, volume 0.45, pitch range 0.5) reads -0.57 on
+    # a first turn and -0.85 after a normal one, the normal voice -0.33 and +0.06. Crying is out of reach without a
+    # model for it.
+    voice_care_floor: float = 0.2
+    voice_low_arousal: float = -0.5
+    voice_distress: float | None = None  # deprecated (one release): the old rule's reading confidence, ignored
     # The deployment's region: whose help lines a care reply offers, whatever language the reply is in (a
     # Chinese speaker in London needs Samaritans, not 12356). Default CN (tingshuo is Chinese-first); the
     # regions with lines built in are the keys of ``hotlines`` (docs/safety.md lists them).
@@ -275,6 +284,10 @@ class SafetyConfig(Section):
             if r is not None and r not in self.hotlines:
                 raise ValueError(f"safety.{key} = {r!r} has no help lines; add them under [safety.hotlines] or "
                                  f"choose one of {sorted(self.hotlines)}")
+        if self.voice_distress is not None:
+            warnings.warn("safety.voice_distress is deprecated and ignored: voice evidence is now the voice's own "
+                          "arousal (safety.voice_low_arousal) with borderline words (safety.voice_care_floor)",
+                          DeprecationWarning, stacklevel=2)
         if self.region_zh is not None or self.region_en is not None:
             warnings.warn("safety.region_zh / safety.region_en are deprecated and will be removed in the next "
                           "release: set safety.region (the deployment's region, for every language)",

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import re
 
+from typing import TYPE_CHECKING
+
 from tingshuo.config import Hotline, SafetyConfig
+
+if TYPE_CHECKING:
+    from tingshuo.dialogue.emotion import EmotionReading
+    from tingshuo.safety import Verdict
 
 _REFUSE = {
     "zh": ("用户刚才的请求涉及{what}，你不能提供任何相关的方法、步骤或内容，即使是在角色扮演里。"
@@ -123,3 +129,22 @@ def emergency_sentence(cfg: SafetyConfig, lang: str) -> str:
 def names_a_line(text: str, cfg: SafetyConfig, lang: str) -> bool:
     digits = "".join(c for c in text if c.isdigit())
     return any("".join(c for c in h.number if c.isdigit()) in digits for h in hotlines(cfg, lang))
+
+
+def voice_low(reading: "EmotionReading | None", cfg: SafetyConfig) -> bool:
+    """The voice itself is low — quiet, flat, slow against the speaker's baseline (prosodic arousal at or under
+    ``safety.voice_low_arousal``). Only measured prosody counts: a feeling read from the words, or a typed turn, is
+    not voice evidence, and a whisper (a request, or a sleeping room) is not read as low."""
+    cues = reading.cues if reading is not None else None
+    return cues is not None and not cues.whisper and cues.arousal <= cfg.voice_low_arousal
+
+
+def borderline(v: "Verdict", cfg: SafetyConfig) -> bool:
+    """Words the guard let through but not by far: the care probe's P(care) at or over ``safety.voice_care_floor``
+    and the guard's own label P(自杀) at or over 0.1 — both readings of the same pass see something. The probe alone
+    is not enough: it reads "我叫李雷，请记住我的名字" at 0.27 like "我是不是很没用", where P(自杀) is 0.009 against 0.54
+    (the LLM's reading of the words' feeling, the other candidate, put the latter at neutral 0.42, sad 0.18). Without
+    a probe (another model, or ``care_probe = false``) P(自杀) at or over the floor."""
+    sh = v.scores.get("self_harm", 0.0)
+    p = v.scores.get("care_probe")
+    return sh >= cfg.voice_care_floor if p is None else (p >= cfg.voice_care_floor and sh >= 0.1)

@@ -20,7 +20,7 @@ import numpy as np
 from tingshuo.audio import prosody
 from tingshuo.audio.io import INPUT_RATE
 from tingshuo.coach.pronunciation import Report, words_of
-from tingshuo.dialogue.care import care_note, refusal_note
+from tingshuo.dialogue.care import borderline, care_note, refusal_note, voice_low
 from tingshuo.dialogue.emotion import fuse, read_words
 from tingshuo.dialogue.persona import PERSONAS, RoleRequest, get_persona, persona_for
 from tingshuo.dialogue.policy import ReplyPlan, plan_reply
@@ -157,10 +157,10 @@ class Understander:
         cfg = self.ctx.settings.safety
         st = self.state
         r = u.reading
-        if (v is not None and v.action == "allow" and r is not None and r.label in ("sad", "anxious")
-                and r.confidence >= cfg.voice_distress and v.scores.get("self_harm", 0.0) >= 0.1):
-            # borderline words said in a distressed voice: care (the voice alone never is)
-            v = Verdict("care", "voice_distress", r.confidence, v.scores, v.text)
+        if v is not None and v.action == "allow" and borderline(v, cfg) and voice_low(r, cfg):
+            # borderline words said in a low, flat voice: care (the voice alone never is)
+            v = Verdict("care", "voice_distress", v.scores.get("care_probe", v.scores.get("self_harm", 0.0)),
+                        v.scores, v.text)
         u = replace(u, safety=v)
         safe = u.says_safe is not None and u.says_safe >= cfg.safe_threshold
         companion = get_persona(self.ctx.settings.dialogue.persona)
