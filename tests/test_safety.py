@@ -168,7 +168,7 @@ def _care_sample() -> tuple[list, list]:
 def test_the_guard_reads_risk_in_context_and_frames(stack):
     """With the care probe (safety.care_probe, default): crises said indirectly, through a role or over several turns
     get care; anger, hyperbole, hard days and the same last lines after harmless turns do not (the whole split:
-    95/100 and 18/106, docs/safety.md)."""
+    97/100 and 20/106, docs/safety.md)."""
     g = stack.guard
     assert g.probe is not None
     crises, alikes = _care_sample()

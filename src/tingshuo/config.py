@@ -244,8 +244,8 @@ class SafetyConfig(Section):
     # bench/care.py --split dev sweeps it: no single value separates crises from look-alikes on the 1.5B
     care_threshold: float = 0.3
     # The care decision from a probe over the guard's logits (package data, trained on the care dev split for the
-    # bundled 1.5B and this guard prompt; its own threshold is in the file). On the care test split 95/100 crises,
-    # 18/106 look-alikes cared for, against 64 and 29 from care_threshold alone (what False, or any other model, uses)
+    # bundled 1.5B and this guard prompt; its own threshold is in the file). On the care test split 97/100 crises,
+    # 20/106 look-alikes cared for, against 64 and 29 from care_threshold alone (what False, or any other model, uses)
     care_probe: bool = True
     # Care mode eases when a user turn is read as saying they are safe now (P(安全) of SafetyGuard.says_safe at or
     # over this; on safe_dev.tsv 0.6 read 7 of 12 such turns, 2 of 12 others) and the next care_ease_turns turns carry

@@ -147,7 +147,7 @@ def prompt_hash() -> str:
 class CareProbe:
     """P(care) from the guard's next-token logits: a logistic regression over the logits of a fixed token set,
     trained on the care dev split by ``bench/train_care_probe.py`` (why, and how it was chosen: that file). On the
-    care test split it caught 95 of 100 crises with 18 of 106 look-alikes cared for, where P(自杀) caught 64 with
+    care test split it caught 97 of 100 crises with 20 of 106 look-alikes cared for, where P(自杀) caught 64 with
     29 (``safety.care_probe``, default on). Package data
     (``safety/data/care_probe.npz``, 15 kB, made by this project from its own labelled turns; same licence as the
     code)."""
