@@ -48,7 +48,6 @@ def main() -> None:
     ap.add_argument("--lam", type=float, default=LAM)
     ap.add_argument("--threshold", type=float, default=THRESHOLD)
     ap.add_argument("--bags", type=int, default=BAGS, help="the mean of this many bootstrap fits (0: one fit)")
-    ap.add_argument("--logprob", action="store_true", help="features: log-probabilities instead of raw logits")
     args = ap.parse_args()
     from tingshuo.config import load_settings
     from tingshuo.engine import ModelStack
@@ -79,8 +78,6 @@ def main() -> None:
         np.savez_compressed(cache, X=np.stack(list(rows.values())), keys=np.array(list(rows)),
                             fingerprint=np.array(fingerprint))
     X = np.stack([rows[k] for k in keys]).astype(np.float64)
-    if args.logprob:  # softmax is blind to a constant added to every logit: so are log-probabilities
-        X = X - (X.max(1, keepdims=True) + np.log(np.exp(X - X.max(1, keepdims=True)).sum(1, keepdims=True)))
     y = np.array([c.label == "care" for c in cases], dtype=np.float64)
     idx = np.argsort(-X.mean(0))[:args.k]
     Z = X[:, idx]
@@ -130,7 +127,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, tokens=idx.astype(np.int32), mu=mu.astype(np.float32), sd=sd.astype(np.float32),
                         w=w.astype(np.float32), b=np.float32(b), threshold=np.float32(args.threshold),
-                        fingerprint=np.array(fingerprint), logprob=np.array(bool(args.logprob)))
+                        fingerprint=np.array(fingerprint))
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes), fingerprint {fingerprint}")
 
 

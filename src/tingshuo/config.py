@@ -259,10 +259,10 @@ class SafetyConfig(Section):
     # but not by far — the care probe's P(care) at or over voice_care_floor (under its threshold, 0.3) with the
     # guard's P(自杀) at or over 0.1; P(自杀) over the floor without the probe — switch care on when the voice is low:
     # prosodic arousal against the speaker's baseline at or under voice_low_arousal (quiet, flat, slow). The floor
-    # from dev out-of-bag (0.2 adds 6 of 133 crises and 3 of 279 look-alikes over 0.3, were all of them said that
-    # way); the arousal bound from our TTS: a flat voice (speed 0.75, volume 0.45, pitch range 0.5) reads -0.57 on
-    # a first turn and -0.85 after a normal one, the normal voice -0.33 and +0.06. Crying is out of reach without a
-    # model for it.
+    # from dev out-of-bag reads (0.2 adds 5 of 133 crises and 5 of 299 look-alikes over 0.3, were all of them said
+    # that way); the arousal bound from our TTS: a flat voice (speed 0.7, volume 0.4, pitch range 0.4) reads -0.93
+    # once the user's usual voice was heard, the normal voice far above; on a first turn (priors only) a short
+    # sentence said flat read -0.41, so a first turn rarely counts. Crying is out of reach without a model for it.
     voice_care_floor: float = 0.2
     voice_low_arousal: float = -0.5
     voice_distress: float | None = None  # deprecated (one release): the old rule's reading confidence, ignored

@@ -10,7 +10,6 @@ someone already hurt or in danger now; and the help lines, from the deployment's
 from __future__ import annotations
 
 import re
-
 from typing import TYPE_CHECKING
 
 from tingshuo.config import Hotline, SafetyConfig

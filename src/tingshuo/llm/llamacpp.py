@@ -131,13 +131,18 @@ class LlamaCppChat:
             if list(self.llm._input_ids[: len(prefix)]) == prefix:
                 return "cached"
             try:
-                if self._states is not None and self._states.load(self.llm, prefix):
-                    return "loaded"
-                self._logits_after(prefix)
+                return self._restore(prefix)
             except Exception as e:
                 raise LlmError(f"evaluating the prompt failed: {e}") from e
-            if self._states is not None:
-                self._states.save(self.llm, prefix)
+
+    def _restore(self, prefix: list[int], fresh: bool = False) -> str:
+        """Only ``prefix`` in the KV cache, from its saved state, else evaluated (from nothing when ``fresh``: no
+        cells of earlier calls) and saved; "loaded" or "evaluated" (caller holds the lock)."""
+        if self._states is not None and self._states.load(self.llm, prefix):
+            return "loaded"
+        self._logits_after(prefix, 0 if fresh else None)
+        if self._states is not None:
+            self._states.save(self.llm, prefix)
         return "evaluated"
 
     def _prefix_tokens(self, messages: list[Message]) -> list[int]:
@@ -215,9 +220,7 @@ class LlamaCppChat:
                 if fixed is not None and self._states is not None:
                     prefix = self._prefix_tokens(messages[:fixed])
                     if tokens[: len(prefix)] == prefix:
-                        if not self._states.load(self.llm, prefix):
-                            self._logits_after(prefix, 0)
-                            self._states.save(self.llm, prefix)
+                        self._restore(prefix, fresh=True)
                         reuse = len(prefix)
                 return self._logits_after(tokens, reuse)
             except Exception as e:

@@ -300,7 +300,8 @@ class SafetyGuard:
         return self.ask(_SAFE_PROMPT, _SAFE_SHOTS, framed(text, "用户", history), SAFE_LABELS)["安全"]
 
     def check_output(self, text: str, care: bool = False) -> Verdict:
-        """A clause (short by construction: the clause splitter cuts them) the assistant is about to say: blocked when it reads as harmful instructions or content.
+        """A clause the assistant is about to say (short by construction: the clause splitter cuts them): blocked
+        when it reads as harmful instructions or content.
         ``care``: a reply to someone at risk, which talks about suicide by necessity — there the self-harm label
         does not count (a method would still read as violence or drugs)."""
         if len(text.strip()) < 4:
