@@ -36,6 +36,29 @@ def test_no_example_of_the_reader_is_a_labelled_case_and_the_splits_are_disjoint
     assert not {c.text for c in TEST} & {c.text for c in DEV}
 
 
+def test_the_bundled_plan_probe_belongs_to_this_reader_prompt_and_leaves_no_role_it_cannot():
+    """Editing the reader's prompt or examples without retraining the probe (bench/train_plan_probe.py) would
+    silently drop the plan back to its label tokens: caught here. Without a role that could be played, role_leave
+    gets nothing and the rest still sums to one."""
+    import numpy as np
+
+    from tingshuo.intent.plan import INTENTS
+    from tingshuo.intent.reader import PlanProbe, prompt_hash
+
+    probe = PlanProbe.bundled()
+    assert probe is not None
+    model, _, digest = probe.fingerprint.partition("#")
+    assert digest == prompt_hash() and model.endswith("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
+    assert tuple(probe.classes) == INTENTS and probe.W.shape == (len(probe.tokens), len(INTENTS))
+    assert np.all(probe.sd > 0)
+    logits = np.random.default_rng(0).normal(0, 3, 152_000)
+    free, _ = probe(logits, can_leave=True)
+    fixed, voice = probe(logits, can_leave=False)
+    assert fixed["role_leave"] == 0.0 and abs(sum(fixed.values()) - 1) < 1e-6 and 0 <= voice <= 1
+    rest = 1 - free["role_leave"]
+    assert all(abs(fixed[k] - free[k] / rest) < 1e-6 for k in INTENTS if k != "role_leave")
+
+
 def test_a_voice_reading_becomes_a_change_with_the_measure_from_the_words():
     slow = voice_change("说慢一点", Intent("chat", True, VoiceAsk(speed="slower")))
     much = voice_change("再慢一点", Intent("chat", True, VoiceAsk(speed="slower")))

@@ -18,7 +18,7 @@ from tingshuo.intent.plan import Intent
 from tingshuo.search.decide import FRESH_CUE
 
 _CAN = {
-    "sing": re.compile(r"唱|歌|曲|调|哼|sing|song|tune|hum|lyric", re.I),
+    "sing": re.compile(r"唱|歌|曲|调|哼|旋律|sing|song|tune|hum|lyric|melody", re.I),
     "story": re.compile(r"故事|童话|寓言|传说|神话|讲|说|编|story|stories|tale|tell", re.I),
     "stop": re.compile(r"停|别|不要|不用|闭嘴|安静|够了|等|暂停|嘘|打住|先不|stop|enough|quiet|hold on|wait|shh|"
                        r"hang on|silence|shut", re.I),

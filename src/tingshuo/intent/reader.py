@@ -17,6 +17,7 @@ schema-constrained answer. Word lists never start an action here; the model does
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -24,9 +25,12 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+import numpy as np
+
 from tingshuo.intent.gate import can_ask_voice, can_mean
 from tingshuo.intent.plan import CHAT, Intent, Name, VoiceAsk
 from tingshuo.llm.base import ChatModel, LlmError, Message
+from tingshuo.llm.probe import LinearProbe, softmax
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +110,16 @@ SHOTS: list[tuple[str, str, str]] = [
 
 MAX_CHARS = 400  # a turn longer than this is read by its start and end (a request sits at one end)
 _WORDY = re.compile(r"[\w\u4e00-\u9fff]")
-_DIALECT = re.compile(r"([\u4e00-\u9fff]{2})(?:话|方言|口音|腔)|\bin (?:an? )?([A-Z][a-z]+) accent")
+# a place before 话/口音 ("东北话", "四川口音"), not a verb ("同事说话" is not a dialect called 事说)
+_DIALECT = re.compile(r"([\u4e00-\u9fff]{2})(?<![说讲听的])(?:话|方言|口音|腔)|\bin (?:an? )?([A-Z][a-z]+) accent|"
+                      r"(粤语|闽南语|客家话|吴语)")
 _TOPIC_SCHEMA = {"type": "object", "properties": {"topic": {"type": "string", "maxLength": 16}}, "required": ["topic"]}
+
+
+def prompt_hash() -> str:
+    """The reader prompt's identity (instructions, examples, labels): a probe trained on one reads no other."""
+    text = PROMPT + "".join(c + t + a for c, t, a in SHOTS) + "".join(LABELS)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _clip(text: str) -> str:
@@ -132,19 +144,47 @@ def _turn(context: str, text: str) -> str:
     return f"{context}\n这一轮用户：{text}" if context else f"这一轮用户：{text}"
 
 
+class PlanProbe(LinearProbe):
+    """The intent (and whether a voice change is asked for) from the reader's next-token logits where the intent
+    label is read: a softmax regression over the logits of a fixed token set, and a binary head for the voice,
+    trained on tests/data/intents/dev.tsv by ``bench/train_plan_probe.py`` (why and how: that file). Package data
+    (``intent/data/plan_probe.npz``)."""
+
+    PACKAGE, FILE = "tingshuo.intent", "plan_probe.npz"
+
+    def __init__(self, data: "np.lib.npyio.NpzFile") -> None:
+        super().__init__(data)
+        self.W, self.b, self.Wv, self.bv = data["W"], data["b"], data["Wv"], data["bv"]
+        self.classes: list[str] = [str(c) for c in data["classes"]]
+
+    def __call__(self, logits: np.ndarray, can_leave: bool = True) -> tuple[dict[str, float], float]:
+        """P over the intents and P(a voice change is asked for). ``can_leave``: a role could be being played
+        (without one role_leave is impossible: its share goes back to the others)."""
+        f = self.features(logits)
+        p = softmax(f @ self.W + self.b)
+        if not can_leave:
+            p[self.classes.index("role_leave")] = 0.0
+            p /= p.sum()
+        return dict(zip(self.classes, p.tolist())), float(softmax(f @ self.Wv + self.bv)[1])
+
+
 class IntentReader:
     """Reads a turn's :class:`Intent`. Blocking (a worker thread calls it); ``llm`` should be a context of its own
     so the fixed prompt stays cached (~1,300 tokens: ~10 s to evaluate on 2 cores, once, then loaded from the
     saved state)."""
 
     def __init__(self, llm: ChatModel, threshold: float = 0.4,
-                 title: Callable[[str], str | None] | None = None, voice_threshold: float = 0.5) -> None:
+                 title: Callable[[str], str | None] | None = None, voice_threshold: float = 0.5,
+                 probe: bool = True) -> None:
         self.llm = llm
         self.threshold = threshold  # P(an action intent) needed to act on it; below it the turn is chat
         self.voice_threshold = voice_threshold  # P(the voice label) needed to change the voice
         self.once = 0.5  # P(这次) above which a voice change is for this reply only
         self.title = title  # the songbook title named in the words (tingshuo.dialogue.songs.find_title), if any
         self._warm = False
+        # the probe reads the logits of one model after this prompt (in process only); else the label tokens
+        self.probe = (PlanProbe.bundled(self.fingerprint())
+                      if probe and callable(getattr(type(self.llm), "next_token_logits", None)) else None)
 
     def _prefix(self) -> list[Message]:
         msgs: list[Message] = [{"role": "system", "content": PROMPT}]
@@ -157,17 +197,33 @@ class IntentReader:
             self.llm.prime(self._prefix())
         self._warm = True
 
+    def messages(self, text: str, history: Iterable[Message] = (), role: str | None = None) -> list[Message]:
+        """What the reader reads for a turn: the fixed prompt and examples, then the turn (and its context)."""
+        clean = _clip(unicodedata.normalize("NFKC", text or "").strip())
+        return [*self._prefix(), {"role": "user", "content": _turn(_context(history, role), clean)}]
+
+    def fingerprint(self) -> str:
+        """The model and the reader's prompt a probe is trained for."""
+        return f"{self.llm.name}#{prompt_hash()}"
+
+    def logits(self, text: str, history: Iterable[Message] = (), role: str | None = None) -> np.ndarray:
+        """The next-token logits where the intent label is read, the same for the same turn every time (from the
+        prompt's saved state: see LlamaCppChat.next_token_logits)."""
+        msgs = self.messages(text, history, role)
+        return self.llm.next_token_logits(msgs, fixed=len(msgs) - 1, answer="")  # type: ignore[attr-defined]
+
     def read(self, text: str, history: Iterable[Message] = (), role: str | None = None) -> Intent:
         """The plan for ``text`` after ``history`` (``role``: the character the assistant plays now, if any).
         Never raises for odd input: empty, emoji-only or unreadable turns are ``chat``."""
         t0 = time.perf_counter()
+        history = list(history)
         clean = unicodedata.normalize("NFKC", text or "").strip()
         if not _WORDY.search(clean):
             return CHAT
-        msgs = [*self._prefix(), {"role": "user", "content": _turn(_context(history, role), _clip(clean))}]
+        msgs = self.messages(clean, history, role)
         try:
             if self.llm.caps.prompt_scores:
-                out = self._by_labels(msgs, clean)
+                out = self._by_labels(msgs, clean, can_leave=bool(role or history))
             elif self.llm.caps.json_schema:
                 out = self._by_json(msgs, clean)
             else:
@@ -184,9 +240,15 @@ class IntentReader:
             raise LlmError("no label probabilities")
         return p
 
-    def _by_labels(self, msgs: list[Message], text: str) -> Intent:
-        p = self._probs(msgs, LABELS)
-        scores = {LABELS[k]: v for k, v in p.items()}
+    def _by_labels(self, msgs: list[Message], text: str, can_leave: bool = True) -> Intent:
+        wants_voice = None  # the probe's P(a voice change is asked for)
+        if self.probe is not None:
+            logits = self.llm.next_token_logits(msgs, fixed=len(msgs) - 1, answer="")  # type: ignore[attr-defined]
+            scores, wants_voice = self.probe(logits, can_leave)
+            p = {k: scores[v] for k, v in LABELS.items()}
+        else:
+            p = self._probs(msgs, LABELS)
+            scores = {LABELS[k]: v for k, v in p.items()}
         # act when the model puts enough weight on *doing* something (the action labels together: a song request
         # split between 唱歌 and 新歌 is still a song request), then on the likeliest action
         if 1.0 - p["聊天"] >= self.threshold:
@@ -198,9 +260,14 @@ class IntentReader:
         voice = None
         # the voice field only where the words can ask for a voice change at all (settle() would hold any other
         # reading back): each read is a decode of its own, ~100-190 ms on 2 cores however few its tokens
-        vp = self._probs(msgs, VOICE_LABELS, answer) if can_ask_voice(text) else {"无": 1.0}
-        vlabel = max(vp, key=vp.__getitem__)
-        if VOICE_LABELS[vlabel] is not None and vp[vlabel] >= self.voice_threshold:
+        # with the probe, it says whether a change is asked for and the field only which one
+        asked = can_ask_voice(text) and (wants_voice is None or wants_voice >= self.voice_threshold)
+        vp = self._probs(msgs, VOICE_LABELS, answer) if asked else {"无": 1.0}
+        if wants_voice is not None and asked:
+            vlabel = max((k for k, v in VOICE_LABELS.items() if v is not None), key=vp.__getitem__)
+        else:
+            vlabel = max(vp, key=vp.__getitem__)
+        if VOICE_LABELS[vlabel] is not None and (wants_voice is not None or vp[vlabel] >= self.voice_threshold):
             answer += f"{vlabel}，"
             style = None
             if vlabel == "语气":
@@ -287,5 +354,5 @@ def _voice(kind: str | None, style: str | None, lasting: bool, text: str) -> Voi
     if kind == "style":
         return VoiceAsk(style=style or "neutral", lasting=lasting)
     m = _DIALECT.search(text)
-    name = (m.group(1) + "话" if m.group(1) else m.group(2)) if m else ""
+    name = (m.group(1) + "话" if m.group(1) else m.group(2) or m.group(3)) if m else ""
     return VoiceAsk(dialect="" if name in ("普通话",) else (name or None), lasting=lasting)

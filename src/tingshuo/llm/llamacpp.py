@@ -204,7 +204,8 @@ class LlamaCppChat:
             raise ValueError(f"labels must start with distinct tokens: {labels}")
         return ids
 
-    def next_token_logits(self, messages: list[Message], fixed: int | None = None) -> np.ndarray:
+    def next_token_logits(self, messages: list[Message], fixed: int | None = None, *,
+                          answer: str | None = None) -> np.ndarray:
         """The whole next-token logit vector where :meth:`label_probabilities` reads its labels (same prompt, same
         cached prefix): the safety guard's care probe reads more of it than the labels' share.
 
@@ -212,8 +213,11 @@ class LlamaCppChat:
         Each call starts from that prompt's saved state and evaluates the rest in full. Reusing whatever the
         previous call left leaves the cache's cells laid out by history, the attention's sums come out slightly
         different, and a probe over the logits magnifies that: the same turn read 0.24 after one call and 0.16
-        after another. From the saved state the same messages give the same logits (~10 ms to restore)."""
-        tokens = self._tokenize(self._prompt(messages) + "<|im_start|>assistant\n")  # type: ignore[arg-type]
+        after another. From the saved state the same messages give the same logits (~10 ms to restore).
+
+        ``answer``: as in :meth:`label_probabilities` (the turn plan reads after the template's own header)."""
+        tail = answer if answer is not None else "<|im_start|>assistant\n"
+        tokens = self._tokenize(self._prompt(messages) + tail)  # type: ignore[arg-type]
         reuse = None
         with self._lock:
             try:

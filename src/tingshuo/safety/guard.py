@@ -6,7 +6,6 @@ import hashlib
 import logging
 import threading
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Literal, Sequence
 
 import numpy as np
@@ -14,6 +13,7 @@ import numpy as np
 from tingshuo.config import SafetyConfig
 from tingshuo.llm.base import ChatModel, LlmError, Message
 from tingshuo.llm.llamacpp import label_softmax  # the probe exists only for that backend
+from tingshuo.llm.probe import LinearProbe
 
 log = logging.getLogger(__name__)
 
@@ -144,31 +144,20 @@ def prompt_hash() -> str:
     return hashlib.sha256(prompt.encode()).hexdigest()[:12]
 
 
-class CareProbe:
+class CareProbe(LinearProbe):
     """P(care) from the guard's next-token logits: a logistic regression over the logits of a fixed token set,
     trained on the care dev split by ``bench/train_care_probe.py`` (why, and how it was chosen: that file). On the
     care test split it caught 97 of 100 crises with 20 of 106 look-alikes cared for, where P(自杀) caught 64 with
-    29 (``safety.care_probe``, default on). Package data
-    (``safety/data/care_probe.npz``, 15 kB, made by this project from its own labelled turns; same licence as the
-    code)."""
+    29 (``safety.care_probe``, default on). Package data (``safety/data/care_probe.npz``, 15 kB)."""
+
+    PACKAGE, FILE = "tingshuo.safety", "care_probe.npz"
 
     def __init__(self, data: "np.lib.npyio.NpzFile") -> None:
-        self.tokens = data["tokens"]
-        self.mu, self.sd, self.w = data["mu"], data["sd"], data["w"]
-        self.b, self.threshold = float(data["b"]), float(data["threshold"])
-        self.fingerprint = str(data["fingerprint"])
-
-    @classmethod
-    def bundled(cls) -> "CareProbe | None":
-        try:
-            with resources.files("tingshuo.safety").joinpath("data/care_probe.npz").open("rb") as f:
-                return cls(np.load(f))
-        except (FileNotFoundError, KeyError, ValueError) as e:
-            log.warning("care probe not loaded (%s): the guard uses its label threshold", e)
-            return None
+        super().__init__(data)
+        self.w, self.b, self.threshold = data["w"], float(data["b"]), float(data["threshold"])
 
     def __call__(self, logits: np.ndarray) -> float:
-        z = ((logits[self.tokens] - self.mu) / self.sd) @ self.w + self.b
+        z = self.features(logits) @ self.w + self.b
         return float(1.0 / (1.0 + np.exp(-z)))
 
 
@@ -197,11 +186,8 @@ class SafetyGuard:
         self._lock = threading.Lock()
         self._warm = False
         # the probe belongs to one model and this prompt; any other reads the label threshold alone
-        probe = CareProbe.bundled() if self.cfg.care_probe else None
-        self.probe = probe if probe is not None and probe.fingerprint == self.fingerprint() else None
-        if probe is not None and self.probe is None:
-            log.info("care probe made for %s, not %s: the guard uses its label threshold", probe.fingerprint,
-                     self.fingerprint())
+        self.probe = (CareProbe.bundled(self.fingerprint())
+                      if self.cfg.care_probe else None)
 
     def _labels(self, messages: list[Message], labels: list[str]) -> dict[str, float]:
         p = self.llm.label_probabilities(messages, labels)
