@@ -10,7 +10,8 @@ pass's logits over the tokens the model finds plausible there carry much more (A
 recipe: the K tokens with the highest mean logit on dev, standardised; L2 regression by gradient descent (numpy:
 no learning library is a dependency, and a few hundred examples need none), the mean of bootstrap fits (one fit
 swings with small logit changes; see train_care_probe.py). A second, binary head on the same features says whether
-the turn asks for a change to the assistant's voice. Cross-validated on dev (10 folds) to choose K and λ; the
+the turn asks for a change to the assistant's voice, a third (fitted on the voice requests) whether that change is
+for this reply only. Cross-validated on dev (10 folds) to choose K and λ; the
 probe belongs to one model and one reader prompt (both fingerprinted in the file).
 """
 
@@ -134,6 +135,9 @@ def main() -> None:
     Y = np.eye(len(INTENTS))[y]
     v = np.array([bool(c.voice) for c in cases])
     V = np.eye(2)[v.astype(int)]
+    # the third head, on the voice requests only: for this reply only ("用难过的语气说一句再见") or from now on
+    once = np.array([bool(c.voice) and not c.voice.get("lasting", True) for c in cases])
+    O = np.eye(2)[once[v].astype(int)]
     neg = np.array([bool(c.negative) for c in cases])
     order = np.argsort(-X.mean(0))
 
@@ -172,6 +176,9 @@ def main() -> None:
     Z = X[:, order[:args.k]]
     P = crossval(Z, Y, args.lam, args.cv_bags)
     Pv = crossval(Z, V, args.lam, args.cv_bags)
+    Po = crossval(Z[v], O, args.lam, args.cv_bags)
+    print(f"dev 10-fold, for this reply only: {int(np.sum((Po[:, 1] >= 0.5) == once[v]))}/{int(v.sum())} voice "
+          f"requests right ({int(once.sum())} of them once; P >= 0.5)")
     for th in (0.3, 0.4, 0.5, 0.6):
         report(P, Pv, th, 0.5, f"dev 10-fold, K {args.k} λ {args.lam}, act at {th}")
     wrong = [(c.text, c.intent, INTENTS[int(np.argmax(p))], round(float(np.max(p)), 2), round(float(pv[1]), 2))
@@ -182,10 +189,12 @@ def main() -> None:
     S = (Z - mu) / sd
     W, b = bagged(S, Y, args.lam, args.bags)
     Wv, bv = bagged(S, V, args.lam, args.bags)
+    Wo, bo = bagged(S[v], O, args.lam, args.bags)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, tokens=order[:args.k].astype(np.int32), mu=mu.astype(np.float32),
                         sd=sd.astype(np.float32), W=W.astype(np.float32), b=b.astype(np.float32),
-                        Wv=Wv.astype(np.float32), bv=bv.astype(np.float32), classes=np.array(INTENTS),
+                        Wv=Wv.astype(np.float32), bv=bv.astype(np.float32), Wo=Wo.astype(np.float32),
+                        bo=bo.astype(np.float32), classes=np.array(INTENTS),
                         fingerprint=np.array(fingerprint))
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes), fingerprint {fingerprint}")
 

@@ -52,9 +52,9 @@ def test_the_bundled_plan_probe_belongs_to_this_reader_prompt_and_leaves_no_role
     assert tuple(probe.classes) == INTENTS and probe.W.shape == (len(probe.tokens), len(INTENTS))
     assert np.all(probe.sd > 0)
     logits = np.random.default_rng(0).normal(0, 3, 152_000)
-    free, _ = probe(logits, can_leave=True)
-    fixed, voice = probe(logits, can_leave=False)
-    assert fixed["role_leave"] == 0.0 and abs(sum(fixed.values()) - 1) < 1e-6 and 0 <= voice <= 1
+    free, _, _ = probe(logits, can_leave=True)
+    fixed, voice, once = probe(logits, can_leave=False)
+    assert fixed["role_leave"] == 0.0 and abs(sum(fixed.values()) - 1) < 1e-6 and 0 <= voice <= 1 and 0 <= once <= 1
     rest = 1 - free["role_leave"]
     assert all(abs(fixed[k] - free[k] / rest) < 1e-6 for k in INTENTS if k != "role_leave")
 

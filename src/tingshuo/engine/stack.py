@@ -157,7 +157,7 @@ class ModelStack:
 
                 stack.planner = IntentReader(load_chat_model(settings.llm, cache) if own else stack.llm,
                                              settings.plan.threshold, title if settings.dialogue.singing else None,
-                                             settings.plan.voice_threshold)
+                                             settings.plan.voice_threshold, settings.plan.probe)
                 if own:
                     stack.planner.warmup()  # its fixed prompt, once (~10 s; then loaded from the saved state)
             from tingshuo.search import load_provider

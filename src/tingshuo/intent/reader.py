@@ -155,17 +155,20 @@ class PlanProbe(LinearProbe):
     def __init__(self, data: "np.lib.npyio.NpzFile") -> None:
         super().__init__(data)
         self.W, self.b, self.Wv, self.bv = data["W"], data["b"], data["Wv"], data["bv"]
+        self.Wo, self.bo = data["Wo"], data["bo"]
         self.classes: list[str] = [str(c) for c in data["classes"]]
 
-    def __call__(self, logits: np.ndarray, can_leave: bool = True) -> tuple[dict[str, float], float]:
-        """P over the intents and P(a voice change is asked for). ``can_leave``: a role could be being played
-        (without one role_leave is impossible: its share goes back to the others)."""
+    def __call__(self, logits: np.ndarray, can_leave: bool = True) -> tuple[dict[str, float], float, float]:
+        """P over the intents, P(a voice change is asked for) and P(that change is for this reply only).
+        ``can_leave``: a role could be being played (without one role_leave is impossible: its share goes back to
+        the others)."""
         f = self.features(logits)
         p = softmax(f @ self.W + self.b)
         if not can_leave:
             p[self.classes.index("role_leave")] = 0.0
             p /= p.sum()
-        return dict(zip(self.classes, p.tolist())), float(softmax(f @ self.Wv + self.bv)[1])
+        voice = float(softmax(f @ self.Wv + self.bv)[1])
+        return dict(zip(self.classes, p.tolist())), voice, float(softmax(f @ self.Wo + self.bo)[1])
 
 
 class IntentReader:
@@ -241,10 +244,10 @@ class IntentReader:
         return p
 
     def _by_labels(self, msgs: list[Message], text: str, can_leave: bool = True) -> Intent:
-        wants_voice = None  # the probe's P(a voice change is asked for)
+        wants_voice = once = None  # the probe's P(a voice change is asked for), P(for this reply only)
         if self.probe is not None:
             logits = self.llm.next_token_logits(msgs, fixed=len(msgs) - 1, answer="")  # type: ignore[attr-defined]
-            scores, wants_voice = self.probe(logits, can_leave)
+            scores, wants_voice, once = self.probe(logits, can_leave)
             p = {k: scores[v] for k, v in LABELS.items()}
         else:
             p = self._probs(msgs, LABELS)
@@ -275,8 +278,9 @@ class IntentReader:
                 slabel = max(sp, key=sp.__getitem__)
                 style = STYLE_LABELS[slabel]
                 answer += f"{slabel}，"
-            lp = self._probs(msgs, LASTING_LABELS, answer)
-            voice = _voice(VOICE_LABELS[vlabel], style, lp["这次"] < self.once, text)
+            if once is None:
+                once = self._probs(msgs, LASTING_LABELS, answer)["这次"]
+            voice = _voice(VOICE_LABELS[vlabel], style, once < self.once, text)
         return self._with_slots(Intent(intent, intent != "chat" or voice is not None, voice, p=scores[intent],
                                        scores=scores, how="labels"), msgs, text)
 
