@@ -96,3 +96,37 @@ def test_the_state_directory_keeps_under_its_cap_least_recently_used_first(tmp_p
     assert sum(f.stat().st_size for f in left) <= 2 << 20 and len(left) >= 1
     assert _chat(tmp_path, prompt_state_mb=2).prime(prompts[-1]) == "loaded"  # the newest is the one kept
     assert _chat(tmp_path, prompt_state_mb=2).prime(prompts[0]) == "evaluated"
+
+
+@pytest.mark.slow
+def test_a_context_prepared_ahead_scores_the_same_and_spares_its_evaluation(tmp_path):
+    """The plan's and the guard's reads in a conversation: the context lines before the turn are evaluated when
+    the reply before it ends (prepare), and the read evaluates only the turn's words — with the scores of a read
+    from the prompt's saved state."""
+    import numpy as np
+
+    from tingshuo.llm.llamacpp import label_softmax
+
+    a = _chat(tmp_path)
+    stem = "（前文）用户：我最近压力很大，晚上总睡不好\n（前文）助手：听起来你很辛苦，愿意多说说吗？\n用户："
+    turn = [*PREFIX, {"role": "user", "content": stem + "怎么做红烧肉？"}]
+    want = a.next_token_logits(turn, fixed=1)
+    again = a.next_token_logits(turn, fixed=1)
+    a.prepare([*PREFIX, {"role": "user", "content": stem}], fixed=1)
+    batches: list[int] = []
+    evaluate = a.llm.eval
+    a.llm.eval = lambda tokens: (batches.append(len(tokens)), evaluate(tokens))[1]
+    got = a.next_token_logits(turn, fixed=1)
+    ids = a.label_ids(LABELS)
+    # the words and the template's tail (two assistant headers on this path), not the context before them
+    assert batches and sum(batches) <= a.count_tokens("怎么做红烧肉？") + 10 < a.count_tokens(stem), batches
+    assert np.abs(again - want).max() == 0.0  # from the saved state: the same every time
+    # evaluated in two batches rather than one, the sums differ in their last bits (measured: label P 0.0024,
+    # the care probe 0.0001, the plan probe 0.0003 apart; the largest single logit 0.38 of ~30)
+    assert label_softmax(got, ids, LABELS) == pytest.approx(label_softmax(want, ids, LABELS), abs=0.01)
+    assert np.abs(got - want).max() < 1.0, np.abs(got - want).max()
+    # another context than the prepared one is read in full
+    other = [*PREFIX, {"role": "user", "content": "用户：怎么做红烧肉？"}]
+    batches.clear()
+    a.next_token_logits(other, fixed=1)
+    assert sum(batches) >= a.count_tokens("用户：怎么做红烧肉？")

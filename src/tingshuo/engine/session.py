@@ -94,6 +94,7 @@ class Session:
         self.tracker = UtteranceTracker(self.settings)
         self.barge = BargeIn(self.settings, self._playout, self.frontend.aec, self.out, self.cancel)
         self.understander = Understander(self.ctx, self.state, self.prompts)
+        self.replies.after = self.understander.prepare_next  # the next turn's context, read ahead
         self.turns = TurnTaker(self.ctx, self.state, self.prompts, self.understander, self.replies, self.tracker,
                                self.barge, accept=self._accept, commit_text=self._commit_text, unheard=self._unheard,
                                partials=partials)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import time
+from concurrent.futures import Future
 from dataclasses import replace
 
 import numpy as np
@@ -113,6 +114,26 @@ class Understander:
             # reply still being generated (the user talking over it) and hold back the turn's transcript
             candidate = u.intent.intent == "search" and ctx.stack.llm is not None  # settled: its words can be current
         return replace(u, search_candidate=candidate, ms=u.ms + (time.perf_counter() - t0) * 1000)
+
+    def prepare_next(self) -> None:
+        """The next turn's context — the turns the plan and the guard will read it with, and the role — evaluated
+        ahead on their threads once a reply is in the conversation, before the user speaks again: a read then pays
+        only for the turn's own words (on 2 cores a two-line context took a plan read 325 → 1,030 ms, a guard
+        check 276 → 916). Scores as a read from scratch (to ~0.002 in P); a read whose context differs (a typed
+        item, another session on the same model) simply reads it all."""
+        ctx, st = self.ctx, self.state
+        role = st.role(ctx.settings.dialogue.persona)
+        planner = ctx.stack.planner
+        jobs = []
+        # only on a context of its own: on the conversation's it would evict the reply's cached prompt
+        if planner is not None and ctx.settings.plan.enabled and ctx.settings.plan.separate_context:
+            recent = [{"role": r, "content": t} for r, t in st.recent(2)]
+            jobs.append(ctx.lanes.plan.submit(planner.prepare, recent, role))
+        guard = ctx.stack.guard if ctx.settings.safety.enabled else None
+        if guard is not None and ctx.settings.safety.separate_context:
+            jobs.append(ctx.lanes.guard.submit(guard.prepare, st.recent(CONTEXT_TURNS), role))
+        for job in jobs:
+            job.add_done_callback(_log_failure)
 
     async def read_intent(self, text: str) -> Intent:
         """What the turn asks the assistant to do, as the model reads it (tingshuo.intent), on the plan's own
@@ -312,3 +333,8 @@ def voice_change(text: str, it: Intent) -> VoiceChange | None:
     if v.dialect is not None:
         return VoiceChange(dialect=v.dialect)
     return None
+
+
+def _log_failure(job: "Future[None]") -> None:
+    if not job.cancelled() and job.exception() is not None:
+        log.warning("preparing the next turn's context failed (the read will evaluate it): %s", job.exception())

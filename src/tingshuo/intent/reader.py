@@ -215,6 +215,13 @@ class IntentReader:
         msgs = self.messages(text, history, role)
         return self.llm.next_token_logits(msgs, fixed=len(msgs) - 1, answer="")  # type: ignore[attr-defined]
 
+    def prepare(self, history: Iterable[Message] = (), role: str | None = None) -> None:
+        """Have the next turn's context (``history``, ``role``: what :meth:`read` will be given) evaluated ahead,
+        so a read pays only for the turn's own words. Only with the probe (it reads from the saved state)."""
+        if self.probe is not None:
+            msgs = self.messages("", list(history), role)
+            self.llm.prepare(msgs, fixed=len(msgs) - 1, answer="")  # type: ignore[attr-defined]
+
     def read(self, text: str, history: Iterable[Message] = (), role: str | None = None) -> Intent:
         """The plan for ``text`` after ``history`` (``role``: the character the assistant plays now, if any).
         Never raises for odd input: empty, emoji-only or unreadable turns are ``chat``."""

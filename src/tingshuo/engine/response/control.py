@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 
 from tingshuo.engine.events import ResponseStarted
 from tingshuo.engine.plan import TurnPlan
@@ -26,10 +27,13 @@ class Replies:
         self.studio, self.speak = studio, speak
         self.current: Response | None = None
         self.tasks: set[asyncio.Task[None]] = set()  # every response task, speculative ones included
+        self.after: Callable[[], None] | None = None  # told when a reply (or what was heard of it) is recorded
 
     def _finished(self, r: Response) -> None:
         if self.current is r:
             self.current = None
+        if self.after is not None and r.record and r.gate.is_set():
+            self.after()
 
     def new(self, user_text: str, o: ResponseOptions | None = None) -> Response:
         o = o or ResponseOptions()
