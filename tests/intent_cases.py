@@ -64,7 +64,7 @@ def load(split: str) -> list[Case]:
 def role_of(reader, c: Case) -> str | None:
     """The character the assistant plays when ``c`` is said, as a session would have it: the earlier user turn
     read by the plan (``reader``: a tingshuo.intent.IntentReader), entered when it asked for a role the persona
-    table has (the session then tells the reader which character it plays)."""
+    table has, or for coaching (the tutor); the session then tells the reader which character it plays."""
     from tingshuo.dialogue.persona import get_persona, persona_for
     from tingshuo.intent import settle
 
@@ -73,4 +73,8 @@ def role_of(reader, c: Case) -> str | None:
         return None
     it = settle(asks[-1], reader.read(asks[-1]))
     key = persona_for(it.character, asks[-1]) if it.intent == "role" else None
+    if it.intent == "coach":  # a coaching request enters the tutor (tingshuo.engine.understand)
+        from tingshuo.dialogue.persona import PERSONAS
+
+        key = next((p.key for p in PERSONAS.values() if p.coach), None)
     return get_persona(key).name if key else None
