@@ -145,8 +145,9 @@ def _turn(context: str, text: str) -> str:
 
 
 class PlanProbe(LinearProbe):
-    """The intent (and whether a voice change is asked for) from the reader's next-token logits where the intent
-    label is read: a softmax regression over the logits of a fixed token set, and a binary head for the voice,
+    """The intent, whether a voice change is asked for and whether it is for this reply only, from the reader's
+    next-token logits where the intent label is read: a softmax regression over the logits of a fixed token set,
+    and two binary heads,
     trained on tests/data/intents/dev.tsv by ``bench/train_plan_probe.py`` (why and how: that file). Package data
     (``intent/data/plan_probe.npz``)."""
 
@@ -212,7 +213,9 @@ class IntentReader:
     def logits(self, text: str, history: Iterable[Message] = (), role: str | None = None) -> np.ndarray:
         """The next-token logits where the intent label is read, the same for the same turn every time (from the
         prompt's saved state: see LlamaCppChat.next_token_logits)."""
-        msgs = self.messages(text, history, role)
+        return self._logits(self.messages(text, history, role))
+
+    def _logits(self, msgs: list[Message]) -> np.ndarray:
         return self.llm.next_token_logits(msgs, fixed=len(msgs) - 1, answer="")  # type: ignore[attr-defined]
 
     def prepare(self, history: Iterable[Message] = (), role: str | None = None) -> None:
@@ -253,8 +256,7 @@ class IntentReader:
     def _by_labels(self, msgs: list[Message], text: str, can_leave: bool = True) -> Intent:
         wants_voice = once = None  # the probe's P(a voice change is asked for), P(for this reply only)
         if self.probe is not None:
-            logits = self.llm.next_token_logits(msgs, fixed=len(msgs) - 1, answer="")  # type: ignore[attr-defined]
-            scores, wants_voice, once = self.probe(logits, can_leave)
+            scores, wants_voice, once = self.probe(self._logits(msgs), can_leave)
             p = {k: scores[v] for k, v in LABELS.items()}
         else:
             p = self._probs(msgs, LABELS)
