@@ -283,6 +283,76 @@ def test_in_a_conversation_the_next_turns_context_is_read_ahead(stack):
     assert np.isfinite(fresh).all()
 
 
+@pytest.mark.slow
+def test_while_the_user_talks_the_plan_reads_their_words_ahead(stack):
+    """Speech streamed in real time: each partial transcript's words are evaluated on the plan's (and the guard's)
+    context while the user talks, so the read at the end of the turn evaluates only what came after the last
+    partial and the tokens that close the turn — and it reads as a read from scratch."""
+    import asyncio
+    import time
+
+    import numpy as np
+
+    from tingshuo.audio.io import INPUT_RATE, resample
+    from tingshuo.engine import Session
+
+    said = "我今天误机了，下午约好的会全都泡汤了，真的好烦啊"
+    audio = resample(stack.tts.synthesize(said, lang="zh"), stack.tts.sample_rate, INPUT_RATE).astype(np.float32)
+    planner = stack.planner
+    evaluate, read, prepare = planner.llm.llm.eval, planner.read, planner.prepare
+    where: list[str] = []  # which call the evaluation is inside
+    counted: dict[str, list[int]] = {"read": [], "prepare": []}
+    words: list[str] = []
+
+    def eval_counted(tokens):
+        if where:
+            counted[where[-1]].append(len(tokens))
+        return evaluate(tokens)
+
+    def inside(name, fn):
+        def call(*a, **k):
+            where.append(name)
+            try:
+                return fn(*a, **k)
+            finally:
+                where.pop()
+        return call
+
+    def prepare_noted(history=(), role=None, words_so_far=""):
+        words.append(words_so_far)
+        return inside("prepare", prepare)(history, role, words_so_far)
+
+    async def go():
+        s = Session(stack, speak=False)
+        task = asyncio.create_task(_drain(s))
+        t0, step = time.perf_counter(), 320
+        for i in range(0, len(audio), step):  # as a microphone would: 20 ms of audio every 20 ms
+            await s.push_audio(audio[i:i + step])
+            await asyncio.sleep(max(0.0, t0 + (i + step) / INPUT_RATE - time.perf_counter()))
+        for _ in range(50):
+            await s.push_audio(np.zeros(step, np.float32))
+            await asyncio.sleep(step / INPUT_RATE)
+        await s.end_audio()
+        await s.wait_idle()
+        await s.close()
+        await task
+        return s.state.last
+
+    planner.llm.llm.eval, planner.read, planner.prepare = eval_counted, inside("read", read), prepare_noted
+    try:
+        last = asyncio.run(go())
+    finally:
+        planner.llm.llm.eval, planner.read, planner.prepare = evaluate, read, prepare
+    heard = last.text
+    assert any(w and heard.startswith(w[:3]) for w in words), (words, heard)  # partials were read ahead
+    # the read evaluated the words after the last partial and the turn's closing tokens, not the whole turn
+    assert counted["read"] and sum(counted["read"]) < planner.llm.count_tokens(heard), (counted, heard)
+    assert last.intent.intent == "chat" and last.intent.voice is None
+    fresh = planner.logits(heard)
+    scores, _, _ = planner.probe(fresh, can_leave=False)
+    assert scores["chat"] == pytest.approx(last.intent.scores["chat"], abs=0.02)
+
+
 async def _drain(s):
     async for _ in s.events():
         pass
