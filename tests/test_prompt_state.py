@@ -130,35 +130,3 @@ def test_a_context_prepared_ahead_scores_the_same_and_spares_its_evaluation(tmp_
     batches.clear()
     a.next_token_logits(other, fixed=1)
     assert sum(batches) >= a.count_tokens("用户：怎么做红烧肉？")
-
-
-@pytest.mark.slow
-def test_words_prepared_as_they_are_heard_leave_only_the_rest_to_read(tmp_path):
-    """Partial transcripts prepared one after another (one of them revised by the next, as Whisper does): each
-    prepare evaluates only what its words add after where they part from the last, and the read at the end of
-    the turn only the words after the last partial — with the scores of a read from the saved state."""
-    import numpy as np
-
-    from tingshuo.llm.llamacpp import label_softmax
-
-    a = _chat(tmp_path)
-    stem = "（前文）用户：我最近压力很大，晚上总睡不好\n（前文）助手：听起来你很辛苦，愿意多说说吗？\n用户："
-    final = "我今天误机了，下午约好的会全都泡汤了，真的好烦啊"
-    turn = [*PREFIX, {"role": "user", "content": stem + final}]
-    want = a.next_token_logits(turn, fixed=1)
-    batches: list[int] = []
-    evaluate = a.llm.eval
-    a.llm.eval = lambda tokens: (batches.append(len(tokens)), evaluate(tokens))[1]
-    a.prepare([*PREFIX, {"role": "user", "content": stem}], fixed=1)
-    for partial, new in (("我今天无机", "我今天无机"), ("我今天误机了，下午约好的", "误机了，下午约好的"),
-                         ("我今天误机了，下午约好的会全都泡汤", "会全都泡汤")):
-        batches.clear()
-        a.prepare([*PREFIX, {"role": "user", "content": stem + partial}], fixed=1)
-        # what the words added (the revised 无机 is evaluated again from where it parts), never the context
-        assert sum(batches) <= a.count_tokens(new) + 2, (partial, batches)
-    batches.clear()
-    got = a.next_token_logits(turn, fixed=1)
-    assert batches and sum(batches) <= a.count_tokens("了，真的好烦啊") + 10, batches
-    ids = a.label_ids(LABELS)
-    assert label_softmax(got, ids, LABELS) == pytest.approx(label_softmax(want, ids, LABELS), abs=0.01)
-    assert np.abs(got - want).max() < 1.0, np.abs(got - want).max()

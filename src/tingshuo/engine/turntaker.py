@@ -173,10 +173,6 @@ class TurnTaker:
             if t is None or not tr.open or tr.item_id != item_id:
                 return
             self.ctx.emit(TranscriptPartial(t.text, item_id))
-            if self.auto_respond and not self.replies.busy() and self.barge.judging is None:
-                # the plan's and the guard's contexts read the words so far, on their own threads when idle: at
-                # the end of the turn they read only what came after
-                self.und.prepare_next(t.text)
             if not self.replies.busy() and not self.ctx.lanes.llm.contended():  # optional work: not while another session waits
                 await self.score_text(t.text, t.language)  # pre-fills the LLM cache with the user's words
                 # The LLM is idle while the user talks: read the feeling in the words now, so the end of the turn

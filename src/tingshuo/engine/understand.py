@@ -115,30 +115,23 @@ class Understander:
             candidate = u.intent.intent == "search" and ctx.stack.llm is not None  # settled: its words can be current
         return replace(u, search_candidate=candidate, ms=u.ms + (time.perf_counter() - t0) * 1000)
 
-    def prepare_next(self, words: str = "") -> None:
+    def prepare_next(self) -> None:
         """The next turn's context — the turns the plan and the guard will read it with, and the role — evaluated
         ahead on their threads once a reply is in the conversation, before the user speaks again: a read then pays
         only for the turn's own words (on 2 cores a two-line context took a plan read 325 → 1,030 ms, a guard
         check 276 → 916). Scores as a read from scratch (to ~0.002 in P); a read whose context differs (a typed
-        item, another session on the same model) simply reads it all.
-
-        ``words``: while the user talks, what they have said so far (a partial transcript), evaluated after that
-        context, so that when the turn ends the reads evaluate only the words after the partial and the few
-        tokens that close the turn. Optional work: a thread is used only when idle (the turn's own read never
-        queues behind it), each call evaluates only what the words added since the last, and a partial the final
-        transcript revises costs only the tokens after where they part."""
+        item, another session on the same model) simply reads it all."""
         ctx, st = self.ctx, self.state
         role = st.role(ctx.settings.dialogue.persona)
         planner = ctx.stack.planner
         jobs = []
         # only on a context of its own: on the conversation's it would evict the reply's cached prompt
-        if (planner is not None and ctx.settings.plan.enabled and ctx.settings.plan.separate_context
-                and (not words or ctx.lanes.plan.idle())):
+        if planner is not None and ctx.settings.plan.enabled and ctx.settings.plan.separate_context:
             recent = [{"role": r, "content": t} for r, t in st.recent(2)]
-            jobs.append(ctx.lanes.plan.submit(planner.prepare, recent, role, words))
+            jobs.append(ctx.lanes.plan.submit(planner.prepare, recent, role))
         guard = ctx.stack.guard if ctx.settings.safety.enabled else None
-        if guard is not None and ctx.settings.safety.separate_context and (not words or ctx.lanes.guard.idle()):
-            jobs.append(ctx.lanes.guard.submit(guard.prepare, st.recent(CONTEXT_TURNS), role, words))
+        if guard is not None and ctx.settings.safety.separate_context:
+            jobs.append(ctx.lanes.guard.submit(guard.prepare, st.recent(CONTEXT_TURNS), role))
         for job in jobs:
             job.add_done_callback(_log_failure)
 

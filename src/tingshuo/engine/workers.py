@@ -130,11 +130,6 @@ class Worker(Executor):
                 return False
             time.sleep(0.05)
 
-    def idle(self) -> bool:
-        """Nothing runs or waits on this thread (optional work may start without delaying anyone's)."""
-        with self._cv:
-            return self._running_since is None and not any(self._lanes.values())
-
     def contended(self, owner: object) -> bool:
         """Is anyone else waiting for this thread? (A long job then stops pausing and finishes quickly.)"""
         return self.queued(exclude=owner) > 0
@@ -246,9 +241,6 @@ class Lane(Executor):
 
     def contended(self) -> bool:
         return self.worker.contended(self.owner)
-
-    def idle(self) -> bool:
-        return self.worker.idle()
 
     def busy_with_others(self) -> bool:
         return self.worker.busy_with_others(self.owner)

@@ -218,12 +218,11 @@ class IntentReader:
     def _logits(self, msgs: list[Message]) -> np.ndarray:
         return self.llm.next_token_logits(msgs, fixed=len(msgs) - 1, answer="")  # type: ignore[attr-defined]
 
-    def prepare(self, history: Iterable[Message] = (), role: str | None = None, words: str = "") -> None:
+    def prepare(self, history: Iterable[Message] = (), role: str | None = None) -> None:
         """Have the next turn's context (``history``, ``role``: what :meth:`read` will be given) evaluated ahead,
-        and ``words``, what the user has said of the turn so far (a partial transcript), so a read pays only for
-        the words after them. Only with the probe (it reads from the saved state)."""
+        so a read pays only for the turn's own words. Only with the probe (it reads from the saved state)."""
         if self.probe is not None:
-            msgs = self.messages(words, list(history), role)
+            msgs = self.messages("", list(history), role)
             self.llm.prepare(msgs, fixed=len(msgs) - 1, answer="")  # type: ignore[attr-defined]
 
     def read(self, text: str, history: Iterable[Message] = (), role: str | None = None) -> Intent:

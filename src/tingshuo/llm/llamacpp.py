@@ -224,9 +224,10 @@ class LlamaCppChat:
             try:
                 if fixed is not None and self._states is not None:
                     prefix = self._prefix_tokens(messages[:fixed])
-                    n = self._prepared(tokens)
-                    if len(prefix) <= n < len(tokens):
-                        reuse = n  # evaluated ahead by prepare(), on top of the prompt's saved state
+                    stem = self._stem
+                    if (stem and len(stem) < len(tokens) and tokens[: len(stem)] == stem
+                            and list(self.llm._input_ids[: len(stem)]) == stem):
+                        reuse = len(stem)  # evaluated ahead by prepare(), on top of the prompt's saved state
                     elif tokens[: len(prefix)] == prefix:
                         self._restore(prefix, fresh=True)
                         reuse = len(prefix)
@@ -256,29 +257,13 @@ class LlamaCppChat:
             if stem[: len(prefix)] != prefix:
                 return
             try:
-                n = self._prepared(stem)
-                if n < len(prefix):
-                    self._restore(prefix, fresh=True)
-                    n = len(prefix)
-                if len(stem) > n:
-                    self._logits_after(stem, n)
+                self._restore(prefix, fresh=True)
+                if len(stem) > len(prefix):
+                    self._logits_after(stem, len(prefix))
                 self._stem = stem
             except Exception as e:
                 self._stem = None
                 raise LlmError(f"preparing the context failed: {e}") from e
-
-    def _prepared(self, tokens: list[int]) -> int:
-        """How many leading ``tokens`` the cache holds as prepare() evaluated them (on the fixed prompt's saved
-        state, by appending only): 0 when another call has used the context since (caller holds the lock)."""
-        stem = self._stem
-        if not stem or list(self.llm._input_ids[: len(stem)]) != stem:
-            return 0
-        n = 0
-        for a, b in zip(stem, tokens):
-            if a != b:
-                break
-            n += 1
-        return n
 
     def emotion_probabilities(self, history: list[Message], user_text: str, labels: list[str]) -> dict[str, float]:
         """How the user feels, as the model reads their words: P over ``labels`` (Chinese words, one token each

@@ -220,13 +220,12 @@ class SafetyGuard:
         with self._lock:  # the prompt before the turn is fixed: the same turn always gets the same logits
             return self.llm.next_token_logits(msgs, fixed=len(msgs) - 1)  # type: ignore[attr-defined]
 
-    def prepare(self, history: Sequence[tuple[str, str]] = (), role: str | None = None, words: str = "") -> None:
-        """Have the next user turn's context (what :meth:`check_input` will be given) evaluated ahead, and
-        ``words``, what the user has said of it so far, so a check pays only for the words after them (three
-        context lines cost ~640 ms a check on 2 cores). Only with the probe (its reads start from the saved
-        state); a turn long enough to be read in windows is read from the context on."""
+    def prepare(self, history: Sequence[tuple[str, str]] = (), role: str | None = None) -> None:
+        """Have the next user turn's context (what :meth:`check_input` will be given) evaluated ahead, so a check
+        pays only for the turn's own words (three context lines cost ~640 ms a check on 2 cores). Only with the
+        probe (its reads start from the saved state)."""
         if self.probe is not None:
-            msgs = self._messages(framed(words if len(words) <= WINDOW_CHARS else "", "用户", history, role))
+            msgs = self._messages(framed("", "用户", history, role))
             with self._lock:
                 self.llm.prepare(msgs, fixed=len(msgs) - 1)  # type: ignore[attr-defined]
 
