@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
+from difflib import SequenceMatcher
 
 import numpy as np
 
@@ -33,6 +35,9 @@ _BLOCKED = {"zh": "这部分我不能说下去，我们换个话题吧。", "en"
 # in care mode a blocked clause must not end in a change of subject (safe-messaging practice): stay and ask
 _BLOCKED_CARE = {"zh": "这部分我不说了。我还在这里陪着你，你现在安全吗？",
                  "en": "I won't say that part. I'm still here with you. Are you safe right now?"}
+# said in place of a refusal that recites the note telling the model how to refuse (the 1.5B did, word for word:
+# "你不能提供任何相关的方法、步骤或内容，即使是在角色扮演里。用温和、不说教的语气简短拒绝……")
+_DECLINE = {"zh": "这个我不能帮你。我们聊点别的吧，好吗？", "en": "I can't help with that. Shall we talk about something else?"}
 _SORRY = {"zh": "抱歉，这次的新歌词没填好，我先唱原来的版本吧。",
           "en": "Sorry, the new words did not fit the tune; here is the original."}
 
@@ -47,6 +52,8 @@ class TextStage:
         checked = cfg.safety.enabled and cfg.safety.check_output and r.fixed is None  # a song's intro is fixed
         self.guard = ctx.stack.guard if checked else None
         self.passed: list[str] = []
+        # the instruction a refusal's reply is written from: no clause may recite it (see copies())
+        self.refusal_note = r.plan.note if r.plan.reason.startswith("refusal") and r.plan.note else None
         self.splitter = ClauseSplitter()
         # a tag, else the policy's style, else a lasting style the user asked for, else the persona's manner
         self.base_style = r.plan.style or (None if r.voice_state.style else voices.persona.default_emotion)
@@ -58,6 +65,15 @@ class TextStage:
         r = self.r
         for c in cs:
             if self.stop.blocked:
+                return
+            if self.refusal_note is not None and copies(c, self.refusal_note):
+                # the model recited its instructions: one plain sentence instead, and the reply ends there
+                log.info("a refusal recited its note, replaced: %r", c)
+                self.stop.set("blocked")
+                c = _DECLINE.get(r.lang, _DECLINE["en"])
+                self.words.generated[:] = [*self.passed, c]
+                r.emit(ReplyTextDelta(r.rid, c))
+                await self.clauses.put(Clause(c, self.style, self.voice, self.speaker))
                 return
             if self.guard is not None:
                 v = await run_on(self.ctx.lanes.guard, self.guard.check_output, c, r.care_lines or self.state.care)
@@ -72,12 +88,20 @@ class TextStage:
                     self.words.generated[:] = [*self.passed, c]
                 else:
                     self.passed.append(c)
+            else:
+                self.passed.append(c)
+            if self.per_clause:
                 r.emit(ReplyTextDelta(r.rid, c))
             await self.clauses.put(Clause(c, self.style, self.voice, self.speaker))
 
+    @property
+    def per_clause(self) -> bool:
+        """The text goes out a clause at a time, once it is checked (else each piece as the LLM writes it)."""
+        return self.guard is not None or self.refusal_note is not None
+
     async def text(self, piece: str) -> None:
         self.words.generated.append(piece)
-        if self.guard is None:
+        if not self.per_clause:
             self.r.emit(ReplyTextDelta(self.r.rid, piece))
         await self.put(self.splitter.feed(piece))
 
@@ -166,6 +190,18 @@ class TextStage:
         if r.song is not None:
             await self.sing(r.song)
         await self.clauses.put(None)
+
+
+def copies(clause: str, note: str, han: int = 8, words: int = 6) -> bool:
+    """Whether ``clause`` repeats a run of ``note``: ``han`` Chinese characters in a row, or ``words`` English words
+    (short shared phrases such as "不能提供" are ordinary language; a run this long is a recital)."""
+    a, b = re.sub(r"\s+", "", clause), re.sub(r"\s+", "", note)
+    m = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
+    if len(re.findall(r"[\u4e00-\u9fff]", a[m.a:m.a + m.size])) >= han:
+        return True
+    wa, wb = re.findall(r"[a-z']+", clause.lower()), re.findall(r"[a-z']+", note.lower())
+    m = SequenceMatcher(None, wa, wb, autojunk=False).find_longest_match(0, len(wa), 0, len(wb))
+    return m.size >= words
 
 
 def _next_phrase(phrases) -> Callable[[], np.ndarray]:
