@@ -64,7 +64,8 @@ class ModelStack:
     def notices(self) -> "NoticeVoice":
         """Fault notices pre-rendered per voice (so a failing TTS can still say it failed)."""
         if self._notices is None:
-            self._notices = NoticeVoice(lambda: self.tts, self.pool("tts"))
+            self._notices = NoticeVoice(lambda: self.tts, self.pool("tts"), self.settings.cache_dir / "notices",
+                                        self.settings.tts.model_dump_json())
         return self._notices
 
     def backend(self, name: str) -> BackendHealth:
@@ -167,5 +168,16 @@ class ModelStack:
             t = time.perf_counter()
             stack.tts = SpeechSynthesizer(settings.tts, cache)
             stack.tts.preload()
+            # the "my voice failed" notice in the starting persona's voice: rendered inside the first session's
+            # first turn it took the TTS thread for 6.3 s (zh, 2 cores); from the cache directory it loads in ms
+            from tingshuo.dialogue.persona import get_persona
+            from tingshuo.tts import VoiceSettings
+
+            try:
+                voice = VoiceSettings(voice=get_persona(settings.dialogue.persona).voice)
+            except ValueError:  # a user's persona not registered yet: its session renders the notice
+                voice = None
+            for lang in ("zh", "en") if voice is not None else ():
+                stack.notices.render_now(voice, lang)
             stack.load_ms["tts"] = (time.perf_counter() - t) * 1000
         return stack
