@@ -322,7 +322,9 @@ class IntentReader:
             return it  # settle() will hold this reading back: a generated slot (~1-2 s) would be wasted
         if it.intent in ("sing", "sing_adapt") and not it.song:
             it = replace(it, song=self._title(text))
-        if it.intent in ("sing_adapt", "sing_new", "story") and not it.topic and self.llm.caps.json_schema:
+        # a topic only where it is used (new words to a melody, a new song): a story is told from the user's own
+        # words, and generating its topic put 1-2 s before every story's first word for nothing
+        if it.intent in ("sing_adapt", "sing_new") and not it.topic and self.llm.caps.json_schema:
             it = replace(it, topic=self._ask(msgs, "用户想要的新歌词或故事讲的是什么内容？不要写歌名，只写两三个词（没说就写空）。", _TOPIC_SCHEMA, "topic"))
         if it.intent == "role" and not it.character:
             it = replace(it, character=self._ask(msgs, "用户要助手扮演谁？只写人物名字。", {
