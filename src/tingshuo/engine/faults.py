@@ -67,22 +67,23 @@ class NoticeVoice:
     def prepare(self, voice: "VoiceSettings", lang: str) -> None:
         """Queue the rendering of the "my voice failed" notice in ``voice`` (once per voice and language). The
         other notices are synthesized when needed: the voice still works then."""
+        if self._claim(voice, lang):
+            self._worker.submit(self._render, voice, lang)
+
+    def _claim(self, voice: "VoiceSettings", lang: str) -> bool:
+        """True the first time a voice and language are asked for (then they are rendered once)."""
         key = f"{voice.voice or ''}/{lang}"
         with self._lock:
             if key in self._pending or self._tts() is None:
-                return
+                return False
             self._pending.add(key)
-        self._worker.submit(self._render, voice, lang)
+            return True
 
     def render_now(self, voice: "VoiceSettings", lang: str) -> None:
         """Render (or load) the notice in ``voice`` on the calling thread: at load time, before any session uses
         the TTS, so no first turn shares the thread with it."""
-        key = f"{voice.voice or ''}/{lang}"
-        with self._lock:
-            if key in self._pending or self._tts() is None:
-                return
-            self._pending.add(key)
-        self._render(voice, lang)
+        if self._claim(voice, lang):
+            self._render(voice, lang)
 
     def _render(self, voice: "VoiceSettings", lang: str) -> None:
         tts = self._tts()
