@@ -207,7 +207,7 @@ def run(stack: ModelStack, out: Path, n_clips: int = 6) -> dict:
     """The whole benchmark on a loaded stack (also called by bench/run.py)."""
     settings = stack.settings.model_copy(deep=True)
     out.mkdir(parents=True, exist_ok=True)
-    settings.server.db_path = out / "bench-transcripts.sqlite3"
+    settings.store.path = out / "bench-transcripts.sqlite3"
     paths = [ZH_CLIP, *sorted(librivox())][:n_clips]
     clips = [load_audio(p) for p in paths]
     port, srv, th = start_server(settings, stack)

@@ -226,3 +226,15 @@ def llama_server(settings):
         proc.terminate()
         proc.wait(10)
 
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL server (tests/pgcluster.py) for the transcript store's PostgreSQL backend."""
+    from pgcluster import PgCluster
+
+    cluster = PgCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()

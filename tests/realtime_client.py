@@ -7,14 +7,15 @@ import time
 
 
 @contextlib.contextmanager
-def realtime(stack, settings, tmp_path, **server):
-    """A Realtime app on ``stack`` (TestClient: the ASGI app over an in-process socket) and one connected client."""
+def realtime(stack, settings, tmp_path, store_url: str | None = None, **server):
+    """A Realtime app on ``stack`` (TestClient: the ASGI app over an in-process socket) and one connected client.
+    ``store_url``: a PostgreSQL store instead of the SQLite file in ``tmp_path``."""
     from starlette.testclient import TestClient
 
     from tingshuo.server.app import create_app
 
     s = settings.model_copy(deep=True)
-    s.server.db_path = tmp_path / "t.sqlite3"
+    s.store.path, s.store.url = tmp_path / "t.sqlite3", store_url
     s.server.allow_open = True  # TestClient's peer is "testclient", not a loopback address
     for k, v in server.items():
         setattr(s.server, k, v)

@@ -108,7 +108,7 @@ def test_serve_starts_the_page_and_the_api_and_stops_on_ctrl_c(tmp_path, tls):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    env = {**os.environ, "TINGSHUO_SERVER__DB_PATH": str(tmp_path / "t.sqlite3")}
+    env = {**os.environ, "TINGSHUO_STORE__PATH": str(tmp_path / "t.sqlite3")}
     args = ["serve", "--port", str(port)]
     if tls:
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",

@@ -38,7 +38,7 @@ def heard(recognizer, x24: np.ndarray) -> str:
 
 
 def stored_turns(db) -> list[dict]:
-    from tingshuo.server.store import export_sessions
+    from tingshuo.store.sqlite import export_sessions
 
     return [t for s in export_sessions(db) for t in s["turns"]]
 

@@ -90,7 +90,7 @@ def fuzzed(stack, settings, tmp_path_factory):
     from tingshuo.server.app import create_app
 
     s = settings.model_copy(deep=True)
-    s.server.db_path, s.server.allow_open = tmp_path_factory.mktemp("fuzz") / "t.sqlite3", True
+    s.store.path, s.server.allow_open = tmp_path_factory.mktemp("fuzz") / "t.sqlite3", True
     with TestClient(create_app(s, stack)) as tc:
         with tc.websocket_connect("/v1/realtime") as victim, tc.websocket_connect("/v1/realtime") as bystander:
             for ws in (victim, bystander):

@@ -80,7 +80,7 @@ def test_admission_refuses_a_call_when_real_time_cannot_be_held(stack, settings,
     from tingshuo.tts import VoiceSettings
 
     s = settings.model_copy(deep=True)
-    s.server.db_path, s.server.allow_open, s.server.admit_queue_s = tmp_path / "t.sqlite3", True, 0.5
+    s.store.path, s.server.allow_open, s.server.admit_queue_s = tmp_path / "t.sqlite3", True, 0.5
     tts = stack.pool("tts")
     tts.WINDOW_S = 3.0  # this instance only: the gate reopens 3 s after the load, not 10
     text = "好的，我明白了。"  # real syntheses, short: x's first job is what holds the thread
@@ -153,29 +153,35 @@ def test_health_readiness_and_prometheus_metrics(stack, settings, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_session_continues_on_another_server_from_the_store(stack, settings, tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_session_continues_on_another_server_from_the_store(stack, settings, tmp_path, backend, request):
     """Server A takes two turns and the connection drops; server B (same store, none of A's memory) continues the
-    same session: the id, the conversation, and what the user said before."""
+    same session: the id, the conversation, and what the user said before. With PostgreSQL (a server the suite
+    starts, tests/pgcluster.py) the two servers could be on different machines."""
     from starlette.testclient import TestClient
 
     from tingshuo.server.app import create_app
 
-    with realtime(stack, settings, tmp_path) as (tc, ws, sid):
+    url = request.getfixturevalue("pg_cluster").database() if backend == "postgres" else None
+    with realtime(stack, settings, tmp_path, store_url=url) as (tc, ws, sid):
         say(ws, "我叫王小明，我养了一只猫，叫咪咪。", audio=False)
     s = settings.model_copy(deep=True)
-    s.server.db_path, s.server.allow_open = tmp_path / "t.sqlite3", True
+    s.store.path, s.store.url, s.server.allow_open = tmp_path / "t.sqlite3", url, True
+    if url:
+        s.store.path = tmp_path / "elsewhere" / "t.sqlite3"  # nothing of A's on B's disk: only the database
     with TestClient(create_app(s, stack)) as other:
         with other.websocket_connect(f"/v1/realtime?tingshuo_session={sid}") as ws:
             created = ws.receive_json()
             events = say(ws, "我的猫叫什么名字？", audio=False)
         with other.websocket_connect("/v1/realtime?tingshuo_session=sess_nobody") as ws:
             refused = ws.receive_json()
-        other.app.state.server.store.flush()
-    from tingshuo.server.store import export_sessions
+        store = other.app.state.server.store
+        store.flush()
+        stored = store.export(sid)[0]
 
     assert created["session"]["id"] == sid
     answer = next(e for e in events if e["type"] == "response.output_text.done")["text"]
     assert "咪咪" in answer, answer
     assert refused["error"]["code"] == "session_not_found"
-    stored = export_sessions(tmp_path / "t.sqlite3", sid)[0]
     assert [t["role"] for t in stored["turns"]] == ["user", "assistant", "user", "assistant"]
+    assert not (tmp_path / "elsewhere").exists()

@@ -345,11 +345,40 @@ class ServerConfig(Section):
     max_outbox_events: int = 3000  # events queued for a client that does not read (~2 min of audio) → disconnect
     lead_ms: int = 200  # paced output runs this far ahead of real time (network jitter vs stopping fast)
     aec: bool = False  # browsers cancel echo themselves; the server does not know when the client plays
-    db_path: Path | None = None  # transcripts; None: <cache_dir>/transcripts.sqlite3
+    db_path: Path | None = None  # deprecated (one release): read as store.path, with a warning
     # Browsers give the microphone only to https pages (or localhost): for phones on the LAN, a certificate here
     # (or a TLS reverse proxy in front)
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+
+
+class StoreConfig(Section):
+    """What is kept of each call, where, and for how long (README "What is kept"). People tell a companion things
+    they tell no one else: calls expire, deletion erases, and the files are readable by their owner only."""
+
+    # Every turn of every call written as it happens, so a crash or a dropped call loses nothing and a call can be
+    # continued on any server sharing the store. False: nothing is written (no file), calls cannot be continued.
+    enabled: bool = True
+    # The SQLite file (None: <cache_dir>/transcripts.sqlite3). Ignored when ``url`` is set.
+    path: Path | None = None
+    # "postgresql://user:pass@host:5432/db": one store for session servers on several machines (psycopg).
+    url: str | None = None
+    # Calls whose last activity is older than this are deleted with their audio, at start and then daily.
+    # None keeps them until deleted by hand (`tingshuo sessions delete`).
+    retention_days: float | None = Field(default=30.0, gt=0)
+    # Where kept audio goes (None: "unheard" beside the SQLite file, or <cache_dir>/unheard with ``url``; with a
+    # PostgreSQL store the audio stays on the machine that heard it).
+    audio_dir: Path | None = None
+    # Keep the audio of every user turn. Off: only turns the recognizer failed on keep theirs (so nothing the
+    # user said is lost); either way audio expires with its call.
+    keep_audio: bool = False
+    # The deployer's risk log: safety verdicts that were not "allow" (refused, care, a blocked clause) with the
+    # words that caused them. Its own retention, as a deployer may need to review incidents after the calls expire;
+    # a user's deletion of a call or an item erases its entries all the same.
+    risk_log: bool = True
+    risk_retention_days: float | None = Field(default=30.0, gt=0)
+    # Logs carry no user or assistant text (counts and ids only) unless this debugging switch is on.
+    log_user_text: bool = False
 
 
 class Settings(BaseSettings):
@@ -370,6 +399,7 @@ class Settings(BaseSettings):
     turn: TurnConfig = Field(default_factory=TurnConfig)
     duplex: DuplexConfig = Field(default_factory=DuplexConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
 
     def __init__(self, **values: Any) -> None:
         problems = env_errors(os.environ)
@@ -379,6 +409,26 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except ValidationError as e:
             raise ConfigError(describe(e)) from None
+
+    @model_validator(mode="after")
+    def _old_db_path(self) -> "Settings":
+        if self.server.db_path is not None:
+            warnings.warn("server.db_path is deprecated and will be removed in the next release: set store.path "
+                          "(the [store] section also has retention_days, keep_audio and url)",
+                          DeprecationWarning, stacklevel=2)
+            if self.store.path is None:
+                self.store.path = self.server.db_path
+        return self
+
+    def store_path(self) -> Path:
+        """The SQLite transcript file (``store.path``, the deprecated ``server.db_path``, or the cache's)."""
+        return self.store.path or self.server.db_path or self.cache_dir / "transcripts.sqlite3"
+
+    def audio_dir(self) -> Path:
+        """Where kept turn audio goes (``store.audio_dir``; beside the SQLite file; the cache with a URL)."""
+        if self.store.audio_dir is not None:
+            return self.store.audio_dir
+        return (self.cache_dir if self.store.url else self.store_path().parent) / "unheard"
 
     @classmethod
     def settings_customise_sources(
@@ -401,6 +451,7 @@ NOT_SETTINGS = frozenset({
     "TINGSHUO_CONFIG",  # the TOML file (above)
     "TINGSHUO_CACHE",  # the cache directory for setup.sh and default_cache_dir() (the setting is cache_dir)
     "TINGSHUO_API_KEY",  # the compose deployment's client key (docker-compose.yml reads it)
+    "TINGSHUO_DB_PASSWORD",  # the compose deployment's PostgreSQL password (compose.yaml reads it)
     "TINGSHUO_TEST_SEED", "TINGSHUO_TEST_DEPS", "TINGSHUO_FORBID_MODELS", "TINGSHUO_FORBID_MODELS_LOG",
     "TINGSHUO_FUZZ_RANDOM", "TINGSHUO_FUZZ_EXAMPLES",  # scripts/test.sh and tests/
 })

@@ -41,10 +41,14 @@ def settings_from(llm_url: str | None = None, llm_model: str | None = None, **mo
         overrides["llm.model"] = llm_model
     overrides.update(more)
     try:
-        return load_settings(overrides)
+        settings = load_settings(overrides)
     except Exception as e:  # pydantic ValidationError, a bad TOML file
         fail(f"invalid configuration: {e}", EXIT_INPUT)
         raise
+    from tingshuo.store.privacy import configure
+
+    configure(settings.store.log_user_text)  # logs carry no user text unless the settings say so
+    return settings
 
 
 def read_audio(path: Path, settings) -> np.ndarray:

@@ -42,12 +42,24 @@ def serve(
     shown = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     scheme = "https" if cfg.ssl_certfile else "http"
     typer.secho(f"tingshuo: call page {scheme}://{shown}:{cfg.port}/  ·  Realtime API base_url={scheme}://{shown}:{cfg.port}/v1"
-                f"  ·  transcripts {settings.server.db_path or settings.cache_dir / 'transcripts.sqlite3'}",
+                f"  ·  transcripts {_kept(settings)}",
                 err=True, fg=typer.colors.GREEN)
     try:
         run_server(settings, stack)
     except OSError as e:  # the port is taken, the address does not exist here
         fail(f"cannot serve on {cfg.host}:{cfg.port}: {e}", EXIT_INPUT)
+
+
+def _kept(settings: Any) -> str:
+    """What ``serve`` says at start about what is kept (the same facts as the call page's line)."""
+    from tingshuo.store.postgres import redact
+
+    st = settings.store
+    if not st.enabled:
+        return "not kept (store.enabled = false)"
+    where = f"PostgreSQL {redact(st.url)}" if st.url else str(settings.store_path())
+    days = "until deleted" if st.retention_days is None else f"{st.retention_days:g} days"
+    return f"{where} (kept {days})"
 
 
 search_app = typer.Typer(help="Live information: the local document index (default provider) and test queries.")
@@ -106,20 +118,55 @@ def search_query(
         typer.echo("nothing found")
 
 
-sessions_app = typer.Typer(help="Stored call transcripts (the server writes every turn to SQLite as it happens).")
+sessions_app = typer.Typer(help="Stored calls: list, export and delete them (the server writes every turn as it "
+                                "happens; [store] settings say where and for how long).")
 app.add_typer(sessions_app, name="sessions")
+
+
+def _store(settings: Any, *, write: bool = False) -> Any:
+    """The configured store, opened for the CLI (no retention run; None when there is nothing to read)."""
+    from tingshuo.store import TranscriptStore, backend_for, open_store
+
+    if not settings.store.enabled and not write:
+        fail("store.enabled is false: this installation keeps no calls", EXIT_INPUT)
+    if not settings.store.url and not settings.store_path().is_file():
+        return None  # nothing stored yet: do not create an empty database just to read it
+    try:
+        if write:
+            s = settings.model_copy(deep=True)
+            s.store.enabled = True  # deleting what an earlier configuration kept
+            return open_store(s, retention=False)
+        return TranscriptStore(backend_for(settings, readonly=True))
+    except Exception as e:  # noqa: BLE001 - a bad URL, an unreachable server
+        fail(f"cannot open the transcript store: {e}", EXIT_INPUT)
+        raise
+
+
+def _stored(settings: Any, session: str | None = None, deleted: bool = False) -> list[dict[str, Any]]:
+    store = _store(settings)
+    if store is None:
+        return []
+    try:
+        return store.export(session, deleted)
+    except OSError as e:
+        fail(f"cannot read the transcript store: {e}", EXIT_INPUT)
+        raise
+    finally:
+        store.close()
 
 
 @sessions_app.command("list")
 def sessions_list() -> None:
-    """One line per stored session: id, start time, turns, first words."""
-    from tingshuo.server.app import db_path
-    from tingshuo.server.store import export_sessions
-
-    for s in export_sessions(db_path(settings_from())):
+    """One line per stored call: id, start time, turns, first words; and how long calls are kept."""
+    settings = settings_from()
+    for s in _stored(settings):
         first = next((t["text"] for t in s["turns"] if t["role"] == "user"), "")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["started"]))
         typer.echo(f"{s['id']}  {when}  {len(s['turns']):3d} turns  {first[:40]}")
+    days = settings.store.retention_days
+    typer.echo(f"# kept {'until deleted' if days is None else f'{days:g} days'} in "
+               f"{settings.store.url and 'PostgreSQL' or settings.store_path()}; "
+               "`tingshuo sessions delete ID|--all|--before DATE` erases", err=True)
 
 
 @sessions_app.command("export")
@@ -127,18 +174,16 @@ def sessions_export(
     session: Annotated[Optional[str], typer.Option("--session", help="only this session id")] = None,
     fmt: Annotated[str, typer.Option("--format", help="json | jsonl (one session per line) | text")] = "json",
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="write here instead of stdout")] = None,
-    deleted: Annotated[bool, typer.Option("--include-deleted", help="also turns a client deleted")] = False,
+    deleted: Annotated[bool, typer.Option("--include-deleted",
+                                          help="also list items a client deleted (their words are erased)")] = False,
 ) -> None:
     """Export transcripts (text, timings, language, emotion) of every session, or one."""
-    from tingshuo.server.app import db_path
-    from tingshuo.server.store import export_sessions
-
     if fmt not in ("json", "jsonl", "text"):
         fail(f"unknown format {fmt!r}: use json, jsonl or text", EXIT_INPUT)
-    path = db_path(settings_from())
-    data = export_sessions(path, session, deleted)
+    settings = settings_from()
+    data = _stored(settings, session, deleted)
     if session and not data:
-        fail(f"no session {session!r} in {path}", EXIT_INPUT)
+        fail(f"no session {session!r} in the transcript store", EXIT_INPUT)
     if fmt == "json":
         body = json.dumps(data, ensure_ascii=False, indent=2)
     elif fmt == "jsonl":
@@ -152,10 +197,89 @@ def sessions_export(
             lines.append("")
         body = "\n".join(lines)
     if out:
-        out.write_text(body + "\n", encoding="utf-8")
+        from tingshuo.store.files import write_private
+
+        write_private(out, body + "\n")  # an export is as private as the store
         typer.echo(f"{len(data)} session(s) → {out}", err=True)
     else:
         typer.echo(body)
+
+
+def _date(value: str) -> float:
+    """A day (YYYY-MM-DD, local midnight) or a moment (ISO 8601) as a Unix time."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        fail(f"--before {value!r}: give a date as YYYY-MM-DD or YYYY-MM-DDTHH:MM", EXIT_INPUT)
+        raise
+
+
+@sessions_app.command("delete")
+def sessions_delete(
+    ids: Annotated[Optional[list[str]], typer.Argument(help="call ids (sess_…) to delete")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="delete every stored call")] = False,
+    before: Annotated[Optional[str], typer.Option("--before", help="delete calls last active before this date "
+                                                  "(YYYY-MM-DD)")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask (--all asks otherwise)")] = False,
+) -> None:
+    """Delete calls with their turns, risk entries and kept audio, then compact the database so their words
+    leave its files."""
+    from tingshuo.store import Selection
+
+    if sum((bool(ids), all_, before is not None)) != 1:
+        fail("name call ids, or --all, or --before DATE (one of them)", EXIT_INPUT)
+    if all_ and not yes and not typer.confirm("Delete every stored call?"):
+        raise typer.Exit(1)
+    sel = Selection(ids=tuple(ids or ()), all=all_, before=_date(before) if before else None)
+    store = _store(settings_from(), write=True)
+    if store is None:
+        typer.echo("0 call(s) deleted (nothing is stored)")
+        return
+    try:
+        n = store.delete(sel)
+    except OSError as e:
+        fail(f"cannot delete: {e}", EXIT_INPUT)
+    finally:
+        store.close()
+    if ids and n < len(set(ids)):
+        typer.echo(f"{n} call(s) deleted; {len(set(ids)) - n} id(s) were not stored", err=True)
+    typer.echo(f"{n} call(s) deleted")
+
+
+@sessions_app.command("risk")
+def sessions_risk() -> None:
+    """The deployer's risk log as JSON lines: refusals, care and blocked clauses (kept ``risk_retention_days``)."""
+    store = _store(settings_from())
+    if store is None:
+        return
+    try:
+        for r in store.risk_entries():
+            typer.echo(json.dumps(r, ensure_ascii=False))
+    finally:
+        store.close()
+
+
+@sessions_app.command("import")
+def sessions_import(
+    path: Annotated[Path, typer.Argument(help="an unwritten-*.jsonl file a closing server saved")],
+) -> None:
+    """Write the turns a server held in memory when it stopped with its database unreachable."""
+    store = _store(settings_from(), write=True)
+    if store is None:
+        s = settings_from()
+        s.store.enabled = True
+        from tingshuo.store import open_store
+
+        store = open_store(s, retention=False)
+    try:
+        n = store.replay(path)
+    except (OSError, ValueError) as e:
+        fail(f"cannot import {path}: {e}", EXIT_INPUT)
+    finally:
+        store.close()
+    typer.echo(f"{n} write(s) stored")
 
 
 @app.command()

@@ -35,6 +35,7 @@ from tingshuo.llm.base import LlmError
 from tingshuo.safety import Verdict
 from tingshuo.safety.guard import CONTEXT_TURNS
 from tingshuo.script import text_language
+from tingshuo.store.privacy import shown
 
 log = logging.getLogger("tingshuo.engine")
 _QUOTED = re.compile(r"[\"“]([A-Za-z][^\"”]{3,}?)[\"”]|:\s*([A-Z][A-Za-z ,']{3,}[.!?])")
@@ -151,7 +152,7 @@ class Understander:
             return CHAT
         settled = settle(text, it)
         if settled.held:
-            log.info("turn plan %s held back: the words cannot ask for it (%r)", settled.held, text[:60])
+            log.info("turn plan %s held back: the words cannot ask for it (%s)", settled.held, shown(text[:60]))
         return settled
 
     def assess(self, audio: np.ndarray, heard: str) -> Report | None:

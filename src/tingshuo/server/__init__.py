@@ -1,1 +1,1 @@
-"""The OpenAI-Realtime-compatible server (``tingshuo serve``) and the transcript store."""
+"""The OpenAI-Realtime-compatible server (``tingshuo serve``); the transcript store is ``tingshuo.store``."""

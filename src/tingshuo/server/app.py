@@ -19,11 +19,10 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -34,7 +33,8 @@ from tingshuo.engine.stack import ModelStack
 from tingshuo.server.realtime import RealtimeConnection
 from tingshuo.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from tingshuo.server.metrics import Metrics
-from tingshuo.server.store import TranscriptStore, export_sessions
+from tingshuo.store import Selection, TranscriptStore, open_store
+from tingshuo.store.privacy import configure as configure_privacy
 
 log = logging.getLogger("tingshuo.server")
 KEY_PROTOCOL = "openai-insecure-api-key."
@@ -52,10 +52,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def db_path(settings: Settings) -> Path:
-    return settings.server.db_path or settings.cache_dir / "transcripts.sqlite3"
 
 
 class RealtimeServer:
@@ -77,8 +73,9 @@ class RealtimeServer:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self._loop = asyncio.get_running_loop()
-        self.store = TranscriptStore(db_path(self.settings), on_failure=self._store_failed,
-                                     on_recovery=self._store_recovered)
+        configure_privacy(self.settings.store.log_user_text)
+        self.store = await asyncio.to_thread(open_store, self.settings, on_failure=self._store_failed,
+                                             on_recovery=self._store_recovered)
         if self.stack is None:
             log.info("loading models…")
             self.stack = await asyncio.to_thread(ModelStack.load, self.settings)
@@ -91,7 +88,8 @@ class RealtimeServer:
             self.ready = False
             if self._closing:  # sessions still winding down write their last turns before the store closes
                 await asyncio.wait(set(self._closing), timeout=10.0)
-            self.store.close()
+            if self.store is not None:
+                self.store.close()
 
     def _store_failed(self, reason: str) -> None:
         """Writer thread: tell every connected client that its turns are held in memory for now."""
@@ -174,13 +172,45 @@ class RealtimeServer:
         if self.stack is not None and self.stack.tts is not None:
             with contextlib.suppress(Exception):
                 voices += list(self.stack.tts.backend("zh").voices())
+        st = self.settings.store
         return JSONResponse({"voices": voices, "default_voice": self.settings.tts.voice_zh,
+                             # what the call page tells a person is kept of the call (README "What is kept")
+                             "store": {"enabled": st.enabled, "retention_days": st.retention_days,
+                                       "keep_audio": st.keep_audio},
                              "personas": [{"key": p.key, "name": p.name, "description": p.description,
                                            "voice": p.voice} for p in PERSONAS.values()],
                              "auth": bool(self.settings.server.api_keys)})
 
+    async def delete_call(self, request: Request) -> Response:
+        """``DELETE /v1/tingshuo/sessions/{id}``: the call page's "delete this call" at hang-up. The call's turns,
+        risk entries and audio are deleted, with the same key (or, on an open server, from the same address)
+        that made it."""
+        label, reason, status = self._authenticate(request)
+        if label is None:
+            return JSONResponse({"error": {"code": "invalid_api_key", "message": reason}}, status_code=status)
+        sid = request.path_params["session_id"]
+        if self.store is None:
+            return JSONResponse({"deleted": 0, "kept": False})
+        if sid in self.connections:
+            return JSONResponse({"error": {"code": "session_live", "message": "hang up before deleting the call"}},
+                                status_code=409)
+        if self._closing:  # a call just hung up writes its last turns first; deleting before would leave them
+            await asyncio.wait(set(self._closing), timeout=10.0)
+        try:
+            found = await asyncio.to_thread(self.store.export, sid, True)
+            if not found:
+                return JSONResponse({"error": {"code": "session_not_found", "message": f"no stored call {sid!r}"}},
+                                    status_code=404)
+            if found[0]["key_label"] != label:
+                return JSONResponse({"error": {"code": "forbidden", "message": "this call was made with another "
+                                               "key"}}, status_code=403)
+            n = await asyncio.to_thread(self.store.delete, Selection(ids=(sid,)))
+        except OSError as e:
+            return JSONResponse({"error": {"code": "store_unavailable", "message": str(e)}}, status_code=503)
+        return JSONResponse({"deleted": n})
+
     # ------------------------------------------------------------------ WebSocket
-    def _authenticate(self, ws: WebSocket) -> tuple[str | None, str | None, int]:
+    def _authenticate(self, ws: HTTPConnection) -> tuple[str | None, str | None, int]:
         """(key label, refusal reason, HTTP status)."""
         cfg = self.settings.server
         key = None
@@ -245,11 +275,10 @@ class RealtimeServer:
             while (ev := await outbox.get()) is not None:
                 await ws.send_text(json.dumps(ev, ensure_ascii=False))
 
-        path = db_path(self.settings)
         conn = RealtimeConnection(self.stack, cfg, send, beta=beta, store=self.store,
                                   model=ws.query_params.get("model", "tingshuo"),
                                   client=ws.headers.get("user-agent", ""), key_label=label,
-                                  audio_dir=path.parent / "unheard", metrics=self.metrics, resume=resume)
+                                  keep_all_audio=self.settings.store.keep_audio, metrics=self.metrics, resume=resume)
         self.connections[conn.id] = conn
         writer_task = asyncio.create_task(writer())
         try:
@@ -291,9 +320,12 @@ class RealtimeServer:
         """A stored session to continue (any server sharing the store may have started it), or why not."""
         if session_id in self.connections:
             return f"session {session_id} is connected already"
-        assert self.store is not None
-        self.store.flush()
-        found = export_sessions(self.store.path, session_id)
+        if self.store is None:
+            return "this server keeps no calls (store.enabled = false), so none can be continued"
+        try:
+            found = self.store.export(session_id)
+        except OSError as e:
+            return f"the transcript store cannot be read now ({e}); try again in a moment"
         if not found:
             return f"no stored session {session_id!r}"
         if found[0]["key_label"] != label:
@@ -301,7 +333,7 @@ class RealtimeServer:
         return found[0]
 
 
-def _protocols(ws: WebSocket) -> list[str]:
+def _protocols(ws: HTTPConnection) -> list[str]:
     return [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
 
 
@@ -323,6 +355,7 @@ def create_app(settings: Settings, stack: ModelStack | None = None) -> Starlette
         Route("/metrics", srv.prometheus),
         Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/v1/tingshuo/options", srv.options),
+        Route("/v1/tingshuo/sessions/{session_id}", srv.delete_call, methods=["DELETE"]),
         WebSocketRoute("/v1/realtime", srv.realtime),
     ], lifespan=srv.lifespan)
     app.state.server = srv

@@ -21,7 +21,7 @@ from tingshuo.engine import events as E
 
 if TYPE_CHECKING:
     from tingshuo.engine.stack import ModelStack
-    from tingshuo.server.store import TranscriptStore
+    from tingshuo.store import TranscriptStore
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # response timings_ms keys → stage label

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -23,7 +22,7 @@ from tingshuo.engine.session import Session
 from tingshuo.engine.stack import ModelStack
 from tingshuo.server.items import Items, Out
 from tingshuo.server.protocol import RealtimeConfig, bytes_per_second, encode_audio, format_rate
-from tingshuo.server.store import TranscriptStore
+from tingshuo.store import TranscriptStore
 
 if TYPE_CHECKING:
     from tingshuo.server.metrics import Metrics
@@ -45,7 +44,7 @@ class Connection(Protocol):
     stack: ModelStack
     settings: Settings
     store: TranscriptStore | None
-    audio_dir: Path | None
+    keep_all_audio: bool  # store.keep_audio: every user turn's audio, not only unheard ones
     metrics: "Metrics | None"
     meta_next: dict[str, Any] | None  # the next response's metadata (response.create's, an idle check-in's)
     idle_prompts: int
@@ -115,14 +114,19 @@ class EngineEvents:
             await self.conn.emit("conversation.item.done", previous_item_id=self.items.previous(ev.item_id),
                             item=self.items.item(ev.item_id, "user", ev.text, "completed"))
         if self.conn.store is not None:
+            path = None
+            if self.conn.keep_all_audio and ev.audio is not None:  # store.keep_audio: every turn's audio
+                path = await asyncio.to_thread(self.conn.store.keep_audio, self.conn.id, ev.item_id, ev.audio,
+                                               INPUT_RATE)
             self.conn.store.add_turn(self.conn.id, ev.item_id, "user", ev.text, language=ev.language,
-                                source="audio", audio_s=ev.audio_seconds)
+                                source="audio", audio_s=ev.audio_seconds, audio_path=path)
 
     async def _on_unheard_turn(self, ev: E.UnheardTurn) -> None:
         # the recognizer failed: the turn is still a conversation item, and its audio is kept
         await self.conn.announce_user(ev.item_id, "audio", None)
-        path = await asyncio.to_thread(self._keep_audio, ev.item_id, ev.audio)
-        if self.conn.store is not None:
+        if self.conn.store is not None:  # with no store (store.enabled = false) nothing is written
+            path = await asyncio.to_thread(self.conn.store.keep_audio, self.conn.id, ev.item_id, ev.audio,
+                                           INPUT_RATE)
             self.conn.store.add_turn(self.conn.id, ev.item_id, "user", "", source="audio/unheard", audio_s=ev.audio_seconds,
                                 audio_path=path)
 
@@ -248,21 +252,6 @@ class EngineEvents:
         E.ErrorEvent: _on_error_event,
         E.PronunciationReport: _on_pronunciation_report,
     }
-
-    def _keep_audio(self, item_id: str, audio: np.ndarray) -> str | None:
-        """Write an unheard turn's audio (16 kHz WAV) next to the store; its path goes into the turn's row."""
-        if self.conn.audio_dir is None:
-            return None
-        import soundfile as sf
-
-        path = self.conn.audio_dir / self.conn.id / f"{item_id}.wav"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, audio, INPUT_RATE, subtype="PCM_16")
-        except OSError as e:
-            log.error("could not keep the audio of %s: %s", item_id, e)
-            return None
-        return str(path)
 
     async def _delta(self, ga_type: str, out: Out, **fields: Any) -> None:
         await self.conn.emit(ga_type, response_id=out.rid, item_id=out.item_id, output_index=0, content_index=0, **fields)

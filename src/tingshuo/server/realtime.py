@@ -23,7 +23,6 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,7 +46,7 @@ from tingshuo.server.protocol import (
 )
 from tingshuo.server.items import KEEP_AUDIO_RESPONSES, Items
 from tingshuo.server.outbound import EngineEvents, b64
-from tingshuo.server.store import TranscriptStore
+from tingshuo.store import TranscriptStore
 from tingshuo.tts import VoiceSettings
 
 if TYPE_CHECKING:
@@ -67,12 +66,14 @@ _IDLE_NOTE = {
 class RealtimeConnection:
     def __init__(self, stack: ModelStack, server: ServerConfig, send: Callable[[dict[str, Any]], Awaitable[None]], *,
                  beta: bool, store: TranscriptStore | None = None, model: str = "tingshuo",
-                 client: str = "", key_label: str = "", audio_dir: Path | None = None,
+                 client: str = "", key_label: str = "", keep_all_audio: bool = False,
                  metrics: "Metrics | None" = None, resume: dict[str, Any] | None = None) -> None:
-        """``audio_dir``: where the audio of turns the recognizer failed on is kept. ``resume``: a stored session
-        (``export_sessions`` form) this connection continues — same id, its turns back in the conversation."""
+        """``store``: where the call is kept (None: nothing is); it keeps the audio of turns the recognizer failed
+        on, and of every user turn with ``keep_all_audio`` (``store.keep_audio``). ``resume``: a stored session
+        (``TranscriptStore.export`` form) this connection continues — same id, its turns back in the
+        conversation."""
         self.stack, self.server, self._send, self.beta, self.store = stack, server, send, beta, store
-        self.audio_dir, self.metrics = audio_dir, metrics
+        self.keep_all_audio, self.metrics = keep_all_audio, metrics
         self.id = resume["id"] if resume else f"sess_{secrets.token_hex(8)}"
         self.settings: Settings = stack.settings.model_copy(deep=True)
         self.settings.duplex.aec = server.aec
@@ -447,8 +448,9 @@ class RealtimeConnection:
             await self._cancel_active()
         item_id = self._find(ev)
         self.session.conversation.remove(item_id)
+        self.items.user_audio.pop(item_id, None)  # what the user said goes from memory too
         if self.store is not None:
-            self.store.mark_deleted(self.id, item_id)
+            self.store.erase_item(self.id, item_id)
         await self.emit("conversation.item.deleted", item_id=item_id)
 
     async def _item_truncate(self, ev: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from tingshuo.engine.response.source import END, STARTED, ReplyDeltas
 from tingshuo.engine.response.voices import ReplyVoices
 from tingshuo.engine.state import DialogueState
 from tingshuo.llm.base import LlmError
+from tingshuo.store.privacy import shown
 
 log = logging.getLogger("tingshuo.engine")
 # said in place of a clause the output check stopped (the reply ends there)
@@ -68,7 +69,7 @@ class TextStage:
                 return
             if self.refusal_note is not None and copies(c, self.refusal_note):
                 # the model recited its instructions: one plain sentence instead, and the reply ends there
-                log.info("a refusal recited its note, replaced: %r", c)
+                log.info("a refusal recited its note, replaced: %s", shown(c))
                 self.stop.set("blocked")
                 c = _DECLINE.get(r.lang, _DECLINE["en"])
                 self.words.generated[:] = [*self.passed, c]
