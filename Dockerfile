@@ -18,7 +18,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
 # llama_cpp.server's own dependencies come with the [server] extra of llama-cpp-python
-RUN pip install --no-cache-dir --find-links /wheels . "llama-cpp-python[server]==0.3.36" && rm -rf /wheels
+RUN pip install --no-cache-dir --find-links /wheels ".[postgres]" "llama-cpp-python[server]==0.3.36" && rm -rf /wheels
 ENV TINGSHUO_CACHE=/opt/tingshuo
 RUN tingshuo prepare && useradd --create-home tingshuo && mkdir /data \
     && chown -R tingshuo /data /opt/tingshuo

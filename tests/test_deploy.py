@@ -27,14 +27,18 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "compose.yaml").read_text())
 
 
-def compose_settings(compose: dict, monkeypatch, **override: str):
+def compose_settings(compose: dict, monkeypatch, **override: str | None):
     """The session server's Settings exactly as the container gets them (its environment)."""
     from tingshuo.config import Settings
 
     env = dict(compose["services"]["tingshuo"]["environment"])
+    env.update(override)
     for k, v in env.items():
+        if v is None:  # an override that removes the variable
+            continue
         v = re.sub(r"\$\{TINGSHUO_API_KEY:\?[^}]*\}", "test-key", str(v))
-        monkeypatch.setenv(k, override.get(k, v))
+        v = re.sub(r"\$\{TINGSHUO_DB_PASSWORD:-([^}]*)\}", r"\1", v)
+        monkeypatch.setenv(k, v)
     return Settings()
 
 
@@ -42,7 +46,7 @@ def test_compose_proxy_and_image_agree(compose, monkeypatch):
     from tingshuo.server.app import check_bind
 
     services = compose["services"]
-    assert set(services) == {"llm", "tingshuo", "proxy"}
+    assert set(services) == {"llm", "tingshuo", "db", "proxy"}
     llm_cmd = services["llm"]["command"]
     port = llm_cmd[llm_cmd.index("--port") + 1]
     # the LLM service runs the command CI runs on loopback (only the listen address differs)
@@ -54,7 +58,13 @@ def test_compose_proxy_and_image_agree(compose, monkeypatch):
     assert s.llm.model_name == "qwen-local"  # the alias tingshuo llm-server serves
     assert s.server.host == "0.0.0.0" and s.server.api_keys == ["test-key"] and check_bind(s) is None
     mount = services["tingshuo"]["volumes"][0].split(":")[1]
-    assert str(s.server.db_path).startswith(mount + "/")  # the store lives on the shared volume
+    # one store for every session server: the compose database service, kept audio on the shared volume
+    assert s.store.url == "postgresql://tingshuo:tingshuo@db:5432/tingshuo"
+    db = services["db"]
+    assert db["environment"]["POSTGRES_USER"] == "tingshuo" and db["environment"]["POSTGRES_DB"] == "tingshuo"
+    assert "service_healthy" == services["tingshuo"]["depends_on"]["db"]["condition"]
+    assert str(s.audio_dir()).startswith(mount + "/")
+    assert "[postgres]" in (ROOT / "Dockerfile").read_text()  # the image has the PostgreSQL driver
     assert "/healthz" in " ".join(services["tingshuo"]["healthcheck"]["test"])
     nginx = (ROOT / "deploy" / "nginx.conf").read_text()
     assert f"server tingshuo:{s.server.port};" in nginx
@@ -83,7 +93,7 @@ def test_remote_llm_speech_in_speech_out(compose, monkeypatch, llama_server, sta
     from tingshuo.server.app import create_app
 
     s = compose_settings(compose, monkeypatch, TINGSHUO_LLM__BASE_URL=llama_server,
-                         TINGSHUO_SERVER__DB_PATH=str(tmp_path / "t.sqlite3"))
+                         TINGSHUO_STORE__URL=None, TINGSHUO_STORE__PATH=str(tmp_path / "t.sqlite3"))
     s.server.allow_open, s.server.admit_queue_s = True, 0
     remote = ModelStack.load(s, asr=False, tts=False)
     assert isinstance(remote.llm, OpenAICompatChat) and remote.guard is not None
