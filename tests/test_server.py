@@ -22,6 +22,7 @@ import soundfile as sf
 
 from conftest import ZH_CLIP, ZH_REF, run
 from textmetrics import cer
+from tingshuo.store.sqlite import export_sessions
 
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -46,7 +47,7 @@ def server(stack, settings, tmp_path_factory):
 
     db = tmp_path_factory.mktemp("srv") / "transcripts.sqlite3"
     s = settings.model_copy(deep=True)
-    s.server.db_path = db
+    s.store.path = db
     s.server.max_input_buffer_s = 20.0  # small, so the limit test sends little
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -317,7 +318,7 @@ def test_auth_keys_open_mode_and_session_limit(stack, settings, tmp_path):
     from tingshuo.server.app import check_bind, create_app
 
     s = settings.model_copy(deep=True)
-    s.server.db_path = tmp_path / "t.sqlite3"
+    s.store.path = tmp_path / "t.sqlite3"
     s.server.api_keys = ["sk-right"]
     s.server.max_sessions_per_key = 1
     with TestClient(create_app(s, stack)) as tc:
@@ -350,7 +351,7 @@ def export(server, *args: str) -> subprocess.CompletedProcess:
     """`tingshuo sessions export` on the module server's store."""
     import os
 
-    env = {**os.environ, "TINGSHUO_SERVER__DB_PATH": str(server["db"])}
+    env = {**os.environ, "TINGSHUO_STORE__PATH": str(server["db"])}
     return subprocess.run([sys.executable, "-m", "tingshuo.cli", "sessions", "export", *args],
                           capture_output=True, text=True, env=env, timeout=60)
 
@@ -437,6 +438,9 @@ def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(f"http://127.0.0.1:{server['port']}/")
             assert page.locator("#call").inner_text() == "开始通话"
+            page.wait_for_selector("#kept:not([hidden])")
+            assert page.locator("#keptText").inner_text() == "这次通话会保存 30 天"  # the default retention
+            assert page.locator("#erase").is_disabled()  # nothing to delete before a call
             page.click("#call")
             t0 = time.time()
             st: dict = {}
@@ -452,9 +456,20 @@ def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
             (ARTIFACTS / "call-page.json").write_text(json.dumps(st, ensure_ascii=False, indent=1))
             page.click("#lang")
             assert page.locator("#call").inner_text() == "Hang up"
+            # hang up, then "delete this call": the page asks first, then the server erases the call
+            sid = page.evaluate("() => state.sessionId")
+            page.click("#call")
+            page.wait_for_selector("#erase:not([disabled])", timeout=15000)
+            page.once("dialog", lambda d: d.accept())
+            page.click("#erase")
+            page.wait_for_function("() => (window.tingshuo.erased || []).length > 0", timeout=30000)
+            erased = page.evaluate("() => window.tingshuo.erased")
         finally:
             browser.close()
     assert not errors, errors
+    assert erased == [sid], (erased, sid)
+    assert not export_sessions(server["db"], sid, include_deleted=True), "the call was not deleted"
+    assert st["userCaptions"][0].encode() not in server["db"].read_bytes()
     # Chromium's capture path (WebRTC noise suppression, AGC) changes the clip; Whisper base then slips on a
     # word or two (seen: 交易几乎 → 交绾绮绮, CER 0.38), so the bar is looser than for the SDK's clean PCM.
     # The words are what matters here, not where the turn was cut (seen once: "甚至出现交几" + the rest).
@@ -561,7 +576,7 @@ def test_refused_handshake_over_a_real_socket(settings, tmp_path, caplog):
     from tingshuo.server.app import WS_IMPL, create_app
 
     s = settings.model_copy(deep=True)
-    s.server.api_keys, s.server.db_path = ["k1"], tmp_path / "t.sqlite3"
+    s.server.api_keys, s.store.path = ["k1"], tmp_path / "t.sqlite3"
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -599,10 +614,10 @@ def test_dead_llm_endpoint_is_an_error_and_the_call_goes_on(stack, settings, tmp
     from tingshuo.engine.stack import ModelStack
     from tingshuo.llm.openai_compat import OpenAICompatChat
     from tingshuo.server.app import create_app
-    from tingshuo.server.store import export_sessions
+    from tingshuo.store.sqlite import export_sessions
 
     s = settings.model_copy(deep=True)
-    s.server.db_path = tmp_path / "t.sqlite3"
+    s.store.path = tmp_path / "t.sqlite3"
     s.server.allow_open = True
     s.llm.backend, s.llm.base_url, s.llm.timeout_s = "openai", "http://127.0.0.1:9/v1", 2.0  # port 9: nobody
     dead = ModelStack(s, asr=stack.asr, llm=OpenAICompatChat(s.llm), tts=stack.tts, turn=stack.turn)
@@ -623,7 +638,7 @@ def test_dead_llm_endpoint_is_an_error_and_the_call_goes_on(stack, settings, tmp
     errors = [e["error"] for e in events if e["type"] == "error"]
     assert errors and errors[0]["code"] == "llm_failed" and errors[0]["type"] == "server_error", errors
     assert events[-1]["response"]["status"] == "failed"
-    turns = [t for x in export_sessions(s.server.db_path) for t in x["turns"]]
+    turns = [t for x in export_sessions(s.store.path) for t in x["turns"]]
     assert any(t["role"] == "user" and t["text"] == "你好" for t in turns), turns
 
 

@@ -11,6 +11,8 @@ const I18N = {
     firstAudio: "首音 {ms} ms", asr: "识别", llm: "首字", tts: "合成", speed: "语速", unknown: "—",
     closed: "连接已断开（{c}）", greetingHint: "点击按钮开始语音通话，或直接输入文字",
     busy: "服务器现在太忙，接不了新的通话，请过一会儿再试。",
+    kept: "这次通话会保存 {d} 天", keptAudio: "（含录音）", notKept: "这次通话不会被保存", erase: "删除",
+    erased: "这次通话已删除", eraseFailed: "删除失败：{e}", eraseConfirm: "删除这次通话的全部文字和录音？删除后无法恢复。",
   },
   en: {
     call: "Call", hangup: "Hang up", idle: "Not connected", connecting: "Connecting…", listening: "Listening…",
@@ -21,6 +23,9 @@ const I18N = {
     llm: "LLM", tts: "TTS", speed: "speed", unknown: "—", closed: "Disconnected ({c})",
     greetingHint: "Press the button to talk, or type a message",
     busy: "The server is at capacity and cannot take another call right now; please try again in a minute.",
+    kept: "This call is kept for {d} days", keptAudio: " (with its audio)", notKept: "This call is not kept",
+    erase: "Delete", erased: "This call was deleted", eraseFailed: "Could not delete: {e}",
+    eraseConfirm: "Delete everything said in this call, text and audio? This cannot be undone.",
   },
 };
 
@@ -29,6 +34,7 @@ const state = {
   lang: localStorage.getItem("tingshuo.lang") || ((navigator.language || "zh").toLowerCase().startsWith("zh") ? "zh" : "en"),
   ws: null, ready: null, ctx: null, stream: null, capture: null, player: null, inCall: false,
   items: {}, responses: {}, active: null, speechStoppedAt: null, waitingFirstAudio: false, personaNames: {},
+  store: null, sessionId: null, lastSession: null,
 };
 // What tests read: counters and the last events, nothing the page itself depends on.
 window.tingshuo = { played: 0, playedById: {}, audioDeltas: 0, userCaptions: [], assistantCaptions: [], errors: [],
@@ -46,6 +52,7 @@ function renderI18n() {
   document.querySelectorAll("[data-i18n-placeholder]").forEach((el) => { el.placeholder = t(el.dataset.i18nPlaceholder); });
   $("lang").textContent = state.lang === "zh" ? "EN" : "中文";
   $("callText").textContent = state.inCall ? t("hangup") : t("call");
+  if (state.store !== null) renderKept();
 }
 
 function setStatus(key, vars, isError) {
@@ -88,6 +95,7 @@ function connect() {
       let ev;
       try { ev = JSON.parse(m.data); } catch { return; }
       if (ev.type === "session.created") {
+        state.sessionId = ev.session.id;
         send({ type: "session.update", session: sessionConfig() });
         resolve();
       }
@@ -96,7 +104,10 @@ function connect() {
     ws.onclose = (e) => {
       reject(new Error(e.reason || String(e.code)));
       const wasCall = state.inCall;
+      if (state.sessionId) state.lastSession = state.sessionId;  // what "delete" erases once the call is over
+      state.sessionId = null;
       state.ws = null; state.ready = null;
+      renderKept();
       stopAudio();
       if (e.code === 1013) setStatus("busy", {}, true);  // admission control: try again later
       else setStatus(wasCall && e.code === 1000 ? "ended" : "closed", { c: e.reason || e.code }, e.code !== 1000);
@@ -344,6 +355,40 @@ function showTimings(tm) {
   if (parts.length) $("latency").textContent = parts.join(" · ") + " ms";
 }
 
+// ---------------------------------------------------------------- what is kept
+// The line under the call button says what the server keeps of this call (README "What is kept"); once the call
+// is over, "delete" erases it: DELETE /v1/tingshuo/sessions/{id} with the same key the call used.
+function renderKept() {
+  const st = state.store;
+  $("kept").hidden = !st;
+  if (!st) return;
+  $("keptText").textContent = st.enabled ? t("kept", { d: st.retention_days }) + (st.keep_audio ? t("keptAudio") : "")
+    : t("notKept");
+  $("erase").hidden = !st.enabled;
+  $("erase").disabled = !(st.enabled && state.lastSession && !state.ws);
+}
+
+async function eraseCall() {
+  const sid = state.lastSession;
+  if (!sid || state.ws || !window.confirm(t("eraseConfirm"))) return;
+  const headers = {};
+  const key = $("key").value.trim();
+  if (key) headers.Authorization = "Bearer " + key;
+  try {
+    const r = await fetch(`/v1/tingshuo/sessions/${encodeURIComponent(sid)}`, { method: "DELETE", headers });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error((body.error && body.error.message) || r.status);
+    state.lastSession = null;
+    for (const li of Object.values(state.items)) li.remove();
+    state.items = {};
+    window.tingshuo.erased = (window.tingshuo.erased || []).concat([sid]);
+    setStatus("erased");
+  } catch (e) {
+    setStatus("eraseFailed", { e: e.message || e }, true);
+  }
+  renderKept();
+}
+
 // ---------------------------------------------------------------- UI
 async function toggleCall() {
   if (state.inCall) {
@@ -396,6 +441,8 @@ async function loadOptions() {
     }
     for (const v of o.voices) $("voice").add(new Option(v, v, v === o.default_voice, v === o.default_voice));
     if (o.auth) { $("keybox").hidden = false; $("key").value = localStorage.getItem("tingshuo.key") || ""; }
+    state.store = o.store || null;
+    renderKept();
   } catch (e) {
     setStatus("error", { e: e.message }, true);
   }
@@ -407,6 +454,7 @@ function onPicker() {
 
 $("call").addEventListener("click", toggleCall);
 $("typed").addEventListener("submit", sendTyped);
+$("erase").addEventListener("click", eraseCall);
 $("persona").addEventListener("change", onPicker);
 $("voice").addEventListener("change", onPicker);
 $("lang").addEventListener("click", () => {
