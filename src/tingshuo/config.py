@@ -122,14 +122,18 @@ class AsrConfig(Section):
     sherpa: SherpaConfig = Field(default_factory=SherpaConfig)
 
 
-LlmModelName = Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
+BUNDLED_LLMS = ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b")
 
 
 class LlmConfig(Section):
     backend: Literal["llama-cpp", "openai"] = "llama-cpp"
-    # llama-cpp: a bundled model name, or a path to any chat GGUF (``gguf``) for users with bigger weights.
-    model: LlmModelName = "qwen2.5-coder-1.5b"
+    # llama-cpp: a bundled model (qwen2.5-coder-1.5b | qwen2.5-coder-0.5b), a model pulled with `tingshuo models
+    # pull` (a catalogue name such as qwen3-4b, or hf:OWNER/REPO/FILE.gguf), or a path to any chat GGUF (``gguf``).
+    model: str = "qwen2.5-coder-1.5b"
     gguf: Path | None = None
+    # Layers offloaded to a GPU. None: all of them when llama-cpp-python was built with GPU offload (CUDA, Metal,
+    # Vulkan), else none; 0 keeps everything on the CPU.
+    gpu_layers: int | None = None
     n_ctx: int = 4096
     threads: int = Field(default_factory=model_threads)
     temperature: float = 0.6
@@ -151,6 +155,18 @@ class LlmConfig(Section):
     # fails with a spoken notice instead of leaving the user in silence (queue time under load does not count)
     first_token_timeout_s: float = 45.0
     stall_timeout_s: float = 20.0
+
+    @model_validator(mode="after")
+    def _known_model(self) -> "LlmConfig":
+        """A typo in ``llm.model`` is an error at start, not a failed download later."""
+        if self.model not in BUNDLED_LLMS:
+            from tingshuo.llm.catalog import HubError, resolve
+
+            try:
+                resolve(self.model)
+            except HubError as e:
+                raise ValueError(f"llm.model: {e} (bundled: {', '.join(BUNDLED_LLMS)})") from None
+        return self
 
 
 class TtsConfig(Section):

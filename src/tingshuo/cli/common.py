@@ -24,7 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="听说 tings
 EXIT_INPUT, EXIT_MODEL, EXIT_LLM, EXIT_NO_SPEECH = 2, 3, 4, 5
 
 LlmUrl = Annotated[Optional[str], typer.Option("--llm-url", help="OpenAI-compatible base URL (switches llm.backend to 'openai')")]
-LlmModel = Annotated[Optional[str], typer.Option("--llm-model", help="bundled model: qwen2.5-coder-1.5b | qwen2.5-coder-0.5b")]
+LlmModel = Annotated[Optional[str], typer.Option("--llm-model", help="qwen2.5-coder-1.5b | qwen2.5-coder-0.5b (bundled), or a model from `tingshuo models pull`")]
 
 
 def fail(msg: str, code: int) -> None:

@@ -282,9 +282,31 @@ def sessions_import(
     typer.echo(f"{n} write(s) stored")
 
 
-@app.command()
-def models() -> None:
+models_app = typer.Typer(help="Model files: what is installed and ready (no subcommand), `pull` a bigger chat model.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("pull")
+def models_pull(name: Annotated[str, typer.Argument(help="a catalogue name (see `tingshuo models`) or "
+                                                        "hf:OWNER/REPO/FILE.gguf")]) -> None:
+    """Download a chat model from the Hugging Face hub (HF_ENDPOINT: a mirror) into the cache, verified against
+    the hub's sha256; resumes an interrupted download. Then select it with --llm-model NAME or llm.model."""
+    from tingshuo.llm.hub import HubError, pull
+
+    settings = settings_from()
+    try:
+        path = pull(name, settings.cache_dir)
+    except HubError as e:
+        fail(str(e), EXIT_MODEL)
+        raise
+    typer.echo(f"{name} ready: {path}\nuse it: tingshuo serve --llm-model {name}   (or llm.model = \"{name}\")")
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context) -> None:
     """List backends and model files: where they are, size, licence, and whether they are ready."""
+    if ctx.invoked_subcommand is not None:
+        return
     settings = settings_from()
     cache = settings.cache_dir
     rows = []
@@ -315,6 +337,24 @@ def models() -> None:
                f"tts={settings.tts.zh_backend}(zh)/{settings.tts.en_backend}(en)  cache={cache}")
     for name, path, size, lic, state, pkgs in rows:
         typer.echo(f"- {name:22s} {state:34s} {size:>8s}  {lic}\n    {path}\n    from: {pkgs}")
+    _pulled_models(settings)
+
+
+def _pulled_models(settings) -> None:
+    """Chat models pulled from the hub, and the catalogue's others (pulled with `tingshuo models pull NAME`)."""
+    from tingshuo.llm.hub import CATALOGUE, installed
+
+    here = installed(settings.cache_dir)
+    chosen = settings.llm.model if settings.llm.backend == "llama-cpp" and settings.llm.gguf is None else None
+    typer.echo("chat models from the hub (`tingshuo models pull NAME`, then --llm-model NAME):")
+    for name, path, size in here:
+        mark = "  <- llm.model" if name == chosen else ""
+        lic = CATALOGUE[name].licence if name in CATALOGUE else "see the model card"
+        typer.echo(f"- {name:22s} {'ready':34s} {size / 1e9:>6.1f} GB  {lic}{mark}\n    {path}")
+    for m in CATALOGUE.values():
+        if m.name not in {n for n, _, _ in here}:
+            typer.echo(f"- {m.name:22s} {'not pulled':34s} {m.size_gb:>6.1f} GB  {m.licence}\n"
+                       f"    {m.repo} — {m.note}")
 
 
 @app.command("llm-server")

@@ -37,8 +37,22 @@ def gguf_path(cfg: LlmConfig, cache_dir: Path | None = None) -> Path:
         return p
     from tingshuo.assets import QWEN_0_5B, QWEN_1_5B
 
-    asset = {"qwen2.5-coder-1.5b": QWEN_1_5B, "qwen2.5-coder-0.5b": QWEN_0_5B}[cfg.model]
-    return asset.ensure(cache_dir)
+    bundled = {"qwen2.5-coder-1.5b": QWEN_1_5B, "qwen2.5-coder-0.5b": QWEN_0_5B}
+    if cfg.model in bundled:
+        return bundled[cfg.model].ensure(cache_dir)
+    from tingshuo.config import default_cache_dir
+    from tingshuo.llm.hub import gguf_for
+
+    return gguf_for(cache_dir or default_cache_dir(), cfg.model)
+
+
+def gpu_layers(cfg: LlmConfig) -> int:
+    """``llm.gpu_layers``, with None resolved: every layer (-1) when this llama-cpp-python can offload, else 0."""
+    if cfg.gpu_layers is not None:
+        return cfg.gpu_layers
+    import llama_cpp
+
+    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
 
 
 def server_command(cfg: LlmConfig, cache_dir: Path | None, *, host: str, port: int, threads: int | None = None,
@@ -50,6 +64,7 @@ def server_command(cfg: LlmConfig, cache_dir: Path | None, *, host: str, port: i
 
     return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path(cfg, cache_dir)), "--host", host,
             "--port", str(port), "--n_ctx", str(n_ctx or cfg.n_ctx), "--n_threads", str(threads or cfg.threads),
+            "--n_gpu_layers", str(gpu_layers(cfg)),
             # a RAM cache of prompt states: the conversation and the safety guard's long fixed prompt take turns on
             # the server's one context, and without it every guard check re-reads ~1,000 tokens (18 s vs 2 s here)
             "--cache", "True", "--verbose", "False",
@@ -83,6 +98,7 @@ class LlamaCppChat:
             n_ctx=cfg.n_ctx,
             n_threads=cfg.threads,
             n_threads_batch=cfg.threads,
+            n_gpu_layers=gpu_layers(cfg),
             seed=cfg.seed if cfg.seed is not None else -1,
             verbose=False,
         )
@@ -92,6 +108,8 @@ class LlamaCppChat:
         eos = self.llm.token_eos()
         self._eos_text = self.llm._model.token_get_text(eos) if eos != -1 else ""
         self._format = Jinja2ChatFormatter(template=template, eos_token=self._eos_text, bos_token="")
+        # Hybrid thinking models (Qwen3) think aloud unless told not to: a spoken reply cannot wait for that.
+        self._template_args = {"enable_thinking": False} if "enable_thinking" in template else {}
         ends: set[int] = set()
         for s in _SENTENCE_END:
             ids = self._tokenize(s)
@@ -113,7 +131,7 @@ class LlamaCppChat:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def _prompt(self, messages: list[Message]) -> str:
-        return self._format(messages=list(messages)).prompt  # type: ignore[arg-type]
+        return self._format(messages=list(messages), **self._template_args).prompt  # type: ignore[arg-type]
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
