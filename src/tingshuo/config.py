@@ -147,6 +147,8 @@ class LlmConfig(Section):
     prompt_state_dir: Path | None = None
     # openai backend: any OpenAI-compatible /v1/chat/completions (llama.cpp server, vLLM, Ollama, llama_cpp.server)
     base_url: str = "http://127.0.0.1:8011/v1"
+    # Where `--llm ollama:NAME` and `tingshuo models` look for Ollama (its own root, without /v1)
+    ollama_url: str = "http://127.0.0.1:11434"
     api_key: str | None = None
     model_name: str = "qwen-local"
     timeout_s: float = 30.0  # HTTP read timeout of the openai backend (a stalled server)

@@ -24,6 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="听说 tings
 EXIT_INPUT, EXIT_MODEL, EXIT_LLM, EXIT_NO_SPEECH = 2, 3, 4, 5
 
 LlmUrl = Annotated[Optional[str], typer.Option("--llm-url", help="OpenAI-compatible base URL (switches llm.backend to 'openai')")]
+LlmSpec = Annotated[Optional[str], typer.Option("--llm", help="backend and model in one: ollama:NAME (Ollama on "
+                                                  "loopback), server:NAME@URL, or a bundled/pulled model name")]
 LlmModel = Annotated[Optional[str], typer.Option("--llm-model", help="qwen2.5-coder-1.5b | qwen2.5-coder-0.5b (bundled), or a model from `tingshuo models pull`")]
 
 
@@ -32,8 +34,21 @@ def fail(msg: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def settings_from(llm_url: str | None = None, llm_model: str | None = None, **more: Any):
+def settings_from(llm_url: str | None = None, llm_model: str | None = None, *, llm: str | None = None,
+                  **more: Any):
+    """Settings from the config file and environment, then the command's flags. ``--llm`` names backend and model
+    at once; ``--llm-url`` then overrides the URL it implies (Ollama on another host); ``--llm`` and
+    ``--llm-model`` together are refused (two answers to one question)."""
     overrides: dict[str, Any] = {}
+    if llm:
+        if llm_model:
+            fail("give --llm or --llm-model, not both", EXIT_INPUT)
+        from tingshuo.llm.servers import parse_spec
+
+        try:
+            overrides.update(parse_spec(llm, ollama_url=load_settings().llm.ollama_url))
+        except ValueError as e:
+            fail(str(e), EXIT_INPUT)
     if llm_url:
         overrides["llm.backend"] = "openai"
         overrides["llm.base_url"] = llm_url

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from tingshuo.assets import ASSETS, AssetError
-from tingshuo.cli.common import EXIT_INPUT, EXIT_MODEL, LlmModel, LlmUrl, app, fail, load_stack, settings_from
+from tingshuo.cli.common import EXIT_INPUT, EXIT_MODEL, LlmModel, LlmSpec, LlmUrl, app, fail, load_stack, settings_from
 
 
 @app.command()
@@ -22,6 +22,7 @@ def serve(
     ssl_keyfile: Annotated[Optional[Path], typer.Option("--ssl-keyfile", help="the certificate's key")] = None,
     llm_url: LlmUrl = None,
     llm_model: LlmModel = None,
+    llm: LlmSpec = None,
 ) -> None:
     """The call page at http://HOST:PORT/ and the OpenAI-Realtime-compatible API at ws://HOST:PORT/v1/realtime."""
     from tingshuo.server.app import check_bind, serve as run_server
@@ -30,7 +31,7 @@ def serve(
                             "server.ssl_keyfile": ssl_keyfile}
     if api_key:
         more["server.api_keys"] = list(api_key)
-    settings = settings_from(llm_url, llm_model, **more)
+    settings = settings_from(llm_url, llm_model, llm=llm, **more)
     reason = check_bind(settings)
     if reason:
         fail(reason, EXIT_INPUT)
@@ -303,8 +304,11 @@ def models_pull(name: Annotated[str, typer.Argument(help="a catalogue name (see 
 
 
 @models_app.callback(invoke_without_command=True)
-def models(ctx: typer.Context) -> None:
-    """List backends and model files: where they are, size, licence, and whether they are ready."""
+def models(ctx: typer.Context,
+           probe: Annotated[bool, typer.Option("--probe", help="ask each local server's first model for logprobs "
+                                                                "(loads it: may take a while)")] = False) -> None:
+    """List backends and model files: where they are, size, licence, and whether they are ready; chat models
+    pulled from the hub; model servers running on this machine (Ollama, llama.cpp, vLLM, LM Studio)."""
     if ctx.invoked_subcommand is not None:
         return
     settings = settings_from()
@@ -338,6 +342,23 @@ def models(ctx: typer.Context) -> None:
     for name, path, size, lic, state, pkgs in rows:
         typer.echo(f"- {name:22s} {state:34s} {size:>8s}  {lic}\n    {path}\n    from: {pkgs}")
     _pulled_models(settings)
+    _local_servers(settings, probe)
+
+
+def _local_servers(settings, probe: bool) -> None:
+    from tingshuo.llm.servers import discover, judgements, logprobs
+
+    found = discover(ollama_url=settings.llm.ollama_url)
+    typer.echo("model servers on this machine (use one: --llm ollama:NAME, or --llm server:NAME@URL):"
+               if found else "model servers on this machine: none found (Ollama, llama.cpp, vLLM, LM Studio)")
+    for srv in found:
+        used = settings.llm.backend == "openai" and settings.llm.base_url.rstrip("/") == srv.base_url
+        typer.echo(f"- {srv.kind:22s} {srv.base_url}{'  <- llm.base_url' if used else ''}")
+        has = logprobs(srv.base_url, srv.models[0]) if probe and srv.models else None
+        for m in srv.models:
+            flag = f"--llm ollama:{m}" if srv.kind == "ollama" else f"--llm server:{m}@{srv.base_url}"
+            typer.echo(f"    {m}   ({flag})")
+        typer.echo(f"    {judgements(has)}")
 
 
 def _pulled_models(settings) -> None:

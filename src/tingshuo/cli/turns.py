@@ -13,8 +13,8 @@ import typer
 from tingshuo.assets import AssetError
 from tingshuo.audio.io import INPUT_RATE, write_wav
 from tingshuo.cli.common import (
-    EXIT_INPUT, EXIT_MODEL, LlmModel, LlmUrl, app, fail, finish_turn, load_stack, read_audio, read_line, require_speech,
-    run_turn, settings_from,
+    EXIT_INPUT, EXIT_MODEL, LlmModel, LlmSpec, LlmUrl, app, fail, finish_turn, load_stack, read_audio, read_line,
+    require_speech, run_turn, settings_from,
 )
 
 
@@ -26,13 +26,14 @@ def respond(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     llm_url: LlmUrl = None,
     llm_model: LlmModel = None,
+    llm: LlmSpec = None,
 ) -> None:
     """One turn: speech→speech (IN_AUDIO --out), speech→text (IN_AUDIO), text→speech (--text --out), text→text."""
     from tingshuo.engine import Session
 
     if (in_audio is None) == (text is None):
         fail("give either IN_AUDIO or --text", EXIT_INPUT)
-    settings = settings_from(llm_url, llm_model)
+    settings = settings_from(llm_url, llm_model, llm=llm)
     audio = None
     if in_audio is not None:
         audio = read_audio(in_audio, settings)
@@ -157,11 +158,12 @@ def chat(
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="write each spoken reply here instead of playing it")] = None,
     llm_url: LlmUrl = None,
     llm_model: LlmModel = None,
+    llm: LlmSpec = None,
 ) -> None:
     """Text chat REPL (text→text; text→speech with --speak). Memory lasts for the session. Ctrl-D to quit."""
     from tingshuo.engine import Session
 
-    settings = settings_from(llm_url, llm_model)
+    settings = settings_from(llm_url, llm_model, llm=llm)
     player = None
     if speak and out_dir is None:
         player = player()
@@ -217,6 +219,7 @@ def talk(
     list_devices: Annotated[bool, typer.Option("--list-devices", help="show audio devices and exit")] = False,
     llm_url: LlmUrl = None,
     llm_model: LlmModel = None,
+    llm: LlmSpec = None,
 ) -> None:
     """Live full-duplex conversation on the microphone and speakers: interrupt it any time. Ctrl-C to stop."""
     try:
@@ -240,7 +243,7 @@ def talk(
               "without audio devices use `tingshuo chat --speak` or the server.", 2)
     from tingshuo.engine import Session
 
-    settings = settings_from(llm_url, llm_model, **{"duplex.aec": aec})
+    settings = settings_from(llm_url, llm_model, llm=llm, **{"duplex.aec": aec})
     stack = load_stack(settings, asr=True, llm=True, tts=True)
     rate_out = settings.tts.sample_rate
 
@@ -350,6 +353,7 @@ def understand(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON (one line per turn with --file)")] = False,
     llm_url: LlmUrl = None,
     llm_model: LlmModel = None,
+    llm: LlmSpec = None,
 ) -> None:
     """What a turn asks the assistant to do — the turn plan the model reads — without generating a reply.
 
@@ -369,7 +373,7 @@ def understand(
     else:
         turns = [text or ""]
     # one context for the reader alone: no guard, no second copy of the model
-    settings = settings_from(llm_url, llm_model, **{"safety.enabled": False, "plan.separate_context": False})
+    settings = settings_from(llm_url, llm_model, llm=llm, **{"safety.enabled": False, "plan.separate_context": False})
     if not settings.plan.enabled:
         fail("the turn plan is off in the configuration (plan.enabled = false)", EXIT_INPUT)
     past = _history(history) if history is not None else []
