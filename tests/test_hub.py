@@ -89,6 +89,12 @@ def test_a_model_that_is_not_pulled_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("TINGSHUO_CONFIG", raising=False)
     with pytest.raises(ValueError, match="llm.model"):
         Settings(llm={"model": "qwen-9000"})
+    with pytest.raises(ValueError, match="llm.judge_model"):
+        Settings(llm={"judge_model": "qwen-9000"})
+    # the judging model: None or the reply model itself means one model; another one runs in process
+    assert Settings(llm={"judge_model": "qwen2.5-coder-1.5b"}).llm.judge() is None
+    j = Settings(llm={"backend": "openai", "judge_model": "qwen2.5-coder-1.5b"}).llm.judge()
+    assert j is not None and (j.backend, j.model) == ("llama-cpp", "qwen2.5-coder-1.5b")
     s = Settings(cache_dir=tmp_path, llm={"model": "qwen3-4b"})
     with pytest.raises(FileNotFoundError, match="tingshuo models pull qwen3-4b"):
         gguf_path(s.llm, s.cache_dir)

@@ -141,3 +141,37 @@ def test_ollama_found_listed_and_answering_a_call(llama_server, stack, settings,
     answer = next(e for e in events if e["type"] == "response.output_text.done")["text"]
     assert "Paris" in answer, answer
     assert ("/v1/chat/completions", "qwen-local") in ollama.seen, ollama.seen
+
+
+@pytest.mark.slow
+def test_a_big_reply_model_with_the_small_one_judging(llama_server, settings, monkeypatch):
+    """``llm.judge_model``: replies come from the chat server (here the stand-in for Ollama), the turn plan, the
+    guard and the end-of-turn reading from the bundled model in process — with the probabilities a chat API
+    cannot give, so the end of an unfinished sentence is still told from a finished one."""
+    from tingshuo.cli.common import run_turn
+    from tingshuo.engine import ModelStack
+    from tingshuo.engine.session import Session
+
+    with OllamaStandIn(["qwen-local"], upstream=llama_server) as ollama:
+        s = settings.model_copy(deep=True)
+        s.llm.backend, s.llm.base_url, s.llm.model_name = "openai", f"{ollama.url}/v1", "qwen-local"
+        s.llm.judge_model = "qwen2.5-coder-1.5b"
+        stack = ModelStack.load(s, asr=False, tts=False)
+        assert stack.llm.name.startswith("openai:qwen-local@") and not stack.llm.caps.prompt_scores
+        assert stack.judge.name.startswith("llama-cpp:") and stack.judge.caps.prompt_scores
+        assert stack.guard.llm.name.startswith("llama-cpp:") and stack.planner.llm.name.startswith("llama-cpp:")
+        done = stack.judge.turn_end_probability([], "你能给我讲个故事吗")
+        unfinished = stack.judge.turn_end_probability([], "帮我订一张明天去北京的")
+        import asyncio
+
+        async def turn() -> dict:
+            session = Session(stack, speak=False)
+            try:
+                return await run_turn(session, audio=None, text="What is the capital of France? One sentence.")
+            finally:
+                await session.close()
+
+        result = asyncio.run(turn())
+    assert done > 0.3 > 0.05 > unfinished, (done, unfinished)
+    assert "Paris" in result["reply_text"], result
+    assert ("/v1/chat/completions", "qwen-local") in ollama.seen  # the reply came from the server

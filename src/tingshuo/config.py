@@ -131,6 +131,11 @@ class LlmConfig(Section):
     # pull` (a catalogue name such as qwen3-4b, or hf:OWNER/REPO/FILE.gguf), or a path to any chat GGUF (``gguf``).
     model: str = "qwen2.5-coder-1.5b"
     gguf: Path | None = None
+    # The model that makes the judgements: the turn plan, the safety guard, the end-of-turn and the words' emotion
+    # readings. None: the reply model. A bundled or pulled name runs in process (llama-cpp) whatever writes the
+    # replies, so a big model (pulled, or on Ollama/vLLM) writes them while the small bundled one keeps these
+    # sub-second and keeps what the plan probe was trained on: e.g. judge_model = "qwen2.5-coder-1.5b".
+    judge_model: str | None = None
     # Layers offloaded to a GPU. None: all of them when llama-cpp-python was built with GPU offload (CUDA, Metal,
     # Vulkan), else none; 0 keeps everything on the CPU.
     gpu_layers: int | None = None
@@ -161,14 +166,24 @@ class LlmConfig(Section):
     @model_validator(mode="after")
     def _known_model(self) -> "LlmConfig":
         """A typo in ``llm.model`` is an error at start, not a failed download later."""
-        if self.model not in BUNDLED_LLMS:
+        for key in ("model", "judge_model"):
+            name = getattr(self, key)
+            if name is None or name in BUNDLED_LLMS:
+                continue
             from tingshuo.llm.catalog import HubError, resolve
 
             try:
-                resolve(self.model)
+                resolve(name)
             except HubError as e:
-                raise ValueError(f"llm.model: {e} (bundled: {', '.join(BUNDLED_LLMS)})") from None
+                raise ValueError(f"llm.{key}: {e} (bundled: {', '.join(BUNDLED_LLMS)})") from None
         return self
+
+    def judge(self) -> "LlmConfig | None":
+        """The judging model's settings when it is not the reply model (``judge_model``); None when it is."""
+        if self.judge_model is None or (self.backend == "llama-cpp" and self.gguf is None
+                                        and self.judge_model == self.model):
+            return None
+        return self.model_copy(update={"backend": "llama-cpp", "model": self.judge_model, "gguf": None})
 
 
 class TtsConfig(Section):

@@ -39,13 +39,17 @@ class Lanes:
     turn: Lane
     guard: Lane  # the safety guard's own llama.cpp context
     plan: Lane  # the turn plan's own llama.cpp context (tingshuo.intent)
+    judge: Lane  # stack.judge: the llm lane when the reply model judges too, its own thread when not
 
     @classmethod
     def of(cls, stack: ModelStack, owner: object) -> "Lanes":
-        return cls(*(stack.lane(n, owner) for n in ("asr", "llm", "tts", "turn", "guard", "plan")))
+        lanes = [stack.lane(n, owner) for n in ("asr", "llm", "tts", "turn", "guard", "plan")]
+        own = stack.judge is not None and stack.judge is not stack.llm
+        return cls(*lanes, stack.lane("judge", owner) if own else lanes[1])
 
     def shutdown(self) -> None:
-        for lane in (self.asr, self.llm, self.tts, self.turn, self.guard, self.plan):
+        for lane in {id(x): x for x in (self.asr, self.llm, self.tts, self.turn, self.guard, self.plan,
+                                        self.judge)}.values():
             lane.shutdown(cancel_futures=True)  # queued work of a closed session: nobody waits for it
 
 

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 class ModelStack:
     settings: Settings
     asr: Recognizer | None = None
-    llm: ChatModel | None = None
+    llm: ChatModel | None = None  # writes the replies
+    judge: ChatModel | None = None  # reads the turn's end and emotion (llm.judge_model); the reply model by default
     tts: SpeechSynthesizer | None = None
     turn: SmartTurn | None = None  # acoustic end-of-turn model, loaded with ASR
     load_ms: dict[str, float] = field(default_factory=dict)
@@ -134,20 +135,23 @@ class ModelStack:
         if llm:
             t = time.perf_counter()
             stack.llm = load_chat_model(settings.llm, cache)
+            # the judgements' model: the reply model, or a small in-process one beside a big reply model
+            jcfg = settings.llm.judge() or settings.llm
+            stack.judge = load_chat_model(jcfg, cache) if jcfg is not settings.llm else stack.llm
             stack.load_ms["llm"] = (time.perf_counter() - t) * 1000
             if settings.safety.enabled:
                 from tingshuo.safety import SafetyGuard
 
                 # its own llama.cpp context (same file, weights shared by mmap): the guard's prompt stays cached
                 # and the conversation's KV cache is not evicted by each check
-                own = settings.safety.separate_context and settings.llm.backend == "llama-cpp"
-                stack.guard = SafetyGuard(load_chat_model(settings.llm, cache) if own else stack.llm, settings.safety)
+                own = settings.safety.separate_context and jcfg.backend == "llama-cpp"
+                stack.guard = SafetyGuard(load_chat_model(jcfg, cache) if own else stack.judge, settings.safety)
                 if own:
                     stack.guard.warmup()  # its fixed prompt, once (~2–4 s), not in the first user's turn
             if settings.plan.enabled:
                 from tingshuo.intent import IntentReader
 
-                own = settings.plan.separate_context and settings.llm.backend == "llama-cpp"
+                own = settings.plan.separate_context and jcfg.backend == "llama-cpp"
                 from tingshuo.dialogue.songs import find_title
 
                 book = stack.songbook
@@ -156,7 +160,7 @@ class ModelStack:
                     found = find_title(text, book)
                     return found[0].title if found else None
 
-                stack.planner = IntentReader(load_chat_model(settings.llm, cache) if own else stack.llm,
+                stack.planner = IntentReader(load_chat_model(jcfg, cache) if own else stack.judge,
                                              settings.plan.threshold, title if settings.dialogue.singing else None,
                                              settings.plan.voice_threshold, settings.plan.probe)
                 if own:

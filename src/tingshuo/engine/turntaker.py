@@ -148,17 +148,17 @@ class TurnTaker:
 
     # ------------------------------------------------------------------ while the user talks
     async def score_text(self, text: str, lang: str) -> float | None:
-        llm = self.ctx.stack.llm
+        llm = self.ctx.stack.judge or self.ctx.stack.llm
         if llm is None or not text.strip():
             return None
         if not llm.caps.prompt_scores:
             return None  # a chat API cannot score an unfinished turn: the end of turn rests on the audio
-        if self.ctx.lanes.llm.busy_with_others():
+        if self.ctx.lanes.judge.busy_with_others():
             # another session's reply holds the LLM for seconds: decide the end of the turn on the audio alone
             # rather than wait (with several callers, waiting here was most of their latency)
             return None
         try:
-            return await run_on(self.ctx.lanes.llm, llm.turn_end_probability,
+            return await run_on(self.ctx.lanes.judge, llm.turn_end_probability,
                                 self.prompts.with_note(self.prompts.history(), lang), text)
         except LlmError:
             return None

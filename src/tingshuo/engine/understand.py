@@ -58,14 +58,14 @@ class Understander:
 
     async def text_emotion(self, text: str, lang: str | None) -> dict[str, float] | None:
         """P over LABELS of the feeling in the words, read by the LLM (None: no LLM, no logprobs, or it failed)."""
-        llm = self.ctx.stack.llm
+        llm = self.ctx.stack.judge or self.ctx.stack.llm
         if llm is None or not text.strip():
             return None
         lang = lang or text_language(text) or self.state.language()
-        if self.ctx.lanes.llm.busy_with_others():
+        if self.ctx.lanes.judge.busy_with_others():
             return None  # under load the feeling is read from the voice alone, not after another caller's reply
         try:
-            return await run_on(self.ctx.lanes.llm, read_words, llm,
+            return await run_on(self.ctx.lanes.judge, read_words, llm,
                                 self.prompts.with_note(self.prompts.history(), lang), text)
         except LlmError as e:
             log.warning("emotion reading of the words failed: %s", e)
