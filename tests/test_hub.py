@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from hubmirror import HubMirror
+from realtime_client import realtime, say
 
 REPO = "tingshuo-mirror/Tiny-GGUF"
 FILE = "tiny-q4_k_m.gguf"
@@ -109,20 +110,25 @@ def test_split_files_are_pulled_together():
 
 
 @pytest.mark.slow
-def test_a_pulled_model_answers(tmp_path):
-    """The bundled chat GGUF, served by the mirror under another name, pulled, then answering a typed turn as
-    ``--llm-model hf:…`` (nothing but the pulled file can serve that name)."""
+def test_a_pulled_model_answers_a_call(tmp_path, stack, settings):
+    """The bundled chat GGUF, served by the mirror under another name, pulled, then selected by name
+    (``llm.model = "hf:…"``: nothing but the pulled file can serve that name) in a session server that answers a
+    typed Realtime turn with it."""
     from tingshuo.assets import QWEN_1_5B
+    from tingshuo.engine.stack import ModelStack
+    from tingshuo.llm import load_chat_model
+
 
     spec = "hf:tingshuo-mirror/Chat-GGUF/chat-q4_k_m.gguf"
     with HubMirror({"tingshuo-mirror/Chat-GGUF": {"chat-q4_k_m.gguf": QWEN_1_5B.ensure()}}) as hub:
         pulled = tingshuo(tmp_path, hub, "models", "pull", spec)
     assert pulled.returncode == 0, pulled.stderr[-500:]
-    cache = tmp_path / "cache"
-    for link in ("whisper-base", "kokoro"):  # the other bundled models, not assembled again
-        (cache / link).symlink_to(QWEN_1_5B.directory().parent / link)
-    r = tingshuo(tmp_path, None, "respond", "--text", "What is the capital of France? Answer in one sentence.",
-                 "--llm-model", spec, "--json")
-    assert r.returncode == 0, r.stderr[-800:]
-    out = json.loads(r.stdout)
-    assert "Paris" in out["reply_text"], out
+    s = settings.model_copy(deep=True)
+    s.cache_dir, s.llm.model = tmp_path / "cache", spec
+    llm = load_chat_model(s.llm, s.cache_dir)
+    assert llm.name == "llama-cpp:chat-q4_k_m.gguf"
+    pulled_stack = ModelStack(s, asr=stack.asr, llm=llm, tts=stack.tts, turn=stack.turn)
+    with realtime(pulled_stack, s, tmp_path) as (tc, ws, sid):
+        events = say(ws, "What is the capital of France? Answer in one sentence.", audio=False)
+    answer = next(e for e in events if e["type"] == "response.output_text.done")["text"]
+    assert "Paris" in answer, answer

@@ -472,8 +472,9 @@ def test_call_page_in_headless_chromium(server, zh_clip, tmp_path):
             browser.close()
     assert not errors, errors
     assert erased == [sid], (erased, sid)
+    # (not a check of the file's bytes: other tests on this module's server say the same clip; test_store and
+    # test_transcripts_persist_and_export check erasure byte by byte)
     assert not export_sessions(server["db"], sid, include_deleted=True), "the call was not deleted"
-    assert st["userCaptions"][0].encode() not in server["db"].read_bytes()
     # Chromium's capture path (WebRTC noise suppression, AGC) changes the clip; Whisper base then slips on a
     # word or two (seen: 交易几乎 → 交绾绮绮, CER 0.38), so the bar is looser than for the SDK's clean PCM.
     # The words are what matters here, not where the turn was cut (seen once: "甚至出现交几" + the rest).
