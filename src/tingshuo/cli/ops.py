@@ -124,14 +124,15 @@ sessions_app = typer.Typer(help="Stored calls: list, export and delete them (the
 app.add_typer(sessions_app, name="sessions")
 
 
-def _store(settings: Any, *, write: bool = False) -> Any:
-    """The configured store, opened for the CLI (no retention run; None when there is nothing to read)."""
+def _store(settings: Any, *, write: bool = False, create: bool = False) -> Any:
+    """The configured store, opened for the CLI (no retention run). None when there is nothing stored yet, unless
+    ``create``: an empty database is not made just to read or delete from it."""
     from tingshuo.store import TranscriptStore, backend_for, open_store
 
     if not settings.store.enabled and not write:
         fail("store.enabled is false: this installation keeps no calls", EXIT_INPUT)
-    if not settings.store.url and not settings.store_path().is_file():
-        return None  # nothing stored yet: do not create an empty database just to read it
+    if not create and not settings.store.url and not settings.store_path().is_file():
+        return None
     try:
         if write:
             s = settings.model_copy(deep=True)
@@ -164,10 +165,7 @@ def sessions_list() -> None:
         first = next((t["text"] for t in s["turns"] if t["role"] == "user"), "")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["started"]))
         typer.echo(f"{s['id']}  {when}  {len(s['turns']):3d} turns  {first[:40]}")
-    days = settings.store.retention_days
-    typer.echo(f"# kept {'until deleted' if days is None else f'{days:g} days'} in "
-               f"{settings.store.url and 'PostgreSQL' or settings.store_path()}; "
-               "`tingshuo sessions delete ID|--all|--before DATE` erases", err=True)
+    typer.echo(f"# {_kept(settings)}; `tingshuo sessions delete ID|--all|--before DATE` erases", err=True)
 
 
 @sessions_app.command("export")
@@ -229,11 +227,13 @@ def sessions_delete(
     leave its files."""
     from tingshuo.store import Selection
 
-    if sum((bool(ids), all_, before is not None)) != 1:
-        fail("name call ids, or --all, or --before DATE (one of them)", EXIT_INPUT)
+    try:
+        sel = Selection(ids=tuple(ids or ()), all=all_, before=_date(before) if before else None)
+    except ValueError as e:  # not exactly one way of choosing
+        fail(f"{e}: call ids, --all or --before DATE", EXIT_INPUT)
+        raise
     if all_ and not yes and not typer.confirm("Delete every stored call?"):
         raise typer.Exit(1)
-    sel = Selection(ids=tuple(ids or ()), all=all_, before=_date(before) if before else None)
     store = _store(settings_from(), write=True)
     if store is None:
         typer.echo("0 call(s) deleted (nothing is stored)")
@@ -267,13 +267,7 @@ def sessions_import(
     path: Annotated[Path, typer.Argument(help="an unwritten-*.jsonl file a closing server saved")],
 ) -> None:
     """Write the turns a server held in memory when it stopped with its database unreachable."""
-    store = _store(settings_from(), write=True)
-    if store is None:
-        s = settings_from()
-        s.store.enabled = True
-        from tingshuo.store import open_store
-
-        store = open_store(s, retention=False)
+    store = _store(settings_from(), write=True, create=True)
     try:
         n = store.replay(path)
     except (OSError, ValueError) as e:

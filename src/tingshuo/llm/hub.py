@@ -19,6 +19,7 @@ from tingshuo.llm.catalog import CATALOGUE, SPLIT, HubError, HubModel, resolve
 
 __all__ = ["CATALOGUE", "HubError", "HubModel", "gguf_for", "installed", "local_path", "pull", "resolve"]
 
+
 def model_dir(cache_dir: Path, model: HubModel) -> Path:
     return Path(cache_dir) / "models" / model.repo.replace("/", "--")
 
@@ -50,10 +51,11 @@ def pull(name: str, cache_dir: Path, *, progress: bool = True) -> Path:
 
     from tingshuo.assets import stamped_sha256, write_stamp
 
+    done = local_path(cache_dir, name)
+    if done is not None:
+        return done
     model = resolve(name)
     d = model_dir(cache_dir, model)
-    if all((d / f).is_file() and stamped_sha256(d / f) for f in model.files):
-        return d / model.files[0]
     if constants.HF_HUB_OFFLINE:
         raise HubError(f"HF_HUB_OFFLINE is set, so {name} cannot be downloaded; unset it, or copy the GGUF here and "
                        "set llm.gguf")
@@ -75,9 +77,7 @@ def pull(name: str, cache_dir: Path, *, progress: bool = True) -> Path:
             continue
         try:
             got_path = Path(hf_hub_download(model.repo, f, local_dir=d))
-        except HfHubHTTPError as e:
-            raise HubError(f"downloading {model.repo}/{f} failed ({e}); run the same command again to resume") from e
-        except OSError as e:
+        except (HfHubHTTPError, OSError) as e:
             raise HubError(f"downloading {model.repo}/{f} failed ({e}); run the same command again to resume") from e
         got = _sha256(got_path, progress=progress)
         if got != want:

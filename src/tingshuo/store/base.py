@@ -8,6 +8,7 @@ deleted item is never written back.
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -93,22 +94,35 @@ LAST_ACTIVE_BEFORE = ("COALESCE(ended, started) < ? AND NOT EXISTS (SELECT 1 FRO
                       " sessions.id AND t.created >= ?)")
 
 
-
 class SqlBackend:
-    """What both backends do with the same SQL: the writes that are one statement each, the reads, and closing.
-    A backend supplies ``_run`` (one statement as its own committed transaction) and ``_rows`` (a query's rows as
-    dicts), both with ``?`` placeholders, and keeps its connection in ``_conn``."""
+    """What both backends do with the same SQL: writes, erasure, deletion and expiry, reads, closing. A backend
+    supplies ``_tx`` (a transaction, committed on exit), ``_exec`` (a statement inside one) and ``_rows`` (a
+    query's rows as dicts), all with ``?`` placeholders; ``_after_erase`` and ``_compact`` (what makes freed rows
+    leave its files); and keeps its connection in ``_conn``."""
 
     _conn: Any = None
 
-    def _run(self, sql: str, args: tuple[Any, ...]) -> Any:
+    def _tx(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         raise NotImplementedError
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def _after_erase(self) -> None:
+        """After an item's words are overwritten: what makes their old bytes go."""
+
+    def _compact(self) -> None:
+        """After calls are deleted: what makes their rows leave the database's files."""
+
     def _has_tables(self) -> bool:
         return True
+
+    def _run(self, sql: str, args: tuple[Any, ...]) -> Any:
+        with self._tx():
+            return self._exec(sql, args)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -117,6 +131,7 @@ class SqlBackend:
             finally:
                 self._conn = None
 
+    # reads
     def export(self, session_id: str | None, include_deleted: bool) -> list[dict[str, Any]]:
         if not self._has_tables():
             return []
@@ -137,6 +152,7 @@ class SqlBackend:
             return []
         return [risk_dict(r) for r in self._rows("SELECT * FROM risk ORDER BY created")]
 
+    # writes
     def open_session(self, session_id: str, started: float, client: str, key_label: str, config: str) -> None:
         self._run(OPEN_SESSION, (session_id, started, client, key_label, config))
 
@@ -158,6 +174,52 @@ class SqlBackend:
 
     def update_text(self, session_id: str, item_id: str, text: str, truncated_ms: float | None) -> None:
         self._run(UPDATE_TEXT, (text, truncated_ms, session_id, item_id))
+
+    def erase_item(self, session_id: str, item_id: str, at: float) -> list[str]:
+        with self._tx():
+            audio = [r["audio_path"] for r in self._rows(ITEM_AUDIO, (session_id, item_id))]
+            self._exec(ERASE_TURN, (at, session_id, item_id))
+            self._exec(ERASE_RISK, (session_id, item_id))
+        self._after_erase()
+        return audio
+
+    # deletion and expiry
+    def _remove(self, where: str, args: tuple[Any, ...], *, risk: bool) -> tuple[list[str], list[str]]:
+        """Delete the calls ``where`` selects with their turns (and, ``risk``, their risk entries): (ids, audio).
+        The rows go by subquery, not by a list of ids: ``--all`` on a big store would pass SQL's parameter limit."""
+        calls = f"(SELECT id FROM sessions WHERE {where})"
+        with self._tx():
+            ids = [r["id"] for r in self._rows(f"SELECT id FROM sessions WHERE {where}", args)]
+            audio = [r["audio_path"] for r in self._rows(
+                f"SELECT audio_path FROM turns WHERE session_id IN {calls} AND audio_path IS NOT NULL", args)]
+            self._exec(f"DELETE FROM turns WHERE session_id IN {calls}", args)
+            if risk:  # a user's deletion takes the call's risk entries (expiry leaves them their own retention)
+                self._exec(f"DELETE FROM risk WHERE session_id IN {calls}", args)
+            self._exec(f"DELETE FROM sessions WHERE {where}", args)
+        return ids, audio
+
+    def delete(self, selection: Selection) -> tuple[list[str], list[str]]:
+        if selection.ids:
+            where, args = f"id IN ({', '.join('?' * len(selection.ids))})", selection.ids
+        elif selection.all:
+            where, args = "1 = 1", ()
+        else:
+            where, args = LAST_ACTIVE_BEFORE, (selection.before, selection.before)
+        ids, audio = self._remove(where, args, risk=True)
+        self._compact()
+        return ids, audio
+
+    def purge(self, calls_before: float | None, risk_before: float | None) -> tuple[int, list[str]]:
+        ids, audio = ([], []) if calls_before is None else self._remove(
+            LAST_ACTIVE_BEFORE, (calls_before, calls_before), risk=False)
+        n_risk = 0
+        if risk_before is not None:
+            with self._tx():
+                n_risk = self._exec("DELETE FROM risk WHERE created < ?", (risk_before,)).rowcount
+        if ids or n_risk:
+            self._compact()
+        return len(ids), audio
+
 
 def turn_dict(t: dict[str, Any]) -> dict[str, Any]:
     return {

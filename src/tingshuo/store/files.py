@@ -45,10 +45,15 @@ def _tighten(path: Path, mode: int) -> None:
         log.warning("could not make %s owner-only: %s", path, e)
 
 
-def write_private(path: Path, text: str) -> None:
+def _open_private(path: Path, mode: str) -> Any:
+    """``path`` opened for writing, created owner-only (not made private after the umask's mode: no window)."""
     private_dir(path.parent)
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    return os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+
+def write_private(path: Path, text: str) -> None:
+    with _open_private(path, "w") as f:
         f.write(text)
 
 
@@ -62,9 +67,7 @@ def write_wav(root: Path, session_id: str, item_id: str, audio: Any, rate: int) 
         return None
     path = Path(root) / session_id / f"{item_id}.wav"
     try:
-        private_dir(path.parent)
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
+        with _open_private(path, "wb") as f:
             sf.write(f, audio, rate, subtype="PCM_16", format="WAV")
     except (OSError, RuntimeError) as e:
         log.error("could not keep the audio of %s: %s", item_id, e)
@@ -102,16 +105,18 @@ def remove(paths: Iterable[str | None], root: Path | None) -> int:
     return n
 
 
-def remove_session_dir(root: Path, session_id: str) -> None:
-    """A deleted call's audio folder, whatever is left in it."""
-    if not _safe(session_id):
-        return
+def remove_session_dir(root: Path, session_id: str) -> int:
+    """A deleted call's audio folder, whatever is left in it; how many files were in it."""
     d = Path(root) / session_id
-    if d.is_dir():
-        for f in d.iterdir():
-            if f.is_file():
-                f.unlink(missing_ok=True)
-        _rmdir_empty(d, Path(root).resolve())
+    if not _safe(session_id) or not d.is_dir():
+        return 0
+    n = 0
+    for f in d.iterdir():
+        if f.is_file():
+            f.unlink(missing_ok=True)
+            n += 1
+    _rmdir_empty(d, Path(root).resolve())
+    return n
 
 
 def sweep(root: Path, before: float) -> int:

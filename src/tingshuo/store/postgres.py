@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tingshuo.store import base
-from tingshuo.store.base import Failure, Selection
+from tingshuo.store.base import Failure
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, started DOUBLE PRECISION NOT NULL,"
@@ -98,65 +98,21 @@ class PostgresBackend(base.SqlBackend):
             return "held"  # e.g. disk full on the server (an OperationalError too, but its connection lives)
         raise exc
 
-    def _run(self, sql: str, args: tuple[Any, ...]) -> Any:
+    def _tx(self) -> Any:
         assert self._conn is not None
-        with self._conn.transaction():
-            return self._conn.execute(pg(sql), _clean(args))
+        return self._conn.transaction()
 
-    # ------------------------------------------------------------------ writes (SqlBackend, and:)
-    def erase_item(self, session_id: str, item_id: str, at: float) -> list[str]:
+    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         assert self._conn is not None
-        with self._conn.transaction():
-            audio = [r["audio_path"] for r in self._conn.execute(pg(base.ITEM_AUDIO), (session_id, item_id))]
-            self._conn.execute(pg(base.ERASE_TURN), (at, session_id, item_id))
-            self._conn.execute(pg(base.ERASE_RISK), (session_id, item_id))
-        self._conn.execute("VACUUM turns")
-        self._conn.execute("VACUUM risk")
-        return audio
+        return self._conn.execute(pg(sql), _clean(args))
 
-    # ------------------------------------------------------------------ reads (SqlBackend, and:)
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        assert self._conn is not None
-        return list(self._conn.execute(pg(sql), args).fetchall())
+        return list(self._exec(sql, args).fetchall())
 
-    # ------------------------------------------------------------------ deletion
-    def _remove(self, where: str, args: tuple[Any, ...]) -> tuple[list[str], list[str]]:
-        assert self._conn is not None
-        with self._conn.transaction():
-            ids = [r["id"] for r in self._conn.execute(pg(f"SELECT id FROM sessions WHERE {where}"), args)]
-            audio = [r["audio_path"] for r in self._conn.execute(
-                "SELECT audio_path FROM turns WHERE session_id = ANY(%s) AND audio_path IS NOT NULL", (ids,))]
-            self._conn.execute("DELETE FROM turns WHERE session_id = ANY(%s)", (ids,))
-            self._conn.execute("DELETE FROM sessions WHERE id = ANY(%s)", (ids,))
-        return ids, audio
+    def _after_erase(self) -> None:
+        for table in ("turns", "risk"):
+            self._exec(f"VACUUM {table}")
 
-    def delete(self, selection: Selection) -> tuple[list[str], list[str]]:
-        assert self._conn is not None
-        if selection.ids:
-            where, args = "id = ANY(?)", (list(selection.ids),)
-        elif selection.all:
-            where, args = "TRUE", ()
-        else:
-            where, args = base.LAST_ACTIVE_BEFORE, (selection.before, selection.before)
-        ids, audio = self._remove(where, args)
-        with self._conn.transaction():
-            self._conn.execute("DELETE FROM risk WHERE session_id = ANY(%s)", (ids,))
-        self._vacuum()
-        return ids, audio
-
-    def purge(self, calls_before: float | None, risk_before: float | None) -> tuple[int, list[str]]:
-        assert self._conn is not None
-        ids, audio = (self._remove(base.LAST_ACTIVE_BEFORE, (calls_before, calls_before))
-                      if calls_before is not None else ([], []))
-        n_risk = 0
-        if risk_before is not None:
-            with self._conn.transaction():
-                n_risk = self._conn.execute("DELETE FROM risk WHERE created < %s", (risk_before,)).rowcount
-        if ids or n_risk:
-            self._vacuum()
-        return len(ids), audio
-
-    def _vacuum(self) -> None:
-        assert self._conn is not None
+    def _compact(self) -> None:
         for table in ("turns", "risk", "sessions"):
-            self._conn.execute(f"VACUUM {table}")
+            self._exec(f"VACUUM {table}")

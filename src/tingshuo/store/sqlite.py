@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tingshuo.store import base
-from tingshuo.store.base import Failure, Selection
+from tingshuo.store.base import Failure
 from tingshuo.store.files import private_dir, private_file
 
 SCHEMA = """
@@ -74,82 +74,29 @@ class SQLiteBackend(base.SqlBackend):
             return "held"  # full disk, I/O error, locked
         raise exc
 
-    def _run(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+    def _tx(self) -> sqlite3.Connection:
         assert self._conn is not None
-        with self._conn:
-            return self._conn.execute(sql, args)
+        return self._conn  # as a context manager: commit on exit, roll back on an error
 
-    # ------------------------------------------------------------------ writes (SqlBackend, and:)
-    def erase_item(self, session_id: str, item_id: str, at: float) -> list[str]:
+    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         assert self._conn is not None
-        with self._conn:
-            audio = [r[0] for r in self._conn.execute(base.ITEM_AUDIO, (session_id, item_id))]
-            self._conn.execute(base.ERASE_TURN, (at, session_id, item_id))
-            self._conn.execute(base.ERASE_RISK, (session_id, item_id))
-        self._checkpoint()
-        return audio
+        return self._conn.execute(sql, args)
 
-    def _checkpoint(self) -> None:
-        """Copy the WAL into the database and truncate it: the WAL still holds the pages as they were written."""
-        assert self._conn is not None
-        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    # ------------------------------------------------------------------ reads (SqlBackend, and:)
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        assert self._conn is not None
-        return [dict(r) for r in self._conn.execute(sql, args).fetchall()]
+        return [dict(r) for r in self._exec(sql, args).fetchall()]
 
     def _has_tables(self) -> bool:
-        assert self._conn is not None
-        names = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        names = {r["name"] for r in self._rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
         return {"sessions", "turns", "risk"} <= names
 
-    # ------------------------------------------------------------------ deletion
-    def _where(self, sel: Selection) -> tuple[str, tuple[Any, ...]]:
-        if sel.ids:
-            return f"id IN ({', '.join('?' * len(sel.ids))})", sel.ids
-        if sel.all:
-            return "1 = 1", ()
-        return base.LAST_ACTIVE_BEFORE, (sel.before, sel.before)
-
-    def _remove(self, where: str, args: tuple[Any, ...]) -> tuple[list[str], list[str]]:
-        assert self._conn is not None
-        with self._conn:
-            ids = [r[0] for r in self._conn.execute(f"SELECT id FROM sessions WHERE {where}", args)]
-            audio: list[str] = []
-            for sid in ids:
-                audio += [r[0] for r in self._conn.execute(
-                    "SELECT audio_path FROM turns WHERE session_id = ? AND audio_path IS NOT NULL", (sid,))]
-                self._conn.execute("DELETE FROM turns WHERE session_id = ?", (sid,))
-                self._conn.execute("DELETE FROM sessions WHERE id = ?", (sid,))
-        return ids, audio
-
-    def delete(self, selection: Selection) -> tuple[list[str], list[str]]:
-        assert self._conn is not None
-        where, args = self._where(selection)
-        ids, audio = self._remove(where, args)
-        with self._conn:  # a user's deletion takes the call's risk entries too
-            for sid in ids:
-                self._conn.execute("DELETE FROM risk WHERE session_id = ?", (sid,))
-        self._compact()
-        return ids, audio
-
-    def purge(self, calls_before: float | None, risk_before: float | None) -> tuple[int, list[str]]:
-        assert self._conn is not None
-        ids, audio = self._remove(base.LAST_ACTIVE_BEFORE, (calls_before, calls_before)) if calls_before else ([], [])
-        n_risk = 0
-        if risk_before is not None:
-            with self._conn:
-                n_risk = self._conn.execute("DELETE FROM risk WHERE created < ?", (risk_before,)).rowcount
-        if ids or n_risk:
-            self._compact()
-        return len(ids), audio
+    def _after_erase(self) -> None:
+        """Copy the WAL into the database and truncate it: the WAL still holds the pages as they were written."""
+        self._exec("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _compact(self) -> None:
-        assert self._conn is not None
-        self._checkpoint()
-        self._conn.execute("VACUUM")
-        self._checkpoint()
+        self._after_erase()
+        self._exec("VACUUM")
+        self._after_erase()
 
 
 def export_sessions(path: Path, session_id: str | None = None, include_deleted: bool = False) -> list[dict[str, Any]]:

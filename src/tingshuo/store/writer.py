@@ -134,6 +134,12 @@ class TranscriptStore:
             if self.on_recovery is not None:
                 self.on_recovery()
 
+    def _current(self) -> None:
+        """Before a read or a deletion: every queued write is in, and the database answers (else OSError)."""
+        self._drain()
+        if not self._ensure():
+            raise OSError(f"the transcript store is unreachable ({self.failure})")
+
     def _schedule_retry(self) -> None:
         if self._timer is None and not self._closed:
             def retry() -> None:
@@ -193,8 +199,7 @@ class TranscriptStore:
                     continue
             except Exception:  # noqa: BLE001 - try again at the next purge
                 return n
-            n += sum(1 for _ in (self.audio_dir / sid).glob("*.wav"))
-            files.remove_session_dir(self.audio_dir, sid)
+            n += files.remove_session_dir(self.audio_dir, sid)
         return n
 
     @property
@@ -242,9 +247,7 @@ class TranscriptStore:
     def export(self, session_id: str | None = None, include_deleted: bool = False) -> list[dict[str, Any]]:
         """Sessions with their turns, oldest first, after every write queued so far."""
         def read() -> list[dict[str, Any]]:
-            self._drain()
-            if not self._ensure():
-                raise OSError(f"the transcript store is unreachable ({self.failure})")
+            self._current()
             return self.backend.export(session_id, include_deleted)
 
         return self._pool.submit(read).result()
@@ -257,9 +260,7 @@ class TranscriptStore:
         """Delete calls with their turns, risk entries and audio, then compact the database (``VACUUM``) so their
         words leave its files. Returns how many calls were deleted."""
         def run() -> int:
-            self._drain()
-            if not self._ensure():
-                raise OSError(f"the transcript store is unreachable ({self.failure})")
+            self._current()
             ids, gone = self.backend.delete(selection)
             files.remove(gone, self.audio_dir)
             if self.audio_dir is not None:
