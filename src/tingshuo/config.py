@@ -187,10 +187,15 @@ class LlmConfig(Section):
 
 
 class TtsConfig(Section):
-    # Chinese (and Chinese with embedded English words): Kokoro-82M; pure English replies: Piper en_US-joe or Kokoro.
-    zh_backend: Literal["kokoro"] = "kokoro"
+    # Chinese: "baker", the native Mandarin voice (FastSpeech2 + MB-MelGAN trained on the Baker corpus — its weights
+    # are for NON-COMMERCIAL use only; read back by our ASR at CER 0.03 against Kokoro's 0.15, bench/voices.py),
+    # used by the companion's voice 小暖 and by clauses without a character voice; the character voices stay on
+    # Kokoro-82M's tables (one Baker speaker cannot be 悟空 or 唐僧). "kokoro": every Chinese clause on Kokoro
+    # (Apache-2.0 weights; Japanese voice tables with repaired tones), as before. Pure English replies: en_backend.
+    zh_backend: Literal["baker", "kokoro"] = "baker"
     en_backend: Literal["piper", "kokoro"] = "piper"
-    voice_zh: str = "jf_alpha"
+    # the Chinese voice when a reply names none: a character voice (`tingshuo voices`) or a Kokoro table/blend
+    voice_zh: str = "xiaonuan"
     voice_en_kokoro: str = "jf_alpha"
     speed: float = 1.0
     tone_repair: bool = True  # impose Mandarin tone contours on Kokoro's F0 (its bundled voices are Japanese)

@@ -171,7 +171,7 @@ class RealtimeServer:
         voices: list[str] = list(VOICES)  # character voices (tingshuo voices), then Kokoro's own tables
         if self.stack is not None and self.stack.tts is not None:
             with contextlib.suppress(Exception):
-                voices += list(self.stack.tts.backend("zh").voices())
+                voices += list(self.stack.tts.backend("kokoro").voices())
         st = self.settings.store
         return JSONResponse({"voices": voices, "default_voice": self.settings.tts.voice_zh,
                              # what the call page tells a person is kept of the call (README "What is kept")

@@ -250,7 +250,7 @@ class RealtimeConnection:
         from tingshuo.tts import VOICES
 
         try:
-            return [*VOICES, *tts.backend("zh").voices()]  # character voices, then Kokoro's own tables
+            return [*VOICES, *tts.backend("kokoro").voices()]  # character voices, then Kokoro's own tables
         except Exception:
             return list(VOICES)
 

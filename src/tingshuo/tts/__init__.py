@@ -1,6 +1,8 @@
 """Speech synthesis: backends behind a small protocol, and the router that picks one per clause.
 
-Chinese (with embedded English words, read by espeak G2P inside Kokoro) goes to Kokoro; a reply in English goes to
+Chinese in the companion's voice (小暖) and in no named voice goes to the native Mandarin voice (tts/baker.py, when
+``TtsConfig.zh_backend`` is "baker", the default), its English words to Kokoro's English; Chinese in the other
+character voices and in Kokoro tables goes to Kokoro (espeak reads its English words); a reply in English goes to
 ``TtsConfig.en_backend`` (Piper by default, RTF 0.08). Everything leaves at ``TtsConfig.sample_rate``.
 """
 
@@ -23,6 +25,7 @@ __all__ = ["STYLES", "VOICES", "CharacterVoice", "SpeakingStyle", "get_voice", "
 
 
 
+BACKENDS = ("kokoro", "piper", "baker")
 TARGET_RMS = 0.12  # ≈ −18 dBFS over the voiced part: Kokoro's natural level
 
 
@@ -53,33 +56,56 @@ class SpeechSynthesizer:
         self._load_lock = threading.Lock()
 
     def backend(self, lang: str) -> Synthesizer:
-        """The backend for a language ("zh", "en"), or by name ("kokoro", "piper")."""
-        name = lang if lang in ("kokoro", "piper") else self.cfg.en_backend if lang == "en" else self.cfg.zh_backend
+        """The backend for a language ("zh", "en"), or by name ("kokoro", "piper", "baker")."""
+        name = lang if lang in BACKENDS else self.cfg.en_backend if lang == "en" else self.cfg.zh_backend
         with self._load_lock:
             if name not in self._backends:
                 if name == "piper":
                     from tingshuo.tts.piper import PiperTTS
 
                     self._backends[name] = PiperTTS(self.cfg.threads)
+                elif name == "baker":
+                    from tingshuo.tts.baker import BakerTTS
+
+                    self._backends[name] = BakerTTS(self.cfg.threads, latin=self._latin)
                 else:
                     from tingshuo.tts.kokoro import KokoroTTS
 
                     self._backends[name] = KokoroTTS(
-                        self.cache_dir, self.cfg.threads, self.cfg.tone_repair, self.cfg.voice_zh
+                        self.cache_dir, self.cfg.threads, self.cfg.tone_repair, self.kokoro_spec(self.cfg.voice_zh)
                     )
             return self._backends[name]
 
+    def _latin(self, text: str, settings: VoiceSettings) -> np.ndarray:
+        """English words inside a Chinese clause for the native voice (its symbols have none): Kokoro's English
+        in ``voice_en_kokoro``, a woman's voice like the Baker speaker; the clause's style is applied to the whole
+        clause afterwards, so only the rate goes along."""
+        kokoro = self.backend("kokoro")
+        plain = VoiceSettings(voice=self.cfg.voice_en_kokoro, speed=settings.speed)
+        return resample(kokoro.synthesize(text, plain), kokoro.sample_rate, 24000)
+
     def preload(self, languages: tuple[str, ...] = ("zh", "en")) -> None:
-        """Load and warm up (onnxruntime's first run allocates its arenas: ~0.5 s we do not want in a reply)."""
+        """Load and warm up (onnxruntime's first run allocates its arenas: ~0.5 s we do not want in a reply).
+
+        Kokoro is loaded beside the native voice: character voices, English words inside Chinese and singing
+        use it."""
         for lang in languages:
             self.synthesize({"zh": "你好。", "en": "Hello."}.get(lang, "你好。"), lang=lang)
+        if "zh" in languages and self.cfg.zh_backend != "kokoro":
+            self.backend("kokoro").synthesize("你好。", VoiceSettings())
+
+    @staticmethod
+    def kokoro_spec(voice: str | None) -> str | None:
+        """A character voice's Kokoro table (小暖 → jf_alpha); a Kokoro spec as it is."""
+        cv = VOICES.get(voice or "")
+        return cv.kokoro if cv is not None else voice
 
     def voice_for(self, lang: str, requested: str | None) -> str | None:
         if requested:
             return requested
         if lang == "en" and self.cfg.en_backend == "kokoro":
             return self.cfg.voice_en_kokoro
-        return None if lang == "en" else self.cfg.voice_zh
+        return None if lang == "en" else self.kokoro_spec(self.cfg.voice_zh)
 
     def synthesize(self, text: str, settings: VoiceSettings | None = None, lang: str | None = None) -> np.ndarray:
         """Blocking: one clause → float32 mono at ``sample_rate``. ``lang`` pins the reply's voice language."""
@@ -90,7 +116,12 @@ class SpeechSynthesizer:
         cv = VOICES.get(base.voice or (self.cfg.voice_zh if lang != "en" else ""))
         if cv is not None:  # a character voice: its Kokoro spec, pitch and pace, and where its English goes
             base = replace(base, voice=cv.kokoro, pitch=base.pitch * cv.pitch, speed=base.speed * cv.speed)
-            backend = self.backend("piper" if lang == "en" and cv.en == "piper" else "kokoro")
+            if lang == "en":
+                backend = self.backend("piper" if cv.en == "piper" else "kokoro")
+            else:
+                backend = self.backend("baker" if cv.native and self.cfg.zh_backend == "baker" else "kokoro")
+        elif lang != "en" and base.voice:  # a Kokoro table or blend named directly
+            backend = self.backend("kokoro")
         else:
             backend = self.backend(lang)
         s = self.resolve(base, voice=self.voice_for(lang, base.voice if backend.name == "kokoro" else None))

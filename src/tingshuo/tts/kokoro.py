@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -187,9 +188,17 @@ class KokoroTTS:
         dur, f0 = clamp_edges(dur, f0, chars)
         if self.tone_repair:
             f0 = self.apply_tones(f0, dur, chars, zh_mask)
-        f0 = style_f0(f0, settings, TONE_MIN_RANGE if (self.tone_repair and zh_mask.any()) else 0.0)
+        # A whisper is rendered voiced and then resynthesized by WORLD with aperiodic excitation: Kokoro's own
+        # unvoiced rendering (an all-zero F0) kept 1.4 % voiced frames but our ASR read "悄悄跟我说句晚安" back
+        # as "33333333333333333"; WORLD keeps the spectral envelope, the words (bench/voices.py measures both)
+        voiced = replace(settings, whisper=False)
+        f0 = style_f0(f0, voiced, TONE_MIN_RANGE if (self.tone_repair and zh_mask.any()) else 0.0)
         audio = self._render.run(None, {**feed, "dur": dur, "f0": f0})[0]
         audio = trim_silence(np.asarray(audio, np.float32).ravel())
+        if settings.whisper:
+            from tingshuo.audio.world import transform
+
+            audio = transform(audio, SAMPLE_RATE, whisper=True)
         return (audio * settings.volume).astype(np.float32)
 
     # -- singing support ------------------------------------------------------------------------------------

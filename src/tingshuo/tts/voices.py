@@ -27,10 +27,14 @@ class CharacterVoice:
     pitch: float = 1.0  # F0 level × this (Kokoro F0 control; within the voice's natural range)
     speed: float = 1.0
     gender: str = "female"  # "female" / "male": used to cast story characters
+    # Chinese in the native Mandarin voice (tts/baker.py) when tts.zh_backend is "baker"; ``kokoro`` is then only
+    # the fallback. One Baker speaker exists, so only one character voice can be native.
+    native: bool = False
 
 
 VOICES: dict[str, CharacterVoice] = {v.key: v for v in (
-    CharacterVoice("xiaonuan", "小暖", "warm, bright young woman (default companion)", "jf_alpha", en="piper"),
+    CharacterVoice("xiaonuan", "小暖", "warm, bright young woman (default companion)", "jf_alpha", en="piper",
+                   native=True),
     CharacterVoice("daiyu", "黛玉", "soft, delicate young woman, unhurried", "jf_gongitsune", pitch=1.04, speed=0.92),
     CharacterVoice("tangseng", "唐僧", "calm, gentle man, slow", "jm_kumo", speed=0.9, gender="male"),
     CharacterVoice("wukong", "悟空", "lively, high, quick male voice", "jm_kumo/jf_tebukuro", speed=1.12,
