@@ -107,8 +107,9 @@ class SpeechSynthesizer:
             return self.cfg.voice_en_kokoro
         return None if lang == "en" else self.kokoro_spec(self.cfg.voice_zh)
 
-    def synthesize(self, text: str, settings: VoiceSettings | None = None, lang: str | None = None) -> np.ndarray:
-        """Blocking: one clause → float32 mono at ``sample_rate``. ``lang`` pins the reply's voice language."""
+    def route(self, text: str, settings: VoiceSettings | None = None, lang: str | None = None,
+              ) -> tuple[str, VoiceSettings]:
+        """Which backend says this clause, and with what settings (no model is loaded to decide)."""
         lang = lang or text_language(text) or "zh"
         if lang == "en" and has_han(text):
             lang = "zh"  # Han characters can only be read by the Chinese voice
@@ -117,23 +118,28 @@ class SpeechSynthesizer:
         if cv is not None:  # a character voice: its Kokoro spec, pitch and pace, and where its English goes
             base = replace(base, voice=cv.kokoro, pitch=base.pitch * cv.pitch, speed=base.speed * cv.speed)
             if lang == "en":
-                backend = self.backend("piper" if cv.en == "piper" else "kokoro")
+                name = "piper" if cv.en == "piper" else "kokoro"
             else:
-                backend = self.backend("baker" if cv.native and self.cfg.zh_backend == "baker" else "kokoro")
+                name = "baker" if cv.native and self.cfg.zh_backend == "baker" else "kokoro"
         elif lang != "en" and base.voice:  # a Kokoro table or blend named directly
-            backend = self.backend("kokoro")
+            name = "kokoro"
         else:
-            backend = self.backend(lang)
-        s = self.resolve(base, voice=self.voice_for(lang, base.voice if backend.name == "kokoro" else None))
-        if backend.name == "piper" and (s.pitch != 1.0 or s.pitch_range != 1.0):
+            name = self.cfg.en_backend if lang == "en" else self.cfg.zh_backend
+        s = self.resolve(base, voice=self.voice_for(lang, base.voice if name == "kokoro" else None))
+        if name == "piper" and (s.pitch != 1.0 or s.pitch_range != 1.0):
             if self.cfg.en_styles == "kokoro":
                 # expressive English in full (pitch too) from Kokoro's F0 control, in Kokoro's voice
-                backend = self.backend("kokoro")
-                s = replace(s, voice=self.cfg.voice_en_kokoro)
+                name, s = "kokoro", replace(s, voice=self.cfg.voice_en_kokoro)
             else:
                 # Piper has no pitch input (see PiperTTS.synthesize): its styles keep rate, level and whisper, so
                 # the English voice does not change timbre mid-conversation
                 s = replace(s, pitch=1.0, pitch_range=1.0)
+        return name, s
+
+    def synthesize(self, text: str, settings: VoiceSettings | None = None, lang: str | None = None) -> np.ndarray:
+        """Blocking: one clause → float32 mono at ``sample_rate``. ``lang`` pins the reply's voice language."""
+        name, s = self.route(text, settings, lang)
+        backend = self.backend(name)
         audio = resample(backend.synthesize(text, s), backend.sample_rate, self.sample_rate)
         return level(audio, s.volume)
 

@@ -1,0 +1,227 @@
+"""The Chinese voices side by side: which one should the companion speak with?
+
+    .venv/bin/python bench/voices.py [--out bench/results]      (needs Debian's gcin-voice for the tone measure)
+
+For each voice (the native Mandarin voice, ``tts.zh_backend = "baker"``, and Kokoro's jf_alpha with repaired
+tones, ``"kokoro"``; both as the companion 小暖 through the router, as a user hears them) it measures:
+
+- **tones**: every syllable of 30 tone sets (妈麻马骂…: the same syllable in all four tones, common characters)
+  said alone, its F0 measured by WORLD's Harvest from the audio and classified by a classifier learned from a
+  person's isolated syllables (bench/tones.py; its own accuracy on held-out gcin syllables is printed first);
+- **read back**: the held-out sentences of ``bench/data/voices_zh.txt`` through our ASR (Whisper base), CER on the
+  Han characters. Before comparing, the ASR's digits are read as words by the voice's own normalizer (it writes
+  "3点" for 三点) and 她/它 are taken as 他 (the same sound: no voice can tell them apart). English words inside
+  Chinese are scored apart: heard (in the ASR's text, any case) or not;
+- **tone minimal pairs** (``bench/data/voices_pairs.txt``): the ASR's reading holds the intended character and not
+  its partner (买/卖, 汤/糖, 山西/陕西…);
+- **whisper**: four sentences in the whisper style, voiced share of active frames (Harvest) and CER;
+- **speed**: time to the first clause's audio and the real-time factor over the held-out sentences (one clause
+  at a time, as replies are spoken).
+
+Writes ``voices.json`` and ``voices.png`` to the results folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import re
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import tones  # noqa: E402
+from textmetrics import cer  # noqa: E402
+
+from tingshuo.audio.io import resample  # noqa: E402
+from tingshuo.config import load_settings  # noqa: E402
+from tingshuo.tts import SpeechSynthesizer, VoiceSettings  # noqa: E402
+from tingshuo.tts.baker import normalize  # noqa: E402
+
+VOICES = {"baker": "native Mandarin (Baker)", "kokoro": "Kokoro jf_alpha + tone repair"}
+WHISPERED = ("悄悄跟我说句晚安。", "别让别人听见，这是我们的小秘密。", "我们明天早上一起去图书馆看书吧。", "你今天过得怎么样？")
+CLAUSE = re.compile(r"(?<=[，。！？；])")
+
+
+def lines(path: Path) -> list[str]:
+    return [x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip() and not x.startswith("#")]
+
+
+def tone_sets(n: int = 30) -> list[tuple[str, list[str]]]:
+    """(syllable, [char of tone 1, 2, 3, 4]) for the syllables whose four tones all have a common, unambiguous
+    character (jieba's word frequencies rank the characters; a character with two readings is not used)."""
+    import jieba
+    from pypinyin import Style, pinyin
+
+    freq: dict[str, int] = {}
+    with open(Path(jieba.__file__).parent / "dict.txt", encoding="utf-8") as f:
+        for line in f:
+            w, c, *_ = line.split()
+            if len(w) == 1 and "\u4e00" <= w <= "\u9fff":
+                freq[w] = int(c)
+    best: dict[tuple[str, int], tuple[int, str]] = {}
+    for ch, c in freq.items():
+        readings = pinyin(ch, style=Style.TONE3, heteronym=True)[0]
+        if len(readings) != 1 or not readings[0][-1:] in ("1", "2", "3", "4"):
+            continue
+        key = (readings[0][:-1], int(readings[0][-1]))
+        if c > best.get(key, (0, ""))[0]:
+            best[key] = (c, ch)
+    bases = {b for b, _ in best}
+    full = [(b, [best[(b, t)] for t in (1, 2, 3, 4)]) for b in bases if all((b, t) in best for t in (1, 2, 3, 4))]
+    full.sort(key=lambda x: -min(c for c, _ in x[1]))
+    return [(b, [ch for _, ch in sets]) for b, sets in full[:n]]
+
+
+def heard(asr, audio: np.ndarray, sr: int) -> str:
+    return asr.transcribe(resample(audio, sr, 16000), "zh").text
+
+
+def same_sound(text: str) -> str:
+    return normalize(text).replace("她", "他").replace("它", "他")
+
+
+def voiced_share(audio: np.ndarray, sr: int) -> float:
+    import pyworld as pw
+
+    x = np.ascontiguousarray(audio, np.float64)
+    f0, _ = pw.harvest(x, sr, frame_period=10.0, f0_floor=60.0, f0_ceil=600.0)
+    hop = sr // 100
+    rms = np.array([np.sqrt(np.mean(x[i * hop:(i + 1) * hop] ** 2)) if i * hop < len(x) else 0.0
+                    for i in range(len(f0))])
+    active = rms > 0.05 * rms.max()
+    return float(np.mean(f0[active] > 0)) if active.any() else 0.0
+
+
+def measure(name: str, tts: SpeechSynthesizer, asr, clf: tones.ToneClassifier, sets, sentences, pairs) -> dict:
+    sr = tts.sample_rate
+    say = VoiceSettings(voice="xiaonuan")
+    out: dict = {"voice": VOICES[name]}
+    # tones
+    contours, truth = [], []
+    for _, chars in sets:
+        for t, ch in enumerate(chars, 1):
+            contours.append(tones.f0_contour(tts.synthesize(ch + "。", say, "zh"), sr))
+            truth.append(t)
+    keep, x = tones.matrix(contours)
+    pred = clf.predict(x)
+    y = np.array([truth[i] for i in keep])
+    out["tones"] = {"n": len(truth), "measured": len(keep), "accuracy": float(np.sum(pred == y) / len(truth)),
+                    "per_tone": {t: float(np.mean(pred[y == t] == t)) for t in (1, 2, 3, 4)}}
+    # read back, with timing
+    cers, english, first, synth_s, audio_s, worst = [], [0, 0], [], 0.0, 0.0, []
+    for s in sentences:
+        pieces = []
+        for k, clause in enumerate(c for c in CLAUSE.split(s) if c.strip()):
+            t0 = time.perf_counter()
+            a = tts.synthesize(clause, say, "zh")
+            dt = time.perf_counter() - t0
+            if k == 0:
+                first.append(dt * 1000)
+            synth_s += dt
+            audio_s += len(a) / sr
+            pieces.append(a)
+        hyp = heard(asr, np.concatenate(pieces), sr)
+        words = re.findall(r"[A-Za-z]+(?:\s+[A-Za-z]+)*", s)
+        for w in words:
+            english[1] += 1
+            english[0] += int(w.lower().replace(" ", "") in hyp.lower().replace(" ", ""))
+        c = cer(same_sound(s), same_sound(hyp))
+        cers.append(c)
+        if c > 0:
+            worst.append((round(c, 3), s, hyp))
+    out["read_back"] = {"n": len(sentences), "cer": float(np.mean(cers)), "perfect": int(sum(c == 0 for c in cers)),
+                        "english_heard": english, "errors": sorted(worst, reverse=True)}
+    out["speed"] = {"first_clause_ms_p50": float(np.median(first)), "rtf": synth_s / audio_s}
+    # minimal pairs
+    right, misses = 0, []
+    for s, want, other in pairs:
+        hyp = heard(asr, tts.synthesize(s, say, "zh"), sr)
+        ok = want in hyp and other not in hyp
+        right += ok
+        if not ok:
+            misses.append((s, hyp))
+    out["pairs"] = {"n": len(pairs), "right": right, "misses": misses}
+    # whisper
+    wc, wv = [], []
+    for s in WHISPERED:
+        a = tts.synthesize(s, replace(say, style="whisper"), "zh")
+        wc.append(cer(same_sound(s), same_sound(heard(asr, a, sr))))
+        wv.append(voiced_share(a, sr))
+    out["whisper"] = {"n": len(WHISPERED), "cer": float(np.mean(wc)), "voiced": float(np.mean(wv))}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    if not tones.GCIN.is_dir():
+        sys.exit("bench/voices.py needs Debian's gcin-voice (apt-get install gcin-voice; scripts/setup.sh does it "
+                 "with TINGSHUO_TEST_DEPS=1) for the tone classifier")
+    cache = a.out / "gcin_f0.pkl"  # Harvest over 2,345 recordings takes ~2.5 min: kept between runs
+    data = pickle.loads(cache.read_bytes()) if cache.is_file() else tones.gcin_contours()
+    cache.write_bytes(pickle.dumps(data))
+    cv = tones.cross_validate(data)
+    clf = tones.train(data)
+    print(f"tone classifier on held-out natural syllables (gcin-voice, 5-fold by syllable): "
+          f"{cv['accuracy']:.1%} of {cv['n']}  " + "  ".join(f"T{t} {v:.0%}" for t, v in cv["per_tone"].items()))
+    from tingshuo.asr import load_recognizer
+
+    settings = load_settings({})
+    asr = load_recognizer(settings.asr, settings.cache_dir)
+    sets = tone_sets()
+    sentences = lines(ROOT / "bench" / "data" / "voices_zh.txt")
+    pairs = [tuple(x.split("|")) for x in lines(ROOT / "bench" / "data" / "voices_pairs.txt")]
+    results = {"classifier": cv, "tone_sets": [b for b, _ in sets], "voices": {}}
+    for name in VOICES:
+        tts = SpeechSynthesizer(settings.tts.model_copy(update={"zh_backend": name}), settings.cache_dir)
+        tts.preload(("zh",))
+        results["voices"][name] = measure(name, tts, asr, clf, sets, sentences, pairs)
+        del tts
+    rows = [("tone right (classifier, 120 syllables)", lambda r: f"{r['tones']['accuracy']:.1%}"),
+            ("read-back CER (25 held-out sentences)", lambda r: f"{r['read_back']['cer']:.3f}"),
+            ("sentences read back perfectly", lambda r: f"{r['read_back']['perfect']}/{r['read_back']['n']}"),
+            ("English words heard", lambda r: "{}/{}".format(*r["read_back"]["english_heard"])),
+            ("tone minimal pairs right", lambda r: f"{r['pairs']['right']}/{r['pairs']['n']}"),
+            ("whisper CER / voiced share", lambda r: f"{r['whisper']['cer']:.3f} / {r['whisper']['voiced']:.1%}"),
+            ("first clause audio p50", lambda r: f"{r['speed']['first_clause_ms_p50']:.0f} ms"),
+            ("real-time factor", lambda r: f"{r['speed']['rtf']:.3f}")]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'':{width}}  " + "  ".join(f"{n:>10}" for n in VOICES))
+    for label, f in rows:
+        print(f"{label:{width}}  " + "  ".join(f"{f(results['voices'][n]):>10}" for n in VOICES))
+    for n in VOICES:
+        for c, s, h in results["voices"][n]["read_back"]["errors"][:5]:
+            print(f"  {n}: {s} → {h} ({c})")
+    (a.out / "voices.json").write_text(json.dumps(results, ensure_ascii=False, indent=1))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+        names = list(VOICES)
+        for ax, key, title in ((axes[0], lambda r: r["tones"]["accuracy"], "tone right"),
+                               (axes[1], lambda r: r["read_back"]["cer"], "read-back CER"),
+                               (axes[2], lambda r: r["whisper"]["cer"], "whispered CER")):
+            ax.bar(names, [key(results["voices"][n]) for n in names], color=["#d9534f", "#5b8def"])
+            ax.set_title(title)
+        fig.tight_layout()
+        fig.savefig(a.out / "voices.png", dpi=110)
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    main()

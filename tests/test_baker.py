@@ -1,0 +1,177 @@
+"""The native Mandarin voice (tts/baker.py): its files, its front end, the routing, and — slow — what it says.
+
+Fast: the committed ONNX files are the recorded ones; numbers, dates, times and phone numbers are read as a speaker
+reads them; tone sandhi across words and reduplication; which backend the router picks per voice and setting.
+Slow: held-out sentences (none of them in bench/data) read back by our ASR, an English word inside Chinese, a
+whisper people can understand on every voice, speed control, and ``tts.zh_backend = "kokoro"`` restoring Kokoro.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from textmetrics import cer
+
+from tingshuo.config import load_settings
+from tingshuo.tts import SpeechSynthesizer, VoiceSettings
+from tingshuo.tts.baker import FILES, FrontEnd, data_dir, normalize, third_tone_runs, verify
+
+
+def test_committed_files_are_the_recorded_ones(tmp_path):
+    verify()
+    for name in FILES:
+        (tmp_path / name).write_bytes((data_dir() / name).read_bytes())
+    with open(tmp_path / "mb_melgan.onnx", "r+b") as f:  # one byte changed in the vocoder
+        f.seek(1000)
+        b = f.read(1)
+        f.seek(1000)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.raises(ValueError, match="mb_melgan.onnx: sha256"):
+        verify(tmp_path)
+    (tmp_path / "fastspeech2.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match="fastspeech2.onnx"):
+        verify(tmp_path)
+
+
+@pytest.mark.parametrize("text, said", [
+    ("会议在2025年6月18日下午3点", "会议在二零二五年六月十八日下午三点"),
+    ("现在是晚上8:45", "现在是晚上八点四十五分"),
+    ("早上7:05出发，10:00到", "早上七点零五分出发，十点整到"),
+    ("我的手机号码是13912345678", "我的手机号码是一三九一二三四五六七八"),
+    ("比分是3:2", "比分是三比二"),
+    ("只要199元，打8.5折", "只要一百九十九元，打八点五折"),
+    ("增长了12.5%", "增长了百分之十二点五"),
+    ("气温-3度", "气温负三度"),
+])
+def test_numbers_are_read_as_a_speaker_reads_them(text, said):
+    assert normalize(text) == said
+
+
+@pytest.fixture(scope="module")
+def front():
+    return FrontEnd(json.loads((data_dir() / "baker_mapper.json").read_text(encoding="utf-8")))
+
+
+def finals(phones: list[str]) -> list[str]:
+    return [p for p in phones if p[-1:].isdigit() and not p.startswith("#")]
+
+
+def test_third_tones_in_a_row_change_across_words(front):
+    assert finals(front.phones("你好")) == ["i2", "ao3"]
+    assert finals(front.phones("我想买一匹马")) == ["uo2", "iang2", "ai3", "i4", "i2", "a3"]
+    # a pause ends the run: 很好 before the comma, 你 after it keeps its third tone
+    assert finals(front.phones("我也很好，你呢")) == ["uo2", "ie2", "en2", "ao3", "i3", "e5"]
+    assert third_tone_runs(["sil", "x", "iao3", "#1", "g", "ou3", "sil"]) == ["sil", "x", "iao2", "#1", "g", "ou3", "sil"]
+
+
+def test_reduplicated_words_end_in_the_neutral_tone(front):
+    assert finals(front.phones("奶奶")) == ["ai3", "ai5"]
+    assert finals(front.phones("妈妈说")) == ["a1", "a5", "uo1"]
+
+
+def test_yi_and_bu_change_before_the_next_tone(front):
+    assert finals(front.phones("不是")) == ["u2", "iii4"]
+    assert finals(front.phones("一个人")) == ["i2", "e4", "en2"]
+
+
+def test_word_breaks_and_pauses_are_marked(front):
+    p = front.phones("今天下雨，我们在家")
+    assert p[0] == "sil" and p[-1] == "sil"
+    assert "#3" in p and p.count("#1") >= 2  # the comma, and the word boundaries jieba found
+    assert front.phones("Hello!") == ["sil", "sil"]  # no Han: nothing for this voice to say (Latin goes elsewhere)
+
+
+def test_erhua_and_interjections_have_symbols(front):
+    assert front.syllable("nar3") == ["n", "a3", "er5"]
+    assert front.syllable("n2") == front.syllable("en2")
+    ids = front.ids(front.phones("哪儿，嗯"))
+    assert ids[-1] == front.symbols["eos"] and len(ids) >= 6
+
+
+def route(cfg_update: dict, voice: str | None, text: str = "你好。") -> str:
+    settings = load_settings({})
+    return SpeechSynthesizer(settings.tts.model_copy(update=cfg_update)).route(text, VoiceSettings(voice=voice))[0]
+
+
+def test_the_companion_speaks_chinese_in_the_native_voice_and_characters_stay_on_kokoro():
+    assert route({}, None) == "baker"
+    assert route({}, "xiaonuan") == "baker"
+    for other in ("wukong", "daiyu", "tangseng", "narrator", "jm_kumo", "jf_alpha:0.5,jm_kumo:0.5"):
+        assert route({}, other) == "kokoro", other
+    assert route({}, "xiaonuan", "Hello there.") == "piper"  # the companion's English stays on Piper
+    assert route({"zh_backend": "kokoro"}, None) == "kokoro"
+    assert route({"zh_backend": "kokoro"}, "xiaonuan") == "kokoro"
+
+
+# -- slow: the voice itself ---------------------------------------------------------------------------------------
+
+HELD_OUT = [  # not in bench/data/voices_zh.txt: tone pairs, a number, everyday speech
+    "你想买什么，还是要把旧车卖掉？",
+    "妈妈让我去河边看看那匹马。",
+    "这碗汤有点烫，糖放得也太多了。",
+    "电影晚上七点半开始，我们早点出发。",
+    "谢谢你一直陪着我聊天。",
+]
+
+
+@pytest.mark.slow
+def test_held_out_sentences_are_read_back(recognizer, tts):
+    from tingshuo.audio.io import resample
+
+    errors = []
+    for s in HELD_OUT:
+        audio = tts.synthesize(s, VoiceSettings(), "zh")
+        assert tts.route(s)[0] == "baker"
+        hyp = recognizer.transcribe(resample(audio, tts.sample_rate, 16000), "zh").text
+        errors.append((cer(normalize(s), normalize(hyp).replace("她", "他")), s, hyp))
+    mean = float(np.mean([e for e, _, _ in errors]))
+    assert mean <= 0.05, errors
+
+
+@pytest.mark.slow
+def test_an_english_word_inside_chinese_is_said(recognizer, tts):
+    from tingshuo.audio.io import resample
+
+    s = "请帮我打开 Bluetooth 然后连上耳机。"
+    audio = tts.synthesize(s, VoiceSettings(), "zh")
+    hyp = recognizer.transcribe(resample(audio, tts.sample_rate, 16000), "zh").text
+    assert "blue" in hyp.lower(), hyp
+    assert cer(s, hyp) <= 0.2, hyp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("voice", ["xiaonuan", "jf_alpha", "wukong"])
+def test_a_whisper_is_unvoiced_and_understood(recognizer, tts, voice):
+    from test_styles import measure
+
+    from tingshuo.audio.io import resample
+
+    s = "别让别人听见，这是我们的小秘密。"
+    audio = tts.synthesize(s, VoiceSettings(voice=voice, style="whisper"), "zh")
+    assert measure(audio, tts.sample_rate)["voiced"] <= 0.10
+    hyp = recognizer.transcribe(resample(audio, tts.sample_rate, 16000), "zh").text
+    assert cer(s, hyp) <= 0.25, hyp
+
+
+@pytest.mark.slow
+def test_speed_is_native(tts):
+    slow = tts.synthesize("我们一起去公园散步吧。", VoiceSettings(speed=0.8), "zh")
+    fast = tts.synthesize("我们一起去公园散步吧。", VoiceSettings(speed=1.25), "zh")
+    assert tts.route("我们。")[0] == "baker"
+    assert len(slow) > 1.3 * len(fast)
+
+
+@pytest.mark.slow
+def test_kokoro_restores_the_previous_voice(tts, speaker_encoder):
+    """``tts.zh_backend = "kokoro"``: the companion sounds like Kokoro's jf_alpha again, not like the Baker voice."""
+    settings = load_settings({})
+    old = SpeechSynthesizer(settings.tts.model_copy(update={"zh_backend": "kokoro"}), settings.cache_dir)
+    old._backends["kokoro"] = tts.backend("kokoro")  # the loaded model, not a second copy
+    text = "今天我们一起去公园散步吧。"
+    sr = tts.sample_rate
+    kokoro = speaker_encoder.embed(tts.synthesize(text, VoiceSettings(voice="jf_alpha"), "zh"), sr)
+    baker = speaker_encoder.embed(tts.synthesize(text, VoiceSettings(voice="xiaonuan"), "zh"), sr)
+    restored = speaker_encoder.embed(old.synthesize(text, VoiceSettings(voice="xiaonuan"), "zh"), sr)
+    assert speaker_encoder.similarity(restored, kokoro) > speaker_encoder.similarity(restored, baker) + 0.1
