@@ -71,9 +71,12 @@ def voices(
     from tingshuo.dialogue.persona import PERSONAS
     from tingshuo.tts import VOICES
 
+    zh_backend = settings_from().tts.zh_backend
     users = {k: [p.name for p in PERSONAS.values() if p.voice == k] for k in VOICES}
-    rows = [{"key": v.key, "name": v.name, "description": v.description, "kokoro": v.kokoro, "english": v.en,
-             "pitch": v.pitch, "speed": v.speed, "gender": v.gender, "personas": users[v.key]} for v in VOICES.values()]
+    rows = [{"key": v.key, "name": v.name, "label": v.label, "description": v.description,
+             "chinese": "baker" if v.native and zh_backend == "baker" else f"kokoro {v.kokoro}", "english": v.en,
+             "kokoro": v.kokoro, "pitch": v.pitch, "speed": v.speed, "gender": v.gender,
+             "licence": v.licence(zh_backend), "personas": users[v.key]} for v in VOICES.values()]
     if measure:
         sims = _measure_voices(list(VOICES))
         for r in rows:
@@ -83,7 +86,8 @@ def voices(
         return
     for r in rows:
         who = "、".join(r["personas"]) or "-"
-        typer.echo(f"{r['key']:9s} {r['name']:4s} {r['kokoro']:20s} en:{r['english']:6s}  {r['description']}  (personas: {who})")
+        typer.echo(f"{r['key']:9s} {r['label']}  [{r['chinese']}; en: {r['english']}]  personas: {who}\n"
+                   f"{'':9s} licence: {r['licence']}")
     if measure:
         keys = [r["key"] for r in rows]
         typer.echo("\ncosine similarity of speaker embeddings (same speaker on real speech ≥ ~0.8):")

@@ -81,6 +81,9 @@ class RealtimeServer:
             self.stack = await asyncio.to_thread(ModelStack.load, self.settings)
             self.stack.observer = self.metrics.on_job
         self.ready = True
+        if self.voice_licence() is not None:
+            log.warning("the default Chinese voice is licensed for NON-COMMERCIAL use only (%s); "
+                        "tts.zh_backend = \"kokoro\" uses Apache-2.0 weights", self.voice_licence())
         log.info("ready")
         try:
             yield
@@ -138,6 +141,14 @@ class RealtimeServer:
         with resources.as_file(path) as p:
             return FileResponse(p, media_type=_WEB_FILES[name], headers={"Cache-Control": "no-cache"})
 
+    def voice_licence(self) -> str | None:
+        """The default voice's licence when it restricts use (the Baker corpus: non-commercial), else None."""
+        from tingshuo.tts import VOICES
+
+        cv = VOICES.get(self.settings.tts.voice_zh)
+        licence = cv.licence(self.settings.tts.zh_backend) if cv is not None else ""
+        return licence if "non-commercial" in licence else None
+
     async def health(self, request: Request) -> Response:
         """Liveness: the process answers (a load balancer restarts it when this fails)."""
         return JSONResponse({"status": "ok", "sessions": sum(self.sessions.values())})
@@ -156,6 +167,7 @@ class RealtimeServer:
             if refusal is not None:
                 reasons.append(refusal[1])
         body = {"ready": not reasons, "reasons": reasons, "sessions": sum(self.sessions.values()),
+                "voice_licence": self.voice_licence(),
                 "backends": {k: v.to_dict() for k, v in (self.stack.health.items() if self.stack else [])},
                 "store": {"failing": self.store.failure if self.store else None,
                           "held_writes": self.store.backlog if self.store else 0}}
@@ -168,12 +180,14 @@ class RealtimeServer:
         """What the call page offers in its pickers."""
         from tingshuo.tts import VOICES
 
-        voices: list[str] = list(VOICES)  # character voices (tingshuo voices), then Kokoro's own tables
-        if self.stack is not None and self.stack.tts is not None:
-            with contextlib.suppress(Exception):
-                voices += list(self.stack.tts.backend("kokoro").voices())
+        # the character voices by the names a person understands (Kokoro's own tables stay usable through the API's
+        # session.update, but "jf_alpha" means nothing on a call screen)
+        voices: list[str] = list(VOICES)
+        zh = self.settings.tts.zh_backend
         st = self.settings.store
         return JSONResponse({"voices": voices, "default_voice": self.settings.tts.voice_zh,
+                             "voice_labels": {k: v.label or v.name for k, v in VOICES.items()},
+                             "voice_licences": {k: v.licence(zh) for k, v in VOICES.items()},
                              # what the call page tells a person is kept of the call (README "What is kept")
                              "store": {"enabled": st.enabled, "retention_days": st.retention_days,
                                        "keep_audio": st.keep_audio},

@@ -30,19 +30,31 @@ class CharacterVoice:
     # Chinese in the native Mandarin voice (tts/baker.py) when tts.zh_backend is "baker"; ``kokoro`` is then only
     # the fallback. One Baker speaker exists, so only one character voice can be native.
     native: bool = False
+    label: str = ""  # what the call page and `tingshuo voices` show: a name and a description a person understands
+
+    def licence(self, zh_backend: str = "baker") -> str:
+        """The licence of the weights this voice's Chinese is spoken with (the Baker corpus is non-commercial)."""
+        if self.native and zh_backend == "baker":
+            from tingshuo.tts.baker import LICENCE
+
+            return LICENCE
+        return "Apache-2.0 (Kokoro-82M)" + ("; English: MIT (Piper joe, CC0 data)" if self.en == "piper" else "")
 
 
 VOICES: dict[str, CharacterVoice] = {v.key: v for v in (
-    CharacterVoice("xiaonuan", "小暖", "warm, bright young woman (default companion)", "jf_alpha", en="piper",
-                   native=True),
-    CharacterVoice("daiyu", "黛玉", "soft, delicate young woman, unhurried", "jf_gongitsune", pitch=1.04, speed=0.92),
-    CharacterVoice("tangseng", "唐僧", "calm, gentle man, slow", "jm_kumo", speed=0.9, gender="male"),
+    CharacterVoice("xiaonuan", "小暖", "warm young woman, native Mandarin (default companion)", "jf_alpha", en="piper",
+                   native=True, label="小暖 · 温暖女声，标准普通话"),
+    CharacterVoice("daiyu", "黛玉", "soft, delicate young woman, unhurried", "jf_gongitsune", pitch=1.04, speed=0.92,
+                   label="黛玉 · 轻柔女声，慢条斯理"),
+    CharacterVoice("tangseng", "唐僧", "calm, gentle man, slow", "jm_kumo", speed=0.9, gender="male",
+                   label="唐僧 · 沉稳温和的男声"),
     CharacterVoice("wukong", "悟空", "lively, high, quick male voice", "jm_kumo/jf_tebukuro", speed=1.12,
-                   gender="male"),
-    CharacterVoice("narrator", "说书人", "low, warm storyteller", "jf_tebukuro/jm_kumo", speed=0.95, gender="male"),
-    CharacterVoice("xiaoya", "小雅", "clear, high young woman", "jf_tebukuro"),
+                   gender="male", label="悟空 · 机灵活泼的少年音"),
+    CharacterVoice("narrator", "说书人", "low, warm storyteller", "jf_tebukuro/jm_kumo", speed=0.95, gender="male",
+                   label="说书人 · 低沉温暖，讲故事"),
+    CharacterVoice("xiaoya", "小雅", "clear, high young woman", "jf_tebukuro", label="小雅 · 清亮的年轻女声"),
     CharacterVoice("joe", "Joe", "American English male (Piper); Chinese in the narrator's voice",
-                   "jf_tebukuro/jm_kumo", en="piper", gender="male"),
+                   "jf_tebukuro/jm_kumo", en="piper", gender="male", label="Joe · 美式英语男声"),
 )}
 
 DEFAULT_VOICE = "xiaonuan"

@@ -33,7 +33,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   lang: localStorage.getItem("tingshuo.lang") || ((navigator.language || "zh").toLowerCase().startsWith("zh") ? "zh" : "en"),
   ws: null, ready: null, ctx: null, stream: null, capture: null, player: null, inCall: false,
-  items: {}, responses: {}, active: null, speechStoppedAt: null, waitingFirstAudio: false, personaNames: {},
+  items: {}, responses: {}, active: null, speechStoppedAt: null, waitingFirstAudio: false, personaNames: {}, voiceLabels: {},
   store: null, sessionId: null, lastSession: null,
 };
 // What tests read: counters and the last events, nothing the page itself depends on.
@@ -340,7 +340,7 @@ function showStyle(style) {
   if (!style) return;
   const parts = [];
   if (style.persona) parts.push(state.personaNames[style.persona] || style.persona);
-  if (style.voice) parts.push(style.voice);
+  if (style.voice) parts.push(state.voiceLabels[style.voice] || style.voice);
   if (style.speed) parts.push(`${t("speed")} ×${Number(style.speed).toFixed(2)}`);
   if (style.emotion) parts.push(style.emotion);
   $("style").textContent = parts.join(" · ") || t("unknown");
@@ -439,7 +439,9 @@ async function loadOptions() {
       $("persona").add(new Option(`${p.name} (${p.key})`, p.key));
       state.personaNames[p.key] = p.name;
     }
-    for (const v of o.voices) $("voice").add(new Option(v, v, v === o.default_voice, v === o.default_voice));
+    const labels = o.voice_labels || {};
+    state.voiceLabels = labels;
+    for (const v of o.voices) $("voice").add(new Option(labels[v] || v, v, v === o.default_voice, v === o.default_voice));
     if (o.auth) { $("keybox").hidden = false; $("key").value = localStorage.getItem("tingshuo.key") || ""; }
     state.store = o.store || null;
     renderKept();
