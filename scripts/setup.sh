@@ -13,8 +13,9 @@ say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 # 1. System packages: LibriVox test clips (tests, bench), PortAudio (sounddevice), build tools for llama.cpp.
 APT_PKGS=(pocketsphinx-testdata libportaudio2 build-essential cmake)
 # The test suite also drives the call page in Debian's Chromium (run.sh test sets TINGSHUO_TEST_DEPS=1).
-# and runs the transcript store's tests against a throwaway PostgreSQL cluster (Debian's server binaries).
-if [ "${TINGSHUO_TEST_DEPS:-0}" = 1 ]; then APT_PKGS+=(chromium fonts-wqy-microhei postgresql); fi
+# and runs the transcript store's tests against a throwaway PostgreSQL cluster (Debian's server binaries);
+# bench/voices.py learns its tone classifier from gcin-voice's recorded Mandarin syllables.
+if [ "${TINGSHUO_TEST_DEPS:-0}" = 1 ]; then APT_PKGS+=(chromium fonts-wqy-microhei postgresql gcin-voice); fi
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
