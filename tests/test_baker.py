@@ -60,9 +60,11 @@ def finals(phones: list[str]) -> list[str]:
 
 def test_third_tones_in_a_row_change_across_words(front):
     assert finals(front.phones("你好")) == ["i2", "ao3"]
-    assert finals(front.phones("我想买一匹马")) == ["uo2", "iang2", "ai3", "i4", "i2", "a3"]
-    # a pause ends the run: 很好 before the comma, 你 after it keeps its third tone
-    assert finals(front.phones("我也很好，你呢")) == ["uo2", "ie2", "en2", "ao3", "i3", "e5"]
+    # 我 | 想买: sandhi by word structure (misaki's rules), then 匹马 across words
+    assert finals(front.phones("我想买一匹马")) == ["uo3", "iang2", "ai3", "i4", "i2", "a3"]
+    assert finals(front.phones("五百")) == ["u2", "ai3"]
+    # by feet (我也 | 很好), and a pause ends a run: 你 after the comma keeps its third tone
+    assert finals(front.phones("我也很好，你呢")) == ["uo2", "ie3", "en2", "ao3", "i3", "e5"]
     assert third_tone_runs(["sil", "x", "iao3", "#1", "g", "ou3", "sil"]) == ["sil", "x", "iao2", "#1", "g", "ou3", "sil"]
 
 
@@ -73,7 +75,12 @@ def test_reduplicated_words_end_in_the_neutral_tone(front):
 
 def test_yi_and_bu_change_before_the_next_tone(front):
     assert finals(front.phones("不是")) == ["u2", "iii4"]
-    assert finals(front.phones("一个人")) == ["i2", "e4", "en2"]
+    assert finals(front.phones("一个人")) == ["i2", "e5", "en2"]
+
+
+def test_particles_and_suffixes_are_neutral(front):
+    assert finals(front.phones("他们的孩子")) == ["a1", "en5", "e5", "ai2", "ii5"]
+    assert finals(front.phones("看着我")) == ["an4", "e5", "uo3"]
 
 
 def test_word_breaks_and_pauses_are_marked(front):
@@ -84,8 +91,8 @@ def test_word_breaks_and_pauses_are_marked(front):
 
 
 def test_erhua_and_interjections_have_symbols(front):
-    assert front.syllable("nar3") == ["n", "a3", "er5"]
-    assert front.syllable("n2") == front.syllable("en2")
+    assert "er5" in front.phones("一块儿玩儿")  # erhua: the final, then the corpus's er5
+    assert finals(front.phones("嗯")) == ["en2"]  # 嗯 is read "en", as the corpus did
     ids = front.ids(front.phones("哪儿，嗯"))
     assert ids[-1] == front.symbols["eos"] and len(ids) >= 6
 
@@ -116,42 +123,53 @@ HELD_OUT = [  # not in bench/data/voices_zh.txt: tone pairs, a number, everyday 
 ]
 
 
-@pytest.mark.slow
-def test_held_out_sentences_are_read_back(recognizer, tts):
+@pytest.fixture(scope="module")
+def listener(settings):
+    """Whisper base decoding its full 30 s window, as bench/voices.py listens: on the session's shortened window
+    it sometimes read a clean synthetic sentence twice over, which measures the recognizer, not the voice."""
+    from tingshuo.asr import load_recognizer
+
+    return load_recognizer(settings.asr.model_copy(update={"short_window": False}), settings.cache_dir)
+
+
+def hear(listener, audio: np.ndarray, sr: int) -> str:
     from tingshuo.audio.io import resample
 
+    pad = np.zeros(int(0.3 * sr), np.float32)  # silence around it, as a recording has
+    return listener.transcribe(resample(np.concatenate([pad, audio, pad]), sr, 16000), "zh").text
+
+
+SAME_SOUND = str.maketrans({"她": "他", "它": "他", "在": "再", "得": "的", "地": "的"})
+
+
+@pytest.mark.slow
+def test_held_out_sentences_are_read_back(listener, tts):
     errors = []
     for s in HELD_OUT:
-        audio = tts.synthesize(s, VoiceSettings(), "zh")
         assert tts.route(s)[0] == "baker"
-        hyp = recognizer.transcribe(resample(audio, tts.sample_rate, 16000), "zh").text
-        errors.append((cer(normalize(s), normalize(hyp).replace("她", "他")), s, hyp))
+        hyp = hear(listener, tts.synthesize(s, VoiceSettings(), "zh"), tts.sample_rate)
+        errors.append((cer(normalize(s).translate(SAME_SOUND), normalize(hyp).translate(SAME_SOUND)), s, hyp))
     mean = float(np.mean([e for e, _, _ in errors]))
     assert mean <= 0.05, errors
 
 
 @pytest.mark.slow
-def test_an_english_word_inside_chinese_is_said(recognizer, tts):
-    from tingshuo.audio.io import resample
-
+def test_an_english_word_inside_chinese_is_said(listener, tts):
     s = "请帮我打开 Bluetooth 然后连上耳机。"
-    audio = tts.synthesize(s, VoiceSettings(), "zh")
-    hyp = recognizer.transcribe(resample(audio, tts.sample_rate, 16000), "zh").text
+    hyp = hear(listener, tts.synthesize(s, VoiceSettings(), "zh"), tts.sample_rate)
     assert "blue" in hyp.lower(), hyp
     assert cer(s, hyp) <= 0.2, hyp
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("voice", ["xiaonuan", "jf_alpha", "wukong"])
-def test_a_whisper_is_unvoiced_and_understood(recognizer, tts, voice):
+def test_a_whisper_is_unvoiced_and_understood(listener, tts, voice):
     from test_styles import measure
-
-    from tingshuo.audio.io import resample
 
     s = "别让别人听见，这是我们的小秘密。"
     audio = tts.synthesize(s, VoiceSettings(voice=voice, style="whisper"), "zh")
     assert measure(audio, tts.sample_rate)["voiced"] <= 0.10
-    hyp = recognizer.transcribe(resample(audio, tts.sample_rate, 16000), "zh").text
+    hyp = hear(listener, audio, tts.sample_rate)
     assert cer(s, hyp) <= 0.25, hyp
 
 

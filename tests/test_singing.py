@@ -23,7 +23,7 @@ from tingshuo.tts.singing import Singer, Songbook, measure_sung as measure, pars
 
 @pytest.fixture(scope="module")
 def singer(tts):
-    return Singer(tts.backend("kokoro"), tts.sample_rate)
+    return Singer(tts.backend("kokoro"), tts.sample_rate, native=tts.native())
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,8 @@ def off_key(song, audio, rate: int, notes) -> list:
 
 # A fixed sample of the songbook in each voice (bench/perform.py sings every song and counts off-key notes). Other
 # tests sing more, on their notes: 小星星 in 小暖's voice (below), 两只老虎 in 悟空's (test_cli), each ~11 s to render
-SUNG = {"jf_alpha": ("shengri-kuaile", "xinnian-hao"), "jm_kumo": ("liangzhi-laohu",)}
+# 小暖 (xiaonuan) sings in the native Mandarin voice she speaks in
+SUNG = {"jf_alpha": ("shengri-kuaile", "xinnian-hao"), "jm_kumo": ("liangzhi-laohu",), "xiaonuan": ("molihua",)}
 
 
 @pytest.mark.slow
@@ -125,7 +126,7 @@ def test_a_song_asked_for_in_conversation_is_sung_phrase_by_phrase_on_its_notes(
     assert [c.text.rstrip("，。") for c, _ in sung] == [p.text for p in song.phrases]
     assert not clauses[0].sung and "小星星" in "".join(c.text for c in clauses if not c.sung)
     voice, pitch = singer.resolve_voice("xiaonuan")
-    shift = singer.transposition(song, voice, pitch)
+    shift = singer.transposition(song, voice, pitch, singer.backend("xiaonuan"))
     for (c, a), phrase in zip(sung, song.phrases):
         scale = np.array([hz_of(song.tonic + n.degree_midi + shift) for n in phrase.notes if n.degree_midi is not None])
         tr = pitch_track(resample(a.audio, a.sample_rate, 16000), 16000)

@@ -66,7 +66,7 @@ def rise_fall(audio: np.ndarray, sr: int) -> tuple[float, float]:
 
 def test_tone_repair_gives_rising_and_falling_tones(tts):
     """Tone 2 phrase 人民银行 must rise more and fall less than tone 4 phrase 重要会议 (measured on the audio)."""
-    kok = tts.backend("zh")
+    kok = tts.backend("kokoro")
     r2, f2 = rise_fall(kok.synthesize("人民银行。", VoiceSettings()), kok.sample_rate)
     r4, f4 = rise_fall(kok.synthesize("重要会议。", VoiceSettings()), kok.sample_rate)
     assert r2 > r4 + 0.1 and f4 > f2 + 0.1, (r2, f2, r4, f4)

@@ -217,7 +217,7 @@ def sing(
             except LlmError as e:
                 fail(f"the language model could not write the lyrics: {e}", EXIT_LLM)
         tts = SpeechSynthesizer(settings.tts, settings.cache_dir)
-        singer = Singer(tts.backend("kokoro"), tts.sample_rate)
+        singer = Singer(tts.backend("kokoro"), tts.sample_rate, native=tts.native())
         audio, notes = singer.sing(song, voice, tempo=tempo)
     except (AssetError, FileNotFoundError) as e:
         fail(str(e), EXIT_MODEL)

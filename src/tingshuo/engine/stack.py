@@ -92,7 +92,7 @@ class ModelStack:
             from tingshuo.tts.singing import Singer
 
             assert self.tts is not None, "singing needs a stack loaded with TTS"
-            self._singer = Singer(self.tts.backend("kokoro"), self.tts.sample_rate)
+            self._singer = Singer(self.tts.backend("kokoro"), self.tts.sample_rate, native=self.tts.native())
         return self._singer
 
     guard: "SafetyGuard | None" = None  # loaded with the LLM when safety is on

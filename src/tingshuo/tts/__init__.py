@@ -94,6 +94,10 @@ class SpeechSynthesizer:
         if "zh" in languages and self.cfg.zh_backend != "kokoro":
             self.backend("kokoro").synthesize("你好。", VoiceSettings())
 
+    def native(self) -> Synthesizer | None:
+        """The native Mandarin voice when Chinese is spoken with it (the companion also sings with it), else None."""
+        return self.backend("baker") if self.cfg.zh_backend == "baker" else None
+
     @staticmethod
     def kokoro_spec(voice: str | None) -> str | None:
         """A character voice's Kokoro table (小暖 → jf_alpha); a Kokoro spec as it is."""

@@ -233,32 +233,44 @@ class _Unit:
 
 
 class Singer:
-    """Sings a :class:`Song` in a Kokoro voice, one phrase at a time."""
+    """Sings a :class:`Song` one phrase at a time: in a Kokoro voice, or in the native Mandarin voice (tts/baker.py)
+    for the character voice that speaks with it — the companion sings in the voice it speaks in.
 
-    def __init__(self, kokoro, sample_rate: int = 24000) -> None:
+    A backend that sings provides ``sample_rate``, ``natural_f0(voice)``, ``syllable_phonemes(text)`` and
+    ``render_syllable(phonemes, voice, speed, f0_hz)``; WORLD then places each syllable on its notes."""
+
+    def __init__(self, kokoro, sample_rate: int = 24000, native=None) -> None:
         self.kokoro = kokoro
+        self.native = native  # the Baker backend when tts.zh_backend is "baker", else None
         self.rate = int(kokoro.sample_rate)
         self.out_rate = sample_rate
+        assert native is None or int(native.sample_rate) == self.rate
 
-    @staticmethod
-    def resolve_voice(voice: str | None, pitch: float = 1.0) -> tuple[str | None, float]:
+    def resolve_voice(self, voice: str | None, pitch: float = 1.0) -> tuple[str | None, float]:
         """A character voice key (tingshuo.tts.voices) → its Kokoro spec and pitch; a Kokoro spec stays as it is."""
         from tingshuo.tts.voices import VOICES
 
         cv = VOICES.get(voice or "")
         return (cv.kokoro, pitch * cv.pitch) if cv else (voice, pitch)
 
-    def transposition(self, song: Song, voice: str | None, pitch: float = 1.0) -> int:
+    def backend(self, voice: str | None):
+        """Who sings in this voice (a character voice key or a Kokoro spec, before ``resolve_voice``)."""
+        from tingshuo.tts.voices import VOICES
+
+        cv = VOICES.get(voice or "")
+        return self.native if self.native is not None and cv is not None and cv.native else self.kokoro
+
+    def transposition(self, song: Song, voice: str | None, pitch: float = 1.0, backend=None) -> int:
         """Semitones to move the song so its middle note sits a little below the voice's speaking median."""
         notes = [n.degree_midi for p in song.phrases for n in p.notes if n.degree_midi is not None]
         mid = song.tonic + (min(notes) + max(notes)) / 2
-        target = 12 * np.log2(0.95 * pitch * self.kokoro.natural_f0(voice) / 440.0) + 69
+        target = 12 * np.log2(0.95 * pitch * (backend or self.kokoro).natural_f0(voice) / 440.0) + 69
         return int(round(target - mid))
 
-    def layout(self, song: Song, voice: str | None, tempo: float = 1.0, pitch: float = 1.0,
+    def layout(self, song: Song, voice: str | None, tempo: float = 1.0, pitch: float = 1.0, backend=None,
                ) -> list[list[_Unit]]:
         """Song time of every syllable and note, per phrase (the score, transposed and at the sung tempo)."""
-        shift = self.transposition(song, voice, pitch)
+        shift = self.transposition(song, voice, pitch, backend)
         beat = 60.0 / (song.bpm * tempo)
         t = 0.0
         phrases: list[list[_Unit]] = []
@@ -282,10 +294,11 @@ class Singer:
     def phrases(self, song: Song, voice: str | None = None, tempo: float = 1.0, pitch: float = 1.0,
                 ) -> Iterator[SungPhrase]:
         """Blocking generator: each phrase as audio, cut where the next phrase's first consonant begins."""
+        backend = self.backend(voice)
         voice, pitch = self.resolve_voice(voice, pitch)
-        plan = self.layout(song, voice, tempo, pitch)
+        plan = self.layout(song, voice, tempo, pitch, backend)
         for units in plan:  # read every phrase in context first (G2P only: ~ms per phrase)
-            for u, ph in zip(units, self.kokoro.syllable_phonemes("".join(u.syllable for u in units))):
+            for u, ph in zip(units, backend.syllable_phonemes("".join(u.syllable for u in units))):
                 u.phonemes = ph
         flat = [u for units in plan for u in units]
         for a, b in zip(flat, flat[1:]):
@@ -297,7 +310,7 @@ class Singer:
                 continue
             nxt = next((ps[0] for ps in plan[k + 1:] if ps), None)
             for u in units + ([nxt] if nxt else []):
-                self._render(u, voice, pitch)
+                self._render(u, voice, pitch, backend)
             first = units[0]
             start = first.onset - first.consonant_s
             stop = (nxt.onset - nxt.consonant_s) if nxt else song_end + 0.35
@@ -333,13 +346,13 @@ class Singer:
         return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), notes
 
     # -- one syllable -------------------------------------------------------------------------------------------
-    def _render(self, u: _Unit, voice: str | None, pitch: float) -> None:
-        """Kokoro reads the syllable; WORLD finds where its voicing starts (the consonant before it)."""
+    def _render(self, u: _Unit, voice: str | None, pitch: float, backend=None) -> None:
+        """The voice reads the syllable; WORLD finds where its voicing starts (the consonant before it)."""
         if u.audio is not None:
             return
         import pyworld as pw
 
-        audio = self.kokoro.render_syllable(u.phonemes, voice, SYLLABLE_SPEED, u.notes[0][2])
+        audio = (backend or self.kokoro).render_syllable(u.phonemes, voice, SYLLABLE_SPEED, u.notes[0][2])
         if len(audio) < self.rate // 20:
             audio = np.concatenate([audio, np.zeros(self.rate // 20 - len(audio), np.float32)])
         x = np.ascontiguousarray(audio, np.float64)
