@@ -18,7 +18,8 @@ tones, ``"kokoro"``; both as the companion 小暖 through the router, as a user 
   Chinese are scored apart: heard (in the ASR's text, any case) or not;
 - **tone minimal pairs** (``bench/data/voices_pairs.txt``): the ASR's reading holds the intended character and not
   its partner (买/卖, 汤/糖, 山西/陕西…);
-- **whisper**: four sentences in the whisper style, voiced share of active frames (Harvest) and CER;
+- **whisper**: four sentences in the whisper style, voiced share of frames (swift-f0, as tests/test_styles.py)
+  and CER;
 - **speed**: time to the first clause's audio and the real-time factor over the held-out sentences (one clause
   at a time, as replies are spoken).
 
@@ -144,15 +145,10 @@ def same_sound(text: str) -> str:
 
 
 def voiced_share(audio: np.ndarray, sr: int) -> float:
-    import pyworld as pw
+    """Voiced share of the frames, as tests/test_styles.py measures a whisper (swift-f0 with its confidence)."""
+    from tingshuo.audio import prosody as P
 
-    x = np.ascontiguousarray(audio, np.float64)
-    f0, _ = pw.harvest(x, sr, frame_period=10.0, f0_floor=60.0, f0_ceil=600.0)
-    hop = sr // 100
-    rms = np.array([np.sqrt(np.mean(x[i * hop:(i + 1) * hop] ** 2)) if i * hop < len(x) else 0.0
-                    for i in range(len(f0))])
-    active = rms > 0.05 * rms.max()
-    return float(np.mean(f0[active] > 0)) if active.any() else 0.0
+    return float(P.extract(resample(audio, sr, P.RATE)).voiced_fraction)
 
 
 def measure(name: str, tts: SpeechSynthesizer, asr, clf: tones.ToneClassifier, sets, sentences, pairs) -> dict:

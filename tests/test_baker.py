@@ -154,11 +154,17 @@ def test_held_out_sentences_are_read_back(listener, tts):
 
 
 @pytest.mark.slow
-def test_an_english_word_inside_chinese_is_said(listener, tts):
-    s = "请帮我打开 Bluetooth 然后连上耳机。"
-    hyp = hear(listener, tts.synthesize(s, VoiceSettings(), "zh"), tts.sample_rate)
-    assert "blue" in hyp.lower(), hyp
-    assert cer(s, hyp) <= 0.2, hyp
+def test_an_english_word_inside_chinese_is_said_not_dropped(listener, tts):
+    """The Baker symbols have no English: the word is said by Kokoro's English voice inside the clause. Whether
+    Whisper (forced to Chinese) then writes the English word is weak for every voice (bench/voices.py reports
+    it); what is asserted is that the word is said — the clause is longer by a word's length — and that the
+    Chinese around it is read back."""
+    s = "这个周末我要去参加一个 party。"
+    with_word = tts.synthesize(s, VoiceSettings(), "zh")
+    without = tts.synthesize(s.replace(" party", ""), VoiceSettings(), "zh")
+    assert len(with_word) - len(without) > 0.25 * tts.sample_rate
+    hyp = hear(listener, with_word, tts.sample_rate)
+    assert cer(s, hyp) <= 0.1, hyp
 
 
 @pytest.mark.slow

@@ -266,17 +266,22 @@ class BakerTTS:
         return trim(np.asarray(audio, np.float32), lead_ms=10, tail_ms=40)
 
     def synthesize(self, text: str, settings: VoiceSettings) -> np.ndarray:
-        pieces: list[np.ndarray] = []
+        parts: list[tuple[bool, np.ndarray]] = []  # (English?, audio)
         for i, part in enumerate(_LATIN.split(normalize(text))):
             if not part.strip():
                 continue
             if i % 2 == 0:
-                pieces.append(self.render(part, settings))
+                parts.append((False, self.render(part, settings)))
             elif self.latin is not None:
-                pieces.append(trim(np.asarray(self.latin(part, settings), np.float32)))
-        pieces = [p for p in pieces if p.size]
-        if not pieces:
+                parts.append((True, trim(np.asarray(self.latin(part, settings), np.float32))))
+        parts = [(en, p) for en, p in parts if p.size]
+        if not parts:
             return np.zeros(0, np.float32)
+        han = [p for en, p in parts if not en]
+        if han and len(han) < len(parts):  # English words at the Mandarin voice's loudness (Kokoro's is lower)
+            ref = _active_rms(np.concatenate(han))
+            parts = [(en, p * (ref / max(_active_rms(p), 1e-6)) if en else p) for en, p in parts]
+        pieces = [p for _, p in parts]
         gap = np.zeros(int(0.04 * SAMPLE_RATE), np.float32)
         audio = pieces[0] if len(pieces) == 1 else np.concatenate([x for p in pieces for x in (p, gap)][:-1])
         if settings.whisper or settings.pitch != 1.0:
@@ -302,3 +307,8 @@ def trim(audio: np.ndarray, lead_ms: int = 30, tail_ms: int = 120) -> np.ndarray
                 runs.pop()
             audio = audio[: (runs[-1][-1] + 1) * hop]
     return trim_silence(audio, lead_ms=lead_ms, tail_ms=tail_ms)
+
+
+def _active_rms(audio: np.ndarray) -> float:
+    active = audio[np.abs(audio) > 0.02]
+    return float(np.sqrt(np.mean(active**2))) if active.size >= 100 else 0.0
