@@ -46,3 +46,10 @@ def cer_within(ref: str, hyp: str) -> float:
     if len(h) <= len(r):
         return cer(r, h)
     return min(cer(r, h[i : i + n]) for n in range(max(1, len(r) - 2), len(r) + 3) for i in range(len(h) - n + 1))
+
+
+def ser(ref: list[str], hyp: list[str]) -> float:
+    """Syllable error rate between two toned-syllable readings (tingshuo.tts.baker.FrontEnd.syllables): what was
+    said against what was heard, in sounds, so homophones the recognizer spells its own way (河/和, 旧/就) do not
+    count and a wrong tone does."""
+    return jiwer.wer(" ".join(s.replace(" ", "") for s in ref), " ".join(s.replace(" ", "") for s in hyp) or "<empty>")
