@@ -205,3 +205,17 @@ def test_kokoro_restores_the_previous_voice(tts, speaker_encoder):
     baker = speaker_encoder.embed(tts.synthesize(text, VoiceSettings(voice="xiaonuan"), "zh"), sr)
     restored = speaker_encoder.embed(old.synthesize(text, VoiceSettings(voice="xiaonuan"), "zh"), sr)
     assert speaker_encoder.similarity(restored, kokoro) > speaker_encoder.similarity(restored, baker) + 0.1
+
+
+def test_a_server_with_a_non_commercial_default_voice_says_so():
+    """At start (a warning) and in /readyz: the Baker corpus's licence; not when Chinese is on Kokoro."""
+    from starlette.testclient import TestClient
+
+    from tingshuo.server.app import RealtimeServer, create_app
+
+    assert "non-commercial" in RealtimeServer(load_settings({})).voice_licence()
+    assert RealtimeServer(load_settings({"tts.zh_backend": "kokoro"})).voice_licence() is None
+    assert RealtimeServer(load_settings({"tts.voice_zh": "wukong"})).voice_licence() is None
+    opts = TestClient(create_app(load_settings({}), stack=None)).get("/v1/tingshuo/options").json()
+    assert "non-commercial" in opts["voice_licences"]["xiaonuan"]
+    assert opts["voice_labels"]["wukong"].startswith("悟空") and "jf_alpha" not in opts["voices"]
