@@ -23,7 +23,8 @@ from tingshuo.tts.singing import Singer, Songbook, measure_sung as measure, pars
 
 @pytest.fixture(scope="module")
 def singer(tts):
-    return Singer(tts.backend("kokoro"), tts.sample_rate, native=tts.native())
+    # 小暖 sings in the native voice here (as with tts.zh_backend = "baker"); the other voices on Kokoro
+    return Singer(tts.backend("kokoro"), tts.sample_rate, native=tts.backend("baker"))
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def off_key(song, audio, rate: int, notes) -> list:
 
 # A fixed sample of the songbook in each voice (bench/perform.py sings every song and counts off-key notes). Other
 # tests sing more, on their notes: 小星星 in 小暖's voice (below), 两只老虎 in 悟空's (test_cli), each ~11 s to render
-# 小暖 (xiaonuan) sings in the native Mandarin voice she speaks in
+# 小暖 (xiaonuan) sings in the native Mandarin voice (the singer above)
 SUNG = {"jf_alpha": ("shengri-kuaile", "xinnian-hao"), "jm_kumo": ("liangzhi-laohu",), "xiaonuan": ("molihua",)}
 
 
@@ -125,8 +126,9 @@ def test_a_song_asked_for_in_conversation_is_sung_phrase_by_phrase_on_its_notes(
     sung = [(c, a) for c, a in zip(clauses, audio) if c.sung]
     assert [c.text.rstrip("，。") for c, _ in sung] == [p.text for p in song.phrases]
     assert not clauses[0].sung and "小星星" in "".join(c.text for c in clauses if not c.sung)
-    voice, pitch = singer.resolve_voice("xiaonuan")
-    shift = singer.transposition(song, voice, pitch, singer.backend("xiaonuan"))
+    sung_by = stack.singer  # the session's own singer: 小暖's voice as configured
+    voice, pitch = sung_by.resolve_voice("xiaonuan")
+    shift = sung_by.transposition(song, voice, pitch, sung_by.backend("xiaonuan"))
     for (c, a), phrase in zip(sung, song.phrases):
         scale = np.array([hz_of(song.tonic + n.degree_midi + shift) for n in phrase.notes if n.degree_midi is not None])
         tr = pitch_track(resample(a.audio, a.sample_rate, 16000), 16000)

@@ -187,12 +187,16 @@ class LlmConfig(Section):
 
 
 class TtsConfig(Section):
-    # Chinese: "baker", the native Mandarin voice (FastSpeech2 + MB-MelGAN trained on the Baker corpus — its weights
-    # are for NON-COMMERCIAL use only; read back by our ASR at CER 0.03 against Kokoro's 0.15, bench/voices.py),
-    # used by the companion's voice 小暖 and by clauses without a character voice; the character voices stay on
-    # Kokoro-82M's tables (one Baker speaker cannot be 悟空 or 唐僧). "kokoro": every Chinese clause on Kokoro
-    # (Apache-2.0 weights; Japanese voice tables with repaired tones), as before. Pure English replies: en_backend.
-    zh_backend: Literal["baker", "kokoro"] = "baker"
+    # Chinese. "baker": the native Mandarin voice (FastSpeech2 + MB-MelGAN trained on the Baker corpus — its weights
+    # are for NON-COMMERCIAL use only) speaks for the companion's voice 小暖 and for clauses without a character
+    # voice; it wins every listener-side measure of bench/voices.py (read-back CER 0.045 against 0.209, whisper,
+    # 9x faster). The character voices stay on Kokoro-82M's tables (one Baker speaker cannot be 悟空 or 唐僧).
+    # "kokoro" (the default, Apache-2.0 weights): every Chinese clause on Kokoro's Japanese voice tables with
+    # repaired tones. Not yet "baker" by default: its replies play without synthesis gaps, so a user cutting in
+    # talks over our speech, and in the duplex harness the interruption's words were then misheard in 2 of 5 runs
+    # and a "嗯" took the turn once (Kokoro's gaps had let those cut-ins land in silence; issue 23's closing note).
+    # Pure English replies: en_backend.
+    zh_backend: Literal["baker", "kokoro"] = "kokoro"
     en_backend: Literal["piper", "kokoro"] = "piper"
     # the Chinese voice when a reply names none: a character voice (`tingshuo voices`) or a Kokoro table/blend
     voice_zh: str = "xiaonuan"

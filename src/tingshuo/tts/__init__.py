@@ -1,7 +1,7 @@
 """Speech synthesis: backends behind a small protocol, and the router that picks one per clause.
 
-Chinese in the companion's voice (小暖) and in no named voice goes to the native Mandarin voice (tts/baker.py, when
-``TtsConfig.zh_backend`` is "baker", the default), its English words to Kokoro's English; Chinese in the other
+Chinese in the companion's voice (小暖) and in no named voice goes to the native Mandarin voice (tts/baker.py) when
+``TtsConfig.zh_backend`` is "baker" (else to Kokoro), its English words to Kokoro's English; Chinese in the other
 character voices and in Kokoro tables goes to Kokoro (espeak reads its English words); a reply in English goes to
 ``TtsConfig.en_backend`` (Piper by default, RTF 0.08). Everything leaves at ``TtsConfig.sample_rate``.
 """
