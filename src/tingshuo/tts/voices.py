@@ -42,8 +42,8 @@ class CharacterVoice:
 
 
 VOICES: dict[str, CharacterVoice] = {v.key: v for v in (
-    CharacterVoice("xiaonuan", "小暖", "warm young woman, native Mandarin (default companion)", "jf_alpha", en="piper",
-                   native=True, label="小暖 · 温暖女声，标准普通话"),
+    CharacterVoice("xiaonuan", "小暖", "warm young woman (default companion; native Mandarin with tts.zh_backend "
+                   "= baker)", "jf_alpha", en="piper", native=True, label="小暖 · 温暖的年轻女声"),
     CharacterVoice("daiyu", "黛玉", "soft, delicate young woman, unhurried", "jf_gongitsune", pitch=1.04, speed=0.92,
                    label="黛玉 · 轻柔女声，慢条斯理"),
     CharacterVoice("tangseng", "唐僧", "calm, gentle man, slow", "jm_kumo", speed=0.9, gender="male",
