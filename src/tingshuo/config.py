@@ -193,8 +193,8 @@ class TtsConfig(Section):
     # 9x faster). The character voices stay on Kokoro-82M's tables (one Baker speaker cannot be 悟空 or 唐僧).
     # "kokoro" (the default, Apache-2.0 weights): every Chinese clause on Kokoro's Japanese voice tables with
     # repaired tones. Not yet "baker" by default: its replies play without synthesis gaps, so a user cutting in
-    # talks over our speech, and in the duplex harness the interruption's words were then misheard in 2 of 5 runs
-    # and a "嗯" took the turn once (Kokoro's gaps had let those cut-ins land in silence; issue 23's closing note).
+    # talks over our speech, and in the duplex harness the interruption's words were then misheard in 3 of 6 runs
+    # and a "嗯" took the turn in 2 of 7 (Kokoro's gaps had let those cut-ins land in silence; issue 23's closing note).
     # Pure English replies: en_backend.
     zh_backend: Literal["baker", "kokoro"] = "kokoro"
     en_backend: Literal["piper", "kokoro"] = "piper"
