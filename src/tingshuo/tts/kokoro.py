@@ -145,6 +145,12 @@ class KokoroTTS:
         # misaki reads the interjection 嗯 as a bare syllabic "n↗", which Kokoro renders as a murmur our ASR hears
         # as 你/那; 恩 (ə→n) is the "en" people say
         text = text.replace("嗯", "恩")
+        if re.search(r"[\u3400-\u9fff]", text) and re.search(r"\d", text):
+            # numbers as a speaker reads them (the native voice's normalizer): misaki read a phone number as
+            # "139亿1234万…" and 8:45 as 八:四十五
+            from tingshuo.tts.baker import normalize
+
+            text = normalize(text)
         parts: list[tuple[str, bool]] = []
         with self._lock:
             for i, part in enumerate(_LATIN.split(text)):
