@@ -189,7 +189,7 @@ class LlmConfig(Section):
 class TtsConfig(Section):
     # Chinese. "baker": the native Mandarin voice (FastSpeech2 + MB-MelGAN trained on the Baker corpus — its weights
     # are for NON-COMMERCIAL use only) speaks for the companion's voice 小暖 and for clauses without a character
-    # voice; it wins every listener-side measure of bench/voices.py (read-back CER 0.045 against 0.209, whisper,
+    # voice; it wins every listener-side measure of bench/voices.py (read-back CER 0.045 against 0.200, whisper,
     # 9x faster). The character voices stay on Kokoro-82M's tables (one Baker speaker cannot be 悟空 or 唐僧).
     # "kokoro" (the default, Apache-2.0 weights): every Chinese clause on Kokoro's Japanese voice tables with
     # repaired tones. Not yet "baker" by default: its replies play without synthesis gaps, so a user cutting in
