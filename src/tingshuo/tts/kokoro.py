@@ -148,7 +148,7 @@ class KokoroTTS:
         if re.search(r"[\u3400-\u9fff]", text) and re.search(r"\d", text):
             # numbers as a speaker reads them (the native voice's normalizer): misaki read a phone number as
             # "139亿1234万…" and 8:45 as 八:四十五
-            from tingshuo.tts.baker import normalize
+            from tingshuo.tts.numbers import normalize
 
             text = normalize(text)
         parts: list[tuple[str, bool]] = []
