@@ -45,6 +45,9 @@ def test_committed_files_are_the_recorded_ones(tmp_path):
     ("只要199元，打8.5折", "只要一百九十九元，打八点五折"),
     ("增长了12.5%", "增长了百分之十二点五"),
     ("气温-3度", "气温负三度"),
+    ("请拨打12356或010-82951332", "请拨打一二三五六或零一零、八二九五一三三二"),
+    ("客服电话400-161-9995", "客服电话四零零、一六一、九九九五"),
+    ("编号007", "编号零零七"),
 ])
 def test_numbers_are_read_as_a_speaker_reads_them(text, said):
     assert normalize(text) == said

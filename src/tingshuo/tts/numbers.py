@@ -22,6 +22,11 @@ def normalize(text: str) -> str:
         return f"{cn2an.an2cn(str(h))}点" + ("整" if mm == 0 else ("零" if mm < 10 else "") + f"{cn2an.an2cn(str(mm))}分")
 
     text = re.sub(r"(?<![\d.])([01]?\d|2[0-3])[:：]([0-5]\d)(?![\d.])", clock, text)
+    # phone numbers in groups (010-82951332, 400-161-9995): digit by digit with a pause between groups (cn2an
+    # read the hyphen as 负 and 010 as 十), and any number with a leading zero
+    text = re.sub(r"(?<![\d.])\d{3,}(?:[-‐–]\d{3,})+(?![\d.])",
+                  lambda m: "、".join(_spell_digits(g) for g in re.split(r"[-‐–]", m.group(0))), text)
+    text = re.sub(r"(?<![\d.])0\d+(?![\d.])", lambda m: _spell_digits(m.group(0)), text)
     text = re.sub(r"(?<![\d.])(\d{5,})(?![\d.]*%)", lambda m: _spell_digits(m.group(1)), text)
     text = re.sub(r"(\d)\s*[:：]\s*(\d)", r"\1比\2", text)  # 3:2 left after clock times: a score or a ratio
     try:
