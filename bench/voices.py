@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import tones  # noqa: E402
-from textmetrics import cer, ser  # noqa: E402
+from textmetrics import SAME_SOUND, cer, ser  # noqa: E402
 
 from tingshuo.audio.io import resample  # noqa: E402
 from tingshuo.config import load_settings  # noqa: E402
@@ -135,9 +135,6 @@ def in_context(tts: SpeechSynthesizer, name: str, char: str) -> np.ndarray:
     first, last, _ = k.syllables(chars, zh_mask)[TARGET]
     bounds = np.concatenate([[0], np.cumsum(np.round(dur.reshape(-1)))]) * 600  # token 0 is the BOS pad
     return tones.f0_contour(audio[int(bounds[first + 1]):int(bounds[last + 2])], 24000)
-
-
-SAME_SOUND = str.maketrans({"她": "他", "它": "他", "在": "再", "得": "的", "地": "的"})
 
 
 def same_sound(text: str) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from tingshuo.audio.io import resample
 from tingshuo.config import TtsConfig
 from tingshuo.script import has_han, text_language
-from tingshuo.tts.base import Synthesizer, VoiceSettings
+from tingshuo.tts.base import Synthesizer, VoiceSettings, active_rms
 from tingshuo.tts.style import STYLES, SpeakingStyle, get_style
 from tingshuo.tts.voices import VOICES, CharacterVoice, get_voice
 
@@ -37,10 +37,10 @@ def level(audio: np.ndarray, volume: float = 1.0) -> np.ndarray:
     """
     if audio.size == 0:
         return audio
-    active = audio[np.abs(audio) > 0.02]
-    if active.size < 100:
+    rms = active_rms(audio)
+    if rms == 0.0:
         return audio
-    gain = TARGET_RMS * volume / float(np.sqrt(np.mean(active**2)))
+    gain = TARGET_RMS * volume / rms
     gain = min(gain, 0.9 / max(1e-6, float(np.abs(audio).max())))
     return (audio * gain).astype(np.float32)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from tingshuo.tts.base import VoiceSettings
+from tingshuo.tts.base import VoiceSettings, active_rms
 from tingshuo.tts.kokoro import trim_silence
 from tingshuo.tts.numbers import normalize
 
@@ -220,8 +220,8 @@ class BakerTTS:
         return np.asarray(self._vocoder.run(None, {"mels": mel})[0], np.float32).reshape(-1)
 
     def render(self, text: str, settings: VoiceSettings) -> np.ndarray:
-        """Han text → audio, no style post-processing."""
-        phones = self.front.phones(normalize(text))
+        """Han text, numbers already read (``normalize``) → audio, no style post-processing."""
+        phones = self.front.phones(text)
         if len(phones) <= 2:
             return np.zeros(0, np.float32)
         mel = self.mel(phones, settings.speed, settings.pitch_range)
@@ -231,10 +231,10 @@ class BakerTTS:
     def syllable_phonemes(self, text: str) -> list[str]:
         """Each Han character's phones ("m a1"), read in context (erhua's 儿 is its own syllable when sung)."""
         han = [c for c in text if _HAN.match(c)]
-        out = [x.split() for x in self.front.syllables("".join(han))]
+        out = self.front.syllables("".join(han))
         if len(out) != len(han):  # a reading merged or split syllables: one character at a time
-            out = [" ".join(self.front.syllables(c)).split() for c in han]
-        return [" ".join(x) for x in out]
+            out = [" ".join(self.front.syllables(c)) for c in han]
+        return out
 
     def natural_f0(self, voice: str | None = None) -> float:
         """Median F0 (Hz) of the voice on an ordinary sentence (measured once with WORLD)."""
@@ -267,8 +267,8 @@ class BakerTTS:
             return np.zeros(0, np.float32)
         han = [p for en, p in parts if not en]
         if han and len(han) < len(parts):  # English words at the Mandarin voice's loudness (Kokoro's is lower)
-            ref = _active_rms(np.concatenate(han))
-            parts = [(en, p * (ref / max(_active_rms(p), 1e-6)) if en else p) for en, p in parts]
+            ref = active_rms(np.concatenate(han))
+            parts = [(en, p * (ref / max(active_rms(p), 1e-6)) if en else p) for en, p in parts]
         pieces = [p for _, p in parts]
         gap = np.zeros(int(0.04 * SAMPLE_RATE), np.float32)
         audio = pieces[0] if len(pieces) == 1 else np.concatenate([x for p in pieces for x in (p, gap)][:-1])
@@ -296,7 +296,3 @@ def trim(audio: np.ndarray, lead_ms: int = 30, tail_ms: int = 120) -> np.ndarray
             audio = audio[: (runs[-1][-1] + 1) * hop]
     return trim_silence(audio, lead_ms=lead_ms, tail_ms=tail_ms)
 
-
-def _active_rms(audio: np.ndarray) -> float:
-    active = audio[np.abs(audio) > 0.02]
-    return float(np.sqrt(np.mean(active**2))) if active.size >= 100 else 0.0

@@ -21,6 +21,13 @@ class VoiceSettings:
     whisper: bool = False  # no voicing at all
 
 
+def active_rms(audio: np.ndarray) -> float:
+    """RMS over the samples above −34 dBFS (the voiced part), 0.0 when fewer than 100 are: how loud a voice is,
+    not how much silence the clause carries."""
+    active = audio[np.abs(audio) > 0.02]
+    return float(np.sqrt(np.mean(active**2))) if active.size >= 100 else 0.0
+
+
 class Synthesizer(Protocol):
     name: str
     sample_rate: int
