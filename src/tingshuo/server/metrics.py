@@ -44,6 +44,8 @@ class Metrics:
                                buckets=_LATENCY_BUCKETS, registry=r)
         self.responses = Counter("tingshuo_responses", "Responses by final status", ["status"], registry=r)
         self.errors = Counter("tingshuo_errors", "Error events sent to clients, by code", ["code"], registry=r)
+        # what the call page's mute is checked against: muted, the client sends nothing
+        self.input_audio = Counter("tingshuo_input_audio_seconds", "Seconds of user audio received", registry=r)
         self.user_turns = Counter("tingshuo_user_turns", "User turns by how they arrived", ["source"], registry=r)
         self.queue = Histogram("tingshuo_worker_queue_seconds", "Time a model job waited for its worker",
                                ["worker"], buckets=_LATENCY_BUCKETS, registry=r)

@@ -277,6 +277,8 @@ class RealtimeConnection:
             return
         x, rate = decode_audio(data, self.cfg.input_format)
         seconds = len(x) / rate
+        if self.metrics is not None:
+            self.metrics.input_audio.inc(seconds)
         if self.cfg.turn_detection is None:
             if self._buffer_s + seconds > self.server.max_input_buffer_s:
                 raise ProtocolError("input_audio_buffer_full",

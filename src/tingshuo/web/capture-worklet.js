@@ -3,7 +3,8 @@
 // "capture": microphone → 16-bit PCM frames of 20 ms at the context's rate (the page asks for a 24 kHz context,
 // the Realtime API's rate; if the browser runs another rate, frames are linearly resampled to 24 kHz here).
 // "player": a queue of PCM chunks played as they arrive; "clear" empties it at once (barge-in), and it reports
-// how much of each response was actually played.
+// how much of each response was actually played, and the RMS of what it just played (the call screen's presence
+// moves with the assistant's real output, measured here on the samples that go to the speaker).
 
 class Capture extends AudioWorkletProcessor {
   constructor() {
@@ -50,6 +51,8 @@ class Player extends AudioWorkletProcessor {
     this.offset = 0;
     this.played = {}; // response id → samples played
     this.tick = 0;
+    this.sum = 0; // squared samples since the last level report
+    this.count = 0;
     this.port.onmessage = (e) => {
       const m = e.data;
       if (m.type === "chunk") this.queue.push({ samples: new Float32Array(m.samples), id: m.id });
@@ -68,7 +71,13 @@ class Player extends AudioWorkletProcessor {
       if (this.offset >= head.samples.length) { this.queue.shift(); this.offset = 0; }
     }
     for (; i < out.length; i++) out[i] = 0;
-    if (++this.tick % 8 === 0) this.port.postMessage({ type: "played", played: this.played, playing });
+    for (let k = 0; k < out.length; k++) this.sum += out[k] * out[k];
+    this.count += out.length;
+    if (++this.tick % 4 === 0) {  // ~21 ms at 24 kHz: an animation frame or so
+      this.port.postMessage({ type: "level", rms: Math.sqrt(this.sum / this.count), playing });
+      this.sum = 0; this.count = 0;
+    }
+    if (this.tick % 8 === 0) this.port.postMessage({ type: "played", played: this.played, playing });
     return true;
   }
 }
