@@ -235,8 +235,9 @@ function onClosed(e, reason, resumeId) {
     // the server no longer knows this call (restarted without its store, or the store was wiped): a new one
     state.sessionId = null;
     state.reconnecting = false;
+    state.attempt = 0;
     banner("restarted", {}, { autoHideMs: 8000 });
-    startSession(true);
+    startSession(true).then(() => { for (const f of state.held.splice(0)) sendFrame(f); });
     return;
   }
   if (state.inCall || state.reconnecting) {  // the line dropped: reconnect and carry on with the same session
@@ -638,8 +639,8 @@ function renderPersonas() {
     const av = document.createElement("span");
     av.className = "avatar";
     av.setAttribute("aria-hidden", "true");
-    const h = hue(p.key);  // a colour of its own, dark enough for white text (lightness 36 %)
-    av.style.background = `linear-gradient(135deg, hsl(${h} 55% 40%), hsl(${(h + 40) % 360} 55% 32%))`;
+    const h = hue(p.key);  // a colour of its own, dark enough for white text at any hue (tests/test_web_page.py)
+    av.style.background = `linear-gradient(135deg, hsl(${h} 55% 30%), hsl(${(h + 40) % 360} 55% 26%))`;
     av.textContent = [...p.name][0] || "?";
     const name = document.createElement("b");
     name.textContent = p.name;
