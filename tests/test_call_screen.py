@@ -165,26 +165,67 @@ def test_call_screen_follows_the_audio_mutes_and_reconnects(server, zh_clip, tmp
     assert not errors, errors
 
 
+def _chromium(p, *extra: str):
+    from pathlib import Path
+
+    return p.chromium.launch(executable_path=str(Path("/usr/bin/chromium")), headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--no-first-run", "--autoplay-policy=no-user-gesture-required", *extra])
+
+
 @pytest.mark.slow
 def test_call_screen_without_a_microphone_says_what_to_do(server):  # noqa: F811
-    """Chromium without a (fake) capture device: the page says no microphone was found, offers typing, and a typed
-    turn is answered."""
+    """Chromium without a (fake) capture device, with the microphone refused, and on a page that is neither https
+    nor localhost: each is told in a sentence of what to do, typing stays open. Operated from the keyboard; with
+    reduced motion the idle presence stands still."""
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
+    port = server["port"]
     with sync_playwright() as p:
-        from pathlib import Path
-
-        browser = p.chromium.launch(executable_path=str(Path("/usr/bin/chromium")), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--use-fake-ui-for-media-stream",
-            "--autoplay-policy=no-user-gesture-required"])
+        # refused: a fake microphone, but no fake "allow" (headless Chromium then denies the request)
+        browser = _chromium(p, "--use-fake-device-for-media-stream")
         try:
+            page = browser.new_page(viewport={"width": 390, "height": 844}, locale="zh-CN")
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector(".card")
+            page.click("#call")
+            page.wait_for_selector("#banner:not([hidden])", timeout=15000)
+            assert page.evaluate("() => window.tingshuo.banners") == ["micDenied"]
+            assert page.locator("#bannerText").inner_text().startswith("麦克风被拒绝了")
+            assert page.locator("#typed").is_visible()
+        finally:
+            browser.close()
+        # not a secure context: the browser offers no microphone at all on http://some-name/
+        browser = _chromium(p, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                            "--host-resolver-rules=MAP tingshuo.test 127.0.0.1")
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844}, locale="zh-CN")
+            page.goto(f"http://tingshuo.test:{port}/")
+            page.wait_for_selector(".card")
+            assert not page.evaluate("() => window.isSecureContext")
+            page.click("#call")
+            page.wait_for_selector("#banner:not([hidden])", timeout=15000)
+            assert page.evaluate("() => window.tingshuo.banners") == ["insecure"]
+            assert f"http://localhost:{port}/" in page.locator("#bannerText").inner_text()
+        finally:
+            browser.close()
+        browser = _chromium(p, "--use-fake-ui-for-media-stream")
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844}, locale="en-US", reduced_motion="reduce")
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_timeout(1500)
+            radii = {s["r"] for s in presence(page)}
+            assert len(radii) == 1, f"reduced motion, yet the idle presence moved: {sorted(radii)[:5]}"
+            page.close()
             for width, height in ((390, 844), (1280, 800)):
                 page = browser.new_page(viewport={"width": width, "height": height}, locale="en-US")
-                page.goto(f"http://127.0.0.1:{server['port']}/")
+                page.goto(f"http://127.0.0.1:{port}/")
                 page.wait_for_selector(".card")
+                page.wait_for_timeout(1500)
+                assert len({s["r"] for s in presence(page)}) > 10, "the idle presence does not breathe"
                 assert page.locator("#callText").inner_text() == "Call"  # the browser's language
-                page.click("#call")
+                page.focus("#call")
+                page.keyboard.press("Enter")
                 page.wait_for_selector("#banner:not([hidden])", timeout=15000)
                 text = page.locator("#bannerText").inner_text()
                 assert page.evaluate("() => window.tingshuo.banners") in (["noMic"], ["micDenied"], ["micError"])

@@ -453,7 +453,8 @@ function drawPresence(now) {
     }
   }
   const p = window.tingshuo.presence;
-  p.push({ t: Math.round(now), s: ph, d: +state.drawn.toFixed(4), i: +state.inLevel.toFixed(5), o: +state.outLevel.toFixed(5) });
+  p.push({ t: Math.round(now), s: ph, d: +state.drawn.toFixed(4), i: +state.inLevel.toFixed(5), o: +state.outLevel.toFixed(5),
+    r: +(r / W).toFixed(4) });
   if (p.length > 3000) p.splice(0, p.length - 3000);
   requestAnimationFrame(drawPresence);
 }
