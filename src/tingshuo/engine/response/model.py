@@ -137,6 +137,9 @@ class Clause:
     speaker: str | None = None
     render: Callable[[], np.ndarray] | None = None
     sung: bool = False
+    # the output check, running while the clause is synthesised: the words to voice (the clause, or the notice
+    # said in place of a blocked one), None when an earlier clause was blocked; no check when None
+    check: "asyncio.Future[str | None] | None" = None
 
 
 @dataclass

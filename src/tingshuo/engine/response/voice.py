@@ -26,6 +26,15 @@ from tingshuo.script import text_language
 from tingshuo.tts import get_style
 
 log = logging.getLogger("tingshuo.engine")
+
+
+def _drop(job: "asyncio.Future[np.ndarray]") -> None:
+    """A synthesis whose clause will not be said: cancelled, its result or failure not wanted (the TTS thread
+    finishes the clause it is on; asyncio cannot stop a thread)."""
+    job.add_done_callback(lambda f: f.cancelled() or f.exception())
+    job.cancel()
+
+
 ACK = {"zh": "嗯，", "en": "Mm,"}
 _LEADING_ACK = re.compile(r"^(?:嗯+|恩+|mm+|hmm+)[，,。.！!\s]*", re.IGNORECASE)
 
@@ -89,37 +98,56 @@ class VoiceStage:
         first = True
         while (item := await self.clauses.get()) is not None:
             clause, style = item.text, item.style
+            speaking = r.speak and not self.degraded and self.health.available()
+            if item.check is not None and not speaking:
+                said = await item.check  # nothing is said or shown before it passes
+                if said is None:
+                    continue
+                clause = said
             if first and self.acked:
                 clause = _LEADING_ACK.sub("", clause) or clause
-            first = False
-            r.emit(ReplyClause(r.rid, clause, get_style(style).name if style else None, item.speaker, item.voice,
-                               item.sung))
-            if not r.speak or self.degraded:
+            if not speaking:
+                first = False
+                self._announce(item, clause)
+                if r.speak and not self.degraded:  # failing for every clause lately: text until its cooldown ends
+                    await self.degrade(clause, self.health.last_error)
                 self.words.spoken.append(clause)
                 continue
             assert tts is not None
             if self.words.lang is None:
                 self.words.lang = text_language(clause) or r.lang
-            if not self.health.available():  # failing for every clause lately: text until its cooldown ends
-                await self.degrade(clause, self.health.last_error)
-                self.words.spoken.append(clause)
-                continue
             t_clause = time.perf_counter()
             self.tts_idle.clear()
+            job = asyncio.ensure_future(self._render(item, clause, style))
+            if item.check is not None:
+                # synthesised while the output check runs (on its own thread); the audio waits for the verdict
+                try:
+                    said = await item.check
+                except BaseException:  # the check failed (the response fails as before) or a barge-in
+                    _drop(job)
+                    self.tts_idle.set()
+                    raise
+                if said != item.text:
+                    _drop(job)
+                    if said is None:
+                        self.tts_idle.set()
+                        continue
+                    clause = said  # the notice said in place of a blocked clause
+                    job = asyncio.ensure_future(self._render(item, clause, style, notice=True))
             try:
-                if item.render is not None:
-                    audio = await run_on(self.ctx.lanes.tts, item.render)
-                else:
-                    audio = await run_on(self.ctx.lanes.tts, tts.synthesize, clause,
-                                         self.voices.clause(style, item.voice), self.words.lang)
+                audio = await job
             except Exception as e:  # CancelledError is not an Exception: a barge-in still cancels
                 log.warning("speech synthesis failed: %s", e)
                 self.health.failed(e)
+                first = False
+                self._announce(item, clause)
                 await self.degrade(clause, f"{type(e).__name__}: {e}")
                 self.words.spoken.append(clause)
                 continue
             finally:
                 self.tts_idle.set()
+            first = False
+            self._announce(item, clause)
             self.health.succeeded()
             if "tts_first_audio" not in timings:
                 timings["tts_first_audio"] = (time.perf_counter() - t_clause) * 1000
@@ -134,6 +162,20 @@ class VoiceStage:
         if self.playout is not None:
             self.playout.finish()
             await self.playout.drained()
+
+    def _announce(self, item: Clause, clause: str) -> None:
+        """The clause as it will be said (checked, with its style and speaker): emitted just before its audio."""
+        self.r.emit(ReplyClause(self.r.rid, clause, get_style(item.style).name if item.style else None, item.speaker,
+                                item.voice, item.sung))
+
+    async def _render(self, item: Clause, clause: str, style: str | None, notice: bool = False) -> np.ndarray:
+        """A clause's audio on the TTS thread: its own renderer (a sung phrase) or the synthesizer."""
+        tts = self.ctx.stack.tts
+        assert tts is not None
+        if item.render is not None and not notice:
+            return await run_on(self.ctx.lanes.tts, item.render)
+        return await run_on(self.ctx.lanes.tts, tts.synthesize, clause, self.voices.clause(style, item.voice),
+                            self.words.lang)
 
     async def say_notice(self, kind: str) -> None:
         """A failed response ends with a sentence saying so: spoken after what was already voiced (when the voice
