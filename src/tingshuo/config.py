@@ -282,7 +282,8 @@ def _default_emergency() -> dict[str, str]:
 
 class SafetyConfig(Section):
     enabled: bool = True  # one policy for speech transcripts, typed input and the assistant's own clauses
-    check_output: bool = True  # every clause is checked before it is synthesized (~0.1–0.2 s each on 2 cores)
+    check_output: bool = True  # every clause is checked before it is said or shown (~0.1–0.3 s each on 2 cores, run
+    # while the clause is synthesised: its audio waits for the verdict)
     # The guard runs on its own llama.cpp context over the same GGUF (weights shared through mmap), so its
     # fixed prompt stays cached and the conversation's KV cache is not evicted by every check.
     separate_context: bool = True
