@@ -55,6 +55,9 @@ def test_turn_detection_null_and_semantic_eagerness():
     ({"turn_detection": {"type": "magic"}}, "session.turn_detection.type"),
     ({"turn_detection": {"type": "server_vad", "threshold": 2}}, "session.turn_detection.threshold"),
     ({"input_audio_format": "mp3"}, "session.audio.input.format"),
+    # the fuzzer's finds: a list where a format name goes raised TypeError (a server_error, not the client's error)
+    ({"audio": {"input": {"format": ["audio/pcm"]}}}, "session.audio.input.format"),
+    ({"audio": {"output": {"format": {"type": ["audio/pcmu"]}}}}, "session.audio.output.format"),
     ({"type": "transcription"}, "session.type"),
     ({"max_output_tokens": 0}, "session.max_output_tokens"),
     ({"tools": [{"type": "function", "name": "f"}]}, "session.tools"),

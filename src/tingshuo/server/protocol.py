@@ -83,14 +83,14 @@ def bytes_per_second(fmt: str) -> int:
 def _parse_format(value: Any, param: str) -> str:
     if isinstance(value, dict):
         t = value.get("type")
-        if t not in _GA_FORMATS:
+        if not isinstance(t, str) or t not in _GA_FORMATS:  # a list or object here is a client's error, not ours
             raise ProtocolError("invalid_value", f"unsupported audio format {t!r}; use audio/pcm, audio/pcmu or audio/pcma",
                                 param)
         if t == "audio/pcm" and value.get("rate", RATE) != RATE:
             raise ProtocolError("invalid_value", "audio/pcm is supported at 24000 Hz only", param)
         return _GA_FORMATS[t]
-    if value in _BETA_FORMATS:
-        return str(value)
+    if isinstance(value, str) and value in _BETA_FORMATS:
+        return value
     raise ProtocolError("invalid_value", f"unsupported audio format {value!r}; use pcm16, g711_ulaw or g711_alaw", param)
 
 
