@@ -3,8 +3,10 @@
     .venv/bin/python bench/server.py [--out bench/results] [--clips N]
 
 What a client on the same machine sees (so protocol, JSON/base64 and pacing are included):
-- end of the user's speech (Silero on the clip) → first ``response.output_audio.delta``, and → the first delta of
-  the reply itself (after a "嗯，" acknowledgement), one session, then two sessions talking at once;
+- end of the user's speech (Silero on the clip) → the reply's own words (the headline: the first transcript delta
+  that, past any filler or stock opener such as 嗯/好的/我查一下/mm/okay, has ≥ 4 Han characters or ≥ 2 English
+  words; the clauses measured are printed), and → the first ``response.output_audio.delta`` (a filler counts),
+  one session, then two sessions talking at once;
 - barge-in over the API: the client starts a second clip while the reply plays; onset of that speech →
   ``input_audio_buffer.speech_started`` and → the last audio delta received (the voice stops at the client).
 The client calls once /readyz says the server takes calls; a call refused by admission control (``server_busy``)
@@ -20,6 +22,7 @@ import base64
 import json
 import os
 import platform
+import re
 import socket
 import sys
 import threading
@@ -37,6 +40,16 @@ from tingshuo.config import load_settings  # noqa: E402
 from tingshuo.engine import ModelStack  # noqa: E402
 
 FRAME_S = 0.02
+# A filler or stock opener is not the reply's own words (issue 22: the headline is when the answer itself starts)
+_OPENER = re.compile(r"^\s*(?:(?:嗯+|恩+|哦+|啊+|好的?|好呀|好啊|行|当然(?:可以)?|没问题|我(?:来)?查一下|让我想想|"
+                     r"mm+|hmm+|okay|ok|sure|well|alright|got it|let me (?:check|see))[\s，,。.！!、~～…]*)+", re.I)
+
+
+def own_words(clause: str) -> bool:
+    """Whether a transcript delta carries the reply's own words: after any leading filler or stock opener
+    (嗯/好的/我查一下/mm/okay…), at least 4 Han characters or 2 English words."""
+    rest = _OPENER.sub("", clause)
+    return len(re.findall(r"[\u4e00-\u9fff]", rest)) >= 4 or len(re.findall(r"[A-Za-z']+", rest)) >= 2
 
 
 def start_server(settings, stack) -> tuple[int, object, threading.Thread]:
@@ -151,8 +164,10 @@ async def _turn(client, clip, barge, on, off, lead, tail, out: dict) -> dict:
                     sender.cancel()
                     barge_task = asyncio.create_task(stream(conn, np.concatenate([barge, tail]), tb))
             elif ev.type == "response.output_audio_transcript.delta" and "first_reply_ms" not in out:
-                if not ev.delta.startswith(("嗯", "Mm")):
+                out.setdefault("openers", []).append(ev.delta)
+                if own_words(ev.delta):
                     out["first_reply_ms"] = (now - t_end) * 1000
+                    out["first_reply_text"] = ev.delta
             elif ev.type == "input_audio_buffer.speech_started" and t_barge_on is not None:
                 out.setdefault("speech_started_ms", (now - t_barge_on) * 1000)
             elif ev.type == "response.done":
@@ -227,16 +242,22 @@ def run(stack: ModelStack, out: Path, n_clips: int = 6) -> dict:
         "not_served": {k: sum(bool(r.get("refused")) for r in v) for k, v in raw.items()},
     }
     print("\n| over the Realtime API (client on the same machine) | p50 | p90 | n |\n|---|---|---|---|")
-    rows = [("end of speech → first audio delta, 1 session", "single_first_audio_ms"),
-            ("end of speech → first reply audio, 1 session", "single_first_reply_ms"),
+    rows = [("end of speech → the reply's own words (first clause past fillers/openers), 1 session",
+             "single_first_reply_ms"),
+            ("end of speech → first audio delta (a filler included), 1 session", "single_first_audio_ms"),
+            ("end of speech → the reply's own words, 2 sessions at once", "pair_first_reply_ms"),
             ("end of speech → first audio delta, 2 sessions at once", "pair_first_audio_ms"),
-            ("end of speech → first reply audio, 2 sessions at once", "pair_first_reply_ms"),
             ("barge-in onset → speech_started", "barge_speech_started_ms"),
             ("barge-in onset → last audio delta", "barge_last_audio_ms")]
     for label, key in rows:
         s = summary[key]
         print(f"| {label} | {s['p50']} | {s['p90']} | {s['n']} |")
     print(f"| barge-ins that cancelled the reply | {summary['barge_cancelled']} / {len(raw['barge'])} | | |")
+    print("\nthe clauses measured as the reply's own words (one session), after what came before them:")
+    for r in raw["single"]:
+        before = r.get("openers", [])[:-1] if r.get("first_reply_text") else r.get("openers", [])
+        print(f"  {r.get('first_reply_ms', float('nan')):6.0f} ms  {r.get('first_reply_text', '—')!r}"
+              + (f"  (after {''.join(before)!r})" if before else ""))
     print("| calls refused (server_busy; single and barge-in calls retry when /readyz is 200) | " + ", ".join(
         f"{k} {v} ({summary['not_served'][k]} of {len(raw[k])} never served)" for k, v in summary["refused"].items())
         + " | | |")
