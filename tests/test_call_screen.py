@@ -154,6 +154,7 @@ def test_call_screen_follows_the_audio_mutes_and_reconnects(server, zh_clip, tmp
             page.screenshot(path=str(SHOTS / "in-call-1280.png"))
             page.context.grant_permissions(["clipboard-read", "clipboard-write"])
             page.click("#copy")
+            wait_for(page, "() => window.tingshuo.copied", 10)  # the clipboard write is asynchronous
             copied = page.evaluate("() => window.tingshuo.copied")
             assert "我叫李雷" in copied and "李雷" in copied.split("我叫什么名字")[-1], copied
             page.click("#call")

@@ -108,6 +108,7 @@ function renderPhase(force) {
   const changed = ph !== state.phase;
   state.phase = ph;
   $("app").dataset.state = ph;
+  $("app").dataset.incall = String(state.inCall);
   if (changed) state.statusNote = null;
   $("status").textContent = state.statusNote || t(ph === "idle" && state.ended ? "ended" : ph);
 }
