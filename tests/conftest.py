@@ -135,15 +135,15 @@ def run(coro):
 
 
 def one_turn(stack, *, text: str | None = None, audio=None, persona: str | None = None, prepare=None, speak=False,
-             push_to_talk: bool = False):
+             push_to_talk: bool = False, settings=None):
     """One user turn (typed or a whole utterance) through a fresh session; returns (events, session) — the
     session closed, its state (care, conversation) kept. ``prepare(session)`` runs first (e.g. earlier turns).
     ``push_to_talk``: the turn is only added, then answered with ``respond()`` (a Realtime client's
-    ``create_response: false``)."""
+    ``create_response: false``). ``settings``: the session's own (a changed copy of the stack's)."""
     from tingshuo.engine import Session
 
     async def go():
-        s = Session(stack, speak=speak, persona=persona)
+        s = Session(stack, speak=speak, persona=persona, settings=settings)
         s.auto_respond = not push_to_talk
         if prepare is not None:
             prepare(s)

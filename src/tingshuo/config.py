@@ -282,8 +282,13 @@ def _default_emergency() -> dict[str, str]:
 
 class SafetyConfig(Section):
     enabled: bool = True  # one policy for speech transcripts, typed input and the assistant's own clauses
-    check_output: bool = True  # every clause is checked before it is said or shown (~0.1–0.3 s each on 2 cores, run
-    # while the clause is synthesised: its audio waits for the verdict)
+    check_output: bool = True  # every clause is checked before it is said or shown (~0.1–0.3 s each on 2 cores)
+    # Run each clause's check while the clause is synthesised (its audio waits for the verdict) instead of before:
+    # the reply's words came 435 ms sooner (bench/server.py p50, n=12 each), but the reply then plays without the
+    # gaps the serial checks left, and with the server's echo canceller alone (no client AEC) an English cut-in over
+    # it went unheard in 3 of 7 runs (bench/duplex.py interrupt_en; 0 of 2 in series). Off until speech over a
+    # continuous reply is heard reliably (a client with its own echo cancellation, e.g. a browser, may turn it on).
+    check_while_synthesizing: bool = False
     # The guard runs on its own llama.cpp context over the same GGUF (weights shared through mmap), so its
     # fixed prompt stays cached and the conversation's KV cache is not evicted by every check.
     separate_context: bool = True

@@ -78,11 +78,17 @@ class TextStage:
                 await self.clauses.put(Clause(c, self.style, self.voice, self.speaker))
                 return
             if self.guard is not None:
-                # checked while the voice stage synthesises it: its audio waits for the verdict, so the check costs
-                # nothing before the first words when it is faster than TTS (it was 300–670 ms in series)
                 check = asyncio.ensure_future(self._check(c))
                 self.checks.append(check)
-                await self.clauses.put(Clause(c, self.style, self.voice, self.speaker, check=check))
+                if self.ctx.settings.safety.check_while_synthesizing:
+                    # checked while the voice stage synthesises it: its audio waits for the verdict, so the check
+                    # costs nothing before the first words when it is faster than TTS
+                    await self.clauses.put(Clause(c, self.style, self.voice, self.speaker, check=check))
+                    continue
+                said = await check  # checked first, then synthesised: the gaps this leaves let a cut-in be heard
+                if said is None:
+                    return
+                await self.clauses.put(Clause(said, self.style, self.voice, self.speaker))
                 continue
             self.passed.append(c)
             if self.per_clause:
