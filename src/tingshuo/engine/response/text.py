@@ -53,7 +53,7 @@ class TextStage:
         checked = cfg.safety.enabled and cfg.safety.check_output and r.fixed is None  # a song's intro is fixed
         self.guard = ctx.stack.guard if checked else None
         self.passed: list[str] = []
-        self.checks: list[asyncio.Future[str | None]] = []  # output checks begun (awaited by the voice stage)
+        self.checks: list[asyncio.Future[str | None]] = []  # checks running beside synthesis (the voice stage awaits)
         # the instruction a refusal's reply is written from: no clause may recite it (see copies())
         self.refusal_note = r.plan.note if r.plan.reason.startswith("refusal") and r.plan.note else None
         self.splitter = ClauseSplitter()
@@ -78,14 +78,14 @@ class TextStage:
                 await self.clauses.put(Clause(c, self.style, self.voice, self.speaker))
                 return
             if self.guard is not None:
-                check = asyncio.ensure_future(self._check(c))
-                self.checks.append(check)
                 if self.ctx.settings.safety.check_while_synthesizing:
                     # checked while the voice stage synthesises it: its audio waits for the verdict, so the check
                     # costs nothing before the first words when it is faster than TTS
+                    check = asyncio.ensure_future(self._check(c))
+                    self.checks.append(check)
                     await self.clauses.put(Clause(c, self.style, self.voice, self.speaker, check=check))
                     continue
-                said = await check  # checked first, then synthesised: the gaps this leaves let a cut-in be heard
+                said = await self._check(c)  # checked first, then synthesised: its gaps let a cut-in be heard
                 if said is None:
                     return
                 await self.clauses.put(Clause(said, self.style, self.voice, self.speaker))

@@ -133,7 +133,7 @@ class VoiceStage:
                         self.tts_idle.set()
                         continue
                     clause = said  # the notice said in place of a blocked clause
-                    job = asyncio.ensure_future(self._render(item, clause, style, notice=True))
+                    job = asyncio.ensure_future(self._render(item, clause, style))
             try:
                 audio = await job
             except Exception as e:  # CancelledError is not an Exception: a barge-in still cancels
@@ -168,11 +168,12 @@ class VoiceStage:
         self.r.emit(ReplyClause(self.r.rid, clause, get_style(item.style).name if item.style else None, item.speaker,
                                 item.voice, item.sung))
 
-    async def _render(self, item: Clause, clause: str, style: str | None, notice: bool = False) -> np.ndarray:
-        """A clause's audio on the TTS thread: its own renderer (a sung phrase) or the synthesizer."""
+    async def _render(self, item: Clause, clause: str, style: str | None) -> np.ndarray:
+        """A clause's audio on the TTS thread: its own renderer (a sung phrase: ours, never checked) or the
+        synthesizer."""
         tts = self.ctx.stack.tts
         assert tts is not None
-        if item.render is not None and not notice:
+        if item.render is not None:
             return await run_on(self.ctx.lanes.tts, item.render)
         return await run_on(self.ctx.lanes.tts, tts.synthesize, clause, self.voices.clause(style, item.voice),
                             self.words.lang)
