@@ -218,6 +218,10 @@ class DialogueConfig(Section):
     personas_file: Path | None = None  # user personas, TOML ``[[persona]]`` tables (docs/personas.md)
     songs_file: Path | None = None  # user songs, TOML ``[[song]]`` scores in the songbook's format
     roles: bool = True  # "你当孙悟空跟我说话" / "别演了" enter and leave roles
+    # a character no persona plays ("你扮演猪八戒") is written for the call by the model: a card (manner, what they
+    # call themselves and you, a voice cast from gender/age/sound) costing ~2 s on its first turn; False: only
+    # built-in and configured personas are played
+    improvise: bool = True
     singing: bool = True  # "唱首两只老虎" sings from the songbook; "把两只老虎改成…" writes new words to it
     story_tokens: int = 400  # a story's reply may run this long (ordinary replies: llm.max_tokens)
 

@@ -266,6 +266,7 @@ def is_female(name: str) -> bool | None:
 class RoleRequest:
     enter: str | None = None  # persona key
     leave: bool = False
+    persona: "Persona | None" = None  # the persona itself when it was written for this call (dialogue.improvise)
 
 
 def persona_for(character: str | None, text: str = "", personas: dict[str, Persona] | None = None) -> str | None:

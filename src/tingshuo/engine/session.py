@@ -29,6 +29,7 @@ from tingshuo.audio.vad import NO_SPEECH_MESSAGE, has_speech
 from tingshuo.config import Settings
 from tingshuo.dialogue.emotion import EmotionTrack
 from tingshuo.dialogue.memory import Conversation, new_item_id
+from tingshuo.dialogue.improvise import KEY_PREFIX
 from tingshuo.dialogue.persona import Persona, get_persona
 from tingshuo.dialogue.policy import ReplyPlan
 from tingshuo.dialogue.voice import VoiceState
@@ -207,13 +208,19 @@ class Session:
 
             self.lanes.llm.submit(warm)
 
-    def set_persona(self, key: str | None, request: str = "") -> None:
+    def set_persona(self, key: "str | Persona | None", request: str = "") -> None:
         """Become another persona (None: the configured one): its prompt, voice and manner from the next reply on.
+        A :class:`Persona` written for this call (a character no preset plays) is kept for the rest of it.
 
         The conversation so far stays; only the system prompt changes (the LLM's prefix cache is refilled for it
         on the LLM thread, from its saved state after the first time).
         """
-        p = get_persona(key or self.settings.dialogue.persona)
+        if isinstance(key, Persona):
+            p = key
+            if p.key.startswith(KEY_PREFIX):
+                self.state.improvised[p.key] = p
+        else:
+            p = self.state.find_persona(key or self.settings.dialogue.persona)
         if p.key == self.persona.key:
             return
         self.state.persona = p
@@ -369,7 +376,7 @@ class Session:
         for ev in self.state.accept(u, item_id, self.settings):
             self.out.emit(ev)
         if u.persona is not None and u.persona.key != self.persona.key:
-            self.set_persona(u.persona.key, u.text)
+            self.set_persona(u.persona, u.text)
 
     def _commit_text(self, text: str, language: str | None, t_end: float, timings: dict[str, float],
                      item_id: str, und: TurnPlan | None = None) -> None:

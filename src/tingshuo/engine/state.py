@@ -15,7 +15,7 @@ from tingshuo.config import Settings
 from tingshuo.dialogue.care import hotlines as care_hotlines
 from tingshuo.dialogue.emotion import EmotionTrack
 from tingshuo.dialogue.memory import Conversation
-from tingshuo.dialogue.persona import Persona
+from tingshuo.dialogue.persona import Persona, get_persona
 from tingshuo.dialogue.policy import ReplyPlan
 from tingshuo.dialogue.voice import VoiceState
 from tingshuo.engine.events import CareChanged, Event, Paralinguistics, PronunciationReport, SafetyVerdict, VoiceChanged
@@ -41,6 +41,8 @@ class DialogueState:
     plan: ReplyPlan = field(default_factory=ReplyPlan)  # the plan for answering the last user turn
     last: TurnPlan | None = None  # the last taken user turn's plan (``respond()`` uses it)
     sung: list[str] = field(default_factory=list)  # songs sung in this conversation ("再唱一首" picks another)
+    # characters written for this call (dialogue.improvise), by key: asked for again, the same card and voice
+    improvised: dict[str, Persona] = field(default_factory=dict)
     # care mode (a self-harm signal was heard): stays on until the user says they are safe and the next
     # ``safety.care_ease_turns`` turns carry no risk signal (safe-messaging practice: not on the first "I'm fine")
     care: bool = False
@@ -53,6 +55,12 @@ class DialogueState:
         said = [(m["role"], m["content"]) for m in self.conversation.turns
                 if m["role"] in ("user", "assistant") and m["content"]]
         return said[-n:] if n > 0 else []
+
+    def find_persona(self, key: str) -> Persona:
+        """A persona by key: one written for this call, else a built-in or configured one (ValueError if none)."""
+        if key in self.improvised:
+            return self.improvised[key]
+        return get_persona(key)
 
     def role(self, default_key: str) -> str | None:
         """The character being played, None as the companion itself."""

@@ -23,7 +23,8 @@ from tingshuo.audio.io import INPUT_RATE
 from tingshuo.coach.pronunciation import Report, words_of
 from tingshuo.dialogue.care import borderline, care_note, refusal_note, voice_low
 from tingshuo.dialogue.emotion import fuse, read_words
-from tingshuo.dialogue.persona import PERSONAS, RoleRequest, get_persona, persona_for
+from tingshuo.dialogue.improvise import CARDS, persona_from_card
+from tingshuo.dialogue.persona import PERSONAS, Persona, RoleRequest, get_persona, persona_for
 from tingshuo.dialogue.policy import ReplyPlan, plan_reply
 from tingshuo.dialogue.songs import SongRequest, pick_song, unknown_song_note
 from tingshuo.dialogue.voice import VoiceChange, parse_voice_instruction
@@ -225,7 +226,7 @@ class Understander:
         t0 = time.perf_counter()
         lang = language or text_language(text) or st.language()
         it = await intent if intent is not None else await self.read_intent(text)
-        requests = self.requests(text, it)
+        requests = self.requests(text, it, await self.improvise(it, lang))
         if not cfg.enabled:
             return self.with_requests(TurnPlan(None, None, st.voice_state, ReplyPlan(), text, intent=it), requests, lang)
         feats_job = None
@@ -255,15 +256,41 @@ class Understander:
         u = TurnPlan(reading, change, voice, plan, text, (time.perf_counter() - t0) * 1000, intent=it)
         return self.with_requests(u, requests, lang)
 
-    def requests(self, text: str, it: Intent) -> tuple[RoleRequest | None, SongRequest | None, bool]:
+    def _known(self, character: str | None, text: str) -> str | None:
+        """The key of a persona who already plays ``character``: built in, configured, or written in this call."""
+        return persona_for(character, text, {**PERSONAS, **self.state.improvised})
+
+    async def improvise(self, it: Intent, lang: str) -> Persona | None:
+        """A persona written for a character no persona plays ("你扮演猪八戒"): the model writes its card on the
+        reply model's thread (~2 s the first time in this process; the conversation's prompt is refilled for the
+        new role anyway), then the voice is cast from it (tingshuo.dialogue.improvise). None when the turn does
+        not ask for such a role, or no card could be written (the role then goes on with its name only)."""
+        d = self.ctx.settings.dialogue
+        llm = self.ctx.stack.llm
+        if (not d.roles or not d.improvise or it.intent != "role" or not it.character
+                or self._known(it.character, "") is not None):
+            return None
+        card = None
+        if llm is not None:
+            try:
+                card = await run_on(self.ctx.lanes.llm, CARDS.get, llm, it.character, lang)
+            except LlmError as e:
+                log.warning("no character card for %s: %s", shown(it.character), e)
+        return persona_from_card(it.character, card, lang)
+
+    def requests(self, text: str, it: Intent, improvised: Persona | None = None
+                 ) -> tuple[RoleRequest | None, SongRequest | None, bool]:
         """What the model read the turn as asking the assistant to *do*, made concrete: which persona to enter or
-        leave, which melody to sing (and new words about what), whether to tell a story."""
+        leave (``improvised``: one written for this turn's character), which melody to sing (and new words about
+        what), whether to tell a story."""
         d, st = self.ctx.settings.dialogue, self.state
         in_role = st.persona.key != d.persona
         role = None
         if d.roles:
-            if it.intent == "role":
-                key = persona_for(it.character, text)
+            if it.intent == "role" and improvised is not None:
+                role = RoleRequest(enter=improvised.key, persona=improvised)
+            elif it.intent == "role":
+                key = self._known(it.character, text)
                 role = RoleRequest(enter=key) if key and key != st.persona.key else None
             elif it.intent == "role_leave" and in_role:
                 role = RoleRequest(leave=True)
@@ -288,7 +315,8 @@ class Understander:
         role, song, story = requests
         persona = self.state.persona
         if role is not None:
-            persona = get_persona(role.enter) if role.enter else get_persona(self.ctx.settings.dialogue.persona)
+            persona = (role.persona or self.state.find_persona(role.enter) if role.enter
+                       else get_persona(self.ctx.settings.dialogue.persona))
         u = replace(u, role=role, song=song, story=story, persona=persona)
         notes = [u.plan.note] if u.plan.note else []
         if song is not None and song.song is None:

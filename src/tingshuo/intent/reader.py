@@ -18,6 +18,7 @@ schema-constrained answer. Word lists never start an action here; the model does
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import time
@@ -327,9 +328,7 @@ class IntentReader:
         if it.intent in ("sing_adapt", "sing_new") and not it.topic and self.llm.caps.json_schema:
             it = replace(it, topic=self._ask(msgs, "用户想要的新歌词或故事讲的是什么内容？不要写歌名，只写两三个词（没说就写空）。", _TOPIC_SCHEMA, "topic"))
         if it.intent == "role" and not it.character:
-            it = replace(it, character=self._ask(msgs, "用户要助手扮演谁？只写人物名字。", {
-                "type": "object", "properties": {"character": {"type": "string", "maxLength": 16}},
-                "required": ["character"]}, "character"))
+            it = replace(it, character=self._character(msgs, text))
         if it.intent == "search" and not it.query:
             it = replace(it, query=text)  # the response writes the query itself (tingshuo.search.decide)
         return it
@@ -342,6 +341,25 @@ class IntentReader:
         m = re.search(r"《([^》]{1,20})》", text)
         return m.group(1) if m else None
 
+    def _character(self, msgs: list[Message], text: str) -> str | None:
+        """Who the user asks the assistant to play, as a span of their own words. Asked freely, the 1.5B answered
+        "你当我奶奶，跟我说说话" with 武松, the name in this prompt's example; so the answer is held to the words: by a
+        grammar of the text's spans where the backend takes one, else by checking the answer against them."""
+        question = "用户要助手扮演谁？照抄用户话里的人物名字。"
+        spans = _spans(text)
+        if self.llm.caps.grammar and spans:
+            grammar = "root ::= " + " | ".join(json.dumps(s, ensure_ascii=False) for s in spans)
+            try:
+                got = self.llm.complete_with_grammar([*msgs, {"role": "system", "content": question}], grammar,
+                                                     max_tokens=12, temperature=0.0)
+            except LlmError as e:
+                log.info("slot character not read: %s", e)
+                return None
+            return _s(got)
+        got = self._ask(msgs, question, {"type": "object", "properties": {
+            "character": {"type": "string", "maxLength": 24}}, "required": ["character"]}, "character")
+        return got if got and _norm(got) in _norm(text) else None
+
     def _ask(self, msgs: list[Message], question: str, schema: dict, key: str) -> str | None:
         try:
             out = self.llm.complete_json([*msgs, {"role": "system", "content": question}], schema, max_tokens=24)
@@ -349,6 +367,27 @@ class IntentReader:
             log.info("slot %s not read: %s", key, e)
             return None
         return _s(out.get(key))
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"\s+", " ", s).strip().lower()
+
+
+def _spans(text: str, within: int = 80) -> list[str]:
+    """The answers a name copied from the words can be: runs of up to 12 Chinese characters or 4 English words
+    (a run never crosses punctuation), from the first ``within`` characters."""
+    out: dict[str, None] = {}
+    for run in re.split(r"[，。！？、,.!?;；:：“”\"'（）()《》\[\]【】]+", text[:within]):
+        units = re.findall(r"[A-Za-z][A-Za-z'-]*|[^\sA-Za-z]", run)
+        for i in range(len(units)):
+            for j in range(i + 1, len(units) + 1):
+                piece = units[i:j]
+                latin = sum(u[0].isascii() for u in piece)
+                if latin > 4 or len(piece) - latin > 12:
+                    break
+                out[" ".join(piece) if latin == len(piece) else "".join(u if not u[0].isascii() else f" {u} "
+                                                                         for u in piece).strip()] = None
+    return [k for k in out if k]
 
 
 def _s(v: object) -> str | None:

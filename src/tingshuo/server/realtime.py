@@ -212,13 +212,14 @@ class RealtimeConnection:
     async def _session_update(self, ev: dict[str, Any]) -> None:
         s = ev.get("session")
         ext = s.get("tingshuo") if isinstance(s, dict) else None
-        if isinstance(ext, dict) and ext.get("persona") not in (None, *PERSONAS):
-            raise ProtocolError("invalid_value", f"unknown persona; available: {', '.join(PERSONAS)}",
+        known = (*PERSONAS, *self.session.state.improvised)  # a character written in this call may be picked again
+        if isinstance(ext, dict) and ext.get("persona") not in (None, *known):
+            raise ProtocolError("invalid_value", f"unknown persona; available: {', '.join(known)}",
                                 "session.tingshuo.persona")
         old_persona = self.cfg.persona
         self.cfg.update(s, self.voices)  # type: ignore[arg-type]
         if self.cfg.persona != old_persona:
-            p = get_persona(self.cfg.persona)
+            p = self.session.state.find_persona(self.cfg.persona)
             self.session.set_persona(p.key, "session.update")
             if "instructions" not in s:  # type: ignore[operator]
                 self.cfg.instructions = self.session.conversation.system_prompt
@@ -260,7 +261,7 @@ class RealtimeConnection:
         return voice
 
     def _wire_session(self) -> dict[str, Any]:
-        extra = {"persona": self.cfg.persona, "personas": {k: p.name for k, p in PERSONAS.items()},
+        extra = {"persona": self.cfg.persona, "personas": {k: p.name for k, p in {**PERSONAS, **self.session.state.improvised}.items()},
                  "voices": self.voices, "lead_ms": self.server.lead_ms}
         return self.cfg.to_wire(self.id, self.beta, extra)
 
