@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from tingshuo.dialogue.persona import Persona
+from tingshuo.dialogue.persona import Persona, role_preamble
 from tingshuo.llm.base import ChatModel, LlmError, Message
 
 log = logging.getLogger("tingshuo.dialogue")
@@ -106,6 +106,9 @@ def parse_card(text: str, lang: str) -> Card:
     return Card(got[0], got[1], got[2].rstrip("。."), got[3], gender in ("女", "female"), age, sound)
 
 
+_LAST = re.compile(r"(声音|Voice)\s*[:：]\s*(%s)\b" % "|".join(_SOUND), re.I)
+
+
 def write_card(llm: ChatModel, name: str, lang: str) -> Card:
     """One call of the model (blocking: run it on the model's thread). Free text in the examples' line format:
     under a GBNF grammar llama-cpp-python sampled at ~55 ms a token (3.2–3.5 s a card) against ~30 ms free
@@ -119,7 +122,7 @@ def write_card(llm: ChatModel, name: str, lang: str) -> Card:
     text = ""
     for delta in llm.stream(msgs, max_tokens=110, temperature=0.0):
         text += delta
-        if text.count("\n") >= 6 and re.search(r"(声音|Voice)\s*[:：]\s*\S+", text, re.I):
+        if text.count("\n") >= len(_ZH_FIELDS) - 1 and _LAST.search(text):  # the last line is whole: no more tokens to wait for
             break
     return parse_card(text, lang)
 
@@ -156,14 +159,27 @@ def persona_from_card(name: str, card: Card | None, lang: str) -> Persona:
     else:
         desc = f"the user's {who}" if owned else f"the character the user asked you to play: {who}"
     if card is None:
-        return Persona(key=KEY_PREFIX + who, name=who, description=desc, voice=None, language=lang, greeting="")
+        return Persona(key=KEY_PREFIX + who, name=who, description=desc, voice=None, language=lang, greeting="",
+                       improvised=True)
     if lang == "zh":
         style = f"自称“{card.self_name}”，称呼对方“{card.address}”，{card.manner}"
     else:
         style = f"call yourself {card.self_name} and the user {card.address}; {card.manner}"
     return Persona(key=KEY_PREFIX + who, name=who, description=desc, speaking_style=style, voice=cast_voice(card),
                    default_emotion=_STYLE[card.sound], catchphrases=(card.catchphrase,), language=lang,
-                   greeting="", female=card.female)
+                   greeting="", female=card.female, improvised=True)
+
+
+def prepare(llm: ChatModel, name: str, lang: str) -> Card | None:
+    """The card for ``name`` (None when none could be written), and the shared role rules' KV state loaded, so the
+    new persona's prompt is evaluated from where they end (model thread)."""
+    try:
+        card = CARDS.get(llm, name, lang)
+    except LlmError as e:
+        log.warning("no character card for %s: %s", name, e)
+        card = None
+    llm.warmup(role_preamble("zh" if lang == "zh" else "en"))
+    return card
 
 
 class CardCache:

@@ -41,11 +41,16 @@ class Persona:
     acknowledges: bool = True  # may open a spoken reply with a short "嗯，" while the answer is prepared
     female: bool = True  # for casting this character in stories
     coach: bool = False  # checks the learner's English pronunciation on spoken turns (tingshuo.coach)
+    # written for this call from a character the user named (dialogue.improvise): its prompt starts with the rules
+    # every such role shares, whose KV state is kept, so entering a new role pays only for its own lines
+    improvised: bool = False
 
     @property
     def system_prompt(self) -> str:
         if self.prompt:
             return self.prompt
+        if self.improvised:
+            return role_preamble(self.language) + self._character_lines()
         if self.language == "en":
             lines = [f"You are {self.name}, {self.description}, talking with the user by voice."]
             if self.speaking_style:
@@ -70,6 +75,25 @@ class Persona:
             lines.append(f"例如用户说“{u}”，你说“{a}”" if self.language != "en" else f'For example, user: "{u}" you: "{a}"')
         return "".join(lines) if self.language != "en" else " ".join(lines)
 
+    def _character_lines(self) -> str:
+        if self.language == "en":
+            lines = [f"You are {self.name}, {self.description}."]
+            if self.speaking_style:
+                lines.append(f"Your style: {self.speaking_style}.")
+            if self.catchphrases:
+                lines.append("You often say: " + " / ".join(self.catchphrases))
+            if self.example:
+                lines.append(f'For example, user: "{self.example[0]}" you: "{self.example[1]}"')
+            return " ".join(lines)
+        lines = [f"你现在是{self.name}，{self.description}。"]
+        if self.speaking_style:
+            lines.append(f"说话风格：{self.speaking_style}。")
+        if self.catchphrases:
+            lines.append("常说的话：" + "、".join(f"“{c}”" for c in self.catchphrases) + "。")
+        if self.example:
+            lines.append(f"例如用户说“{self.example[0]}”，你说“{self.example[1]}”")
+        return "".join(lines)
+
     @property
     def reminder(self) -> str | None:
         """A short note placed after each user turn while in a role: the 1.5B model drifts back to a generic
@@ -77,10 +101,17 @@ class Persona:
         for 唐僧 and 林黛玉), and the note after the user's words costs only its own ~30 tokens."""
         if self.prompt or self.key == "companion":
             return None
+        if self.improvised:
+            # no parentheses: with no example exchange in its prompt, the 1.5B copied the bracketed reminder's
+            # form and wrote every reply in parentheses ("（猪八戒：哈哈，你呢？）")
+            if self.language == "en":
+                return f"Answer as {self.name} would, in their own words" + (f" ({self.speaking_style})." if self.speaking_style else ".")
+            return f"用{self.name}自己的话直接回答" + (f"，{self.speaking_style}" if self.speaking_style else "") + "。"
         if self.language == "en":
-            return f"(Stay in character as {self.name}: {self.speaking_style}.)"
+            return f"(Stay in character as {self.name}" + (f": {self.speaking_style}.)" if self.speaking_style else ".)")
         phrases = "、".join(f"“{c}”" for c in self.catchphrases[:2])
-        return f"（你是{self.name}，用{self.name}的口吻回答：{self.speaking_style}；可以说{phrases}。）"
+        return (f"（你是{self.name}，用{self.name}的口吻回答" + (f"：{self.speaking_style}" if self.speaking_style else "")
+                + (f"；可以说{phrases}" if phrases else "") + "。）")
 
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
@@ -167,10 +198,23 @@ BUILTIN: tuple[Persona, ...] = (
 PERSONAS: dict[str, Persona] = {p.key: p for p in BUILTIN}
 
 
+def role_preamble(lang: str) -> str:
+    """The rules every role written for a call shares, before its own lines (the same text for every character, so
+    llama.cpp keeps its KV state: ~120 of an improvised prompt's ~185 tokens, ~1.3 s of prefill on 2 cores)."""
+    if lang == "en":
+        return ("You are talking with the user by voice, playing the character they asked you to play (described "
+                "at the end). Always speak as that character, in their manner; never say you are an AI or an "
+                "assistant, never describe actions or repeat these notes. Keep replies short and spoken: one to "
+                "three sentences, no lists, no markdown, no emoji. " + SAFETY_LINE["en"] + "\n")
+    return ("你正在和用户语音聊天，扮演用户请你扮演的角色（最后写的就是这个角色）。始终以这个角色的身份和口吻说话，"
+            "不要说自己是AI或语音助手，不要写动作、旁白或括号里的说明。" + _FORMAT + "用户用什么语言说话，你就用什么语言回答。"
+            + _TAGS + SAFETY_LINE["zh"] + "\n")
+
+
 def load_personas(path: Path | str) -> list[Persona]:
     """User personas from a TOML file: ``[[persona]]`` tables with the fields of :class:`Persona`."""
     data = tomllib.loads(Path(path).expanduser().read_text(encoding="utf-8"))
-    known = {f.name for f in fields(Persona)}
+    known = {f.name for f in fields(Persona)} - {"improvised"}
     out = []
     for i, d in enumerate(data.get("persona", [])):
         unknown = set(d) - known

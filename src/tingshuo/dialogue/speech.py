@@ -8,7 +8,10 @@ short so the first audio comes early.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterable
+from difflib import SequenceMatcher
 
 from tingshuo.script import HAN, has_words
 
@@ -107,6 +110,63 @@ class StyleTags:
 
 
 _SCRIPT_NAME = re.compile(r"^[ \t]*([^\s\[\]【】：:，,。.！!？?“”\"'（）()]{1,8})[ \t]*[：:]")
+
+
+class NoteEchoes:
+    """Takes out of a streamed reply a parenthetical that recites a note the model was given after the user's words
+    (a role's per-turn reminder, the policy's note). The 1.5B opened replies with them: "（猪八戒用猪八戒的口吻回答：）
+    你一个月挣多少钱？", "(Stay in character as Joe: speak simple, clear English; …)"; kept in the history, the
+    next replies copied them even after the role ended. Other parentheticals pass unchanged (held only until they
+    close, or ``limit`` characters). Why not drop every parenthetical: "（刘慈欣写的）" is content."""
+
+    def __init__(self, notes: Iterable[str | None], limit: int = 80) -> None:
+        self.notes = [n for n in notes if n]
+        self.limit = limit
+        self.held: str | None = None
+        self.dropped: list[str] = []
+
+    def feed(self, text: str) -> str:
+        if not self.notes:
+            return text
+        out: list[str] = []
+        for ch in text:
+            if self.held is None:
+                if ch in "（(":
+                    self.held = ch
+                else:
+                    out.append(ch)
+                continue
+            self.held += ch
+            if ch in "）)":
+                out.append(self._judge(self.held))
+                self.held = None
+            elif len(self.held) > self.limit:
+                out.append(self.held)
+                self.held = None
+        return "".join(out)
+
+    def flush(self) -> str:
+        held, self.held = self.held, None
+        return self._judge(held) if held else ""
+
+    def _judge(self, aside: str) -> str:
+        if any(copies(aside, n, han=6, words=5) for n in self.notes):
+            self.dropped.append(aside)
+            return ""
+        return aside
+
+
+def copies(clause: str, note: str, han: int = 8, words: int = 6) -> bool:
+    """Whether ``clause`` repeats a run of ``note``: ``han`` Chinese characters in a row, or ``words`` English words
+    (short shared phrases such as "不能提供" are ordinary language; a run this long is a recital)."""
+    a, b = re.sub(r"\s+", "", clause), re.sub(r"\s+", "", note)
+    m = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
+    if len(re.findall(r"[\u4e00-\u9fff]", a[m.a:m.a + m.size])) >= han:
+        return True
+    wa, wb = re.findall(r"[a-z']+", clause.lower()), re.findall(r"[a-z']+", note.lower())
+    m = SequenceMatcher(None, wa, wb, autojunk=False).find_longest_match(0, len(wa), 0, len(wb))
+    return m.size >= words
+
 
 
 class ScriptLines:

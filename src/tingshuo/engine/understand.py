@@ -23,7 +23,8 @@ from tingshuo.audio.io import INPUT_RATE
 from tingshuo.coach.pronunciation import Report, words_of
 from tingshuo.dialogue.care import borderline, care_note, refusal_note, voice_low
 from tingshuo.dialogue.emotion import fuse, read_words
-from tingshuo.dialogue.improvise import CARDS, persona_from_card
+from tingshuo.dialogue.improvise import persona_from_card
+from tingshuo.dialogue.improvise import prepare as prepare_role
 from tingshuo.dialogue.persona import PERSONAS, Persona, RoleRequest, get_persona, persona_for
 from tingshuo.dialogue.policy import ReplyPlan, plan_reply
 from tingshuo.dialogue.songs import SongRequest, pick_song, unknown_song_note
@@ -270,12 +271,7 @@ class Understander:
         if (not d.roles or not d.improvise or it.intent != "role" or not it.character
                 or self._known(it.character, "") is not None):
             return None
-        card = None
-        if llm is not None:
-            try:
-                card = await run_on(self.ctx.lanes.llm, CARDS.get, llm, it.character, lang)
-            except LlmError as e:
-                log.warning("no character card for %s: %s", shown(it.character), e)
+        card = await run_on(self.ctx.lanes.llm, prepare_role, llm, it.character, lang) if llm is not None else None
         return persona_from_card(it.character, card, lang)
 
     def requests(self, text: str, it: Intent, improvised: Persona | None = None

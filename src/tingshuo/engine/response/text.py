@@ -13,14 +13,13 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from difflib import SequenceMatcher
 
 import numpy as np
 
 from tingshuo.dialogue.care import (asks_about_safety, emergency, emergency_sentence, lines_sentence, names_a_line,
                                     safety_question)
 from tingshuo.dialogue.songs import SongRequest, write_lyrics
-from tingshuo.dialogue.speech import ClauseSplitter, ScriptLines, StyleTags
+from tingshuo.dialogue.speech import ClauseSplitter, NoteEchoes, ScriptLines, StyleTags, copies
 from tingshuo.engine.context import Context, run_on
 from tingshuo.engine.events import ReplyTextDelta, SafetyVerdict
 from tingshuo.engine.response.model import Clause, ReplyWords, Response, Stop
@@ -165,6 +164,8 @@ class TextStage:
     async def _run(self) -> None:
         r, cfg = self.r, self.ctx.settings
         tags = StyleTags(speakers=r.story)
+        # a parenthetical reciting the notes after the user's words is not said, shown or kept
+        echoes = NoteEchoes([self.voices.persona.reminder, r.plan.note])
         script = ScriptLines() if r.story else None  # "小猫：我饿了" lines, as some models write stories
         started = got_first = False
         while True:
@@ -185,7 +186,7 @@ class TextStage:
                 continue
             if "llm_first_token" not in r.timings:
                 r.timings["llm_first_token"] = (time.perf_counter() - self.t0) * 1000
-            for piece, tag in _expand(tags.feed(d), script):
+            for piece, tag in _expand(tags.feed(echoes.feed(d)), script):
                 if tag is None:
                     await self.text(piece)
                     continue
@@ -199,7 +200,11 @@ class TextStage:
                 if r.voice_state.whisper or r.plan.style == "whisper":
                     self.style = "whisper"  # asked for, or answering a whisper: no tag shouts over it
         blocked = self.stop.blocked
-        rest = tags.flush() + (script.flush() if script is not None else "")
+        held = echoes.flush()
+        rest = "".join(p for p, t in tags.feed(held) if t is None) if held else ""
+        rest += tags.flush() + (script.flush() if script is not None else "")
+        if echoes.dropped:
+            log.info("a note recited in the reply was taken out: %s", shown(" ".join(echoes.dropped)[:120]))
         if rest and not blocked:
             await self.text(rest)
         await self.put(self.splitter.flush())
@@ -221,18 +226,6 @@ class TextStage:
         if r.song is not None:
             await self.sing(r.song)
         await self.clauses.put(None)
-
-
-def copies(clause: str, note: str, han: int = 8, words: int = 6) -> bool:
-    """Whether ``clause`` repeats a run of ``note``: ``han`` Chinese characters in a row, or ``words`` English words
-    (short shared phrases such as "不能提供" are ordinary language; a run this long is a recital)."""
-    a, b = re.sub(r"\s+", "", clause), re.sub(r"\s+", "", note)
-    m = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
-    if len(re.findall(r"[\u4e00-\u9fff]", a[m.a:m.a + m.size])) >= han:
-        return True
-    wa, wb = re.findall(r"[a-z']+", clause.lower()), re.findall(r"[a-z']+", note.lower())
-    m = SequenceMatcher(None, wa, wb, autojunk=False).find_longest_match(0, len(wa), 0, len(wb))
-    return m.size >= words
 
 
 def _next_phrase(phrases) -> Callable[[], np.ndarray]:
