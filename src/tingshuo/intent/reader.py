@@ -343,22 +343,27 @@ class IntentReader:
 
     def _character(self, msgs: list[Message], text: str) -> str | None:
         """Who the user asks the assistant to play, as a span of their own words. Asked freely, the 1.5B answered
-        "你当我奶奶，跟我说说话" with 武松, the name in this prompt's example; so the answer is held to the words: by a
-        grammar of the text's spans where the backend takes one, else by checking the answer against them."""
+        "你当我奶奶，跟我说说话" with 武松, the name in this prompt's example: an answer not in the words is asked
+        again under a grammar of the words' spans (where the backend takes one; else there is no character). The
+        grammar is not the first ask: held to spans from the start, the greedy answer began where the words do
+        ("Pretend to be a" for a pirate captain)."""
         question = "用户要助手扮演谁？照抄用户话里的人物名字。"
-        spans = _spans(text)
-        if self.llm.caps.grammar and spans:
-            grammar = "root ::= " + " | ".join(json.dumps(s, ensure_ascii=False) for s in spans)
-            try:
-                got = self.llm.complete_with_grammar([*msgs, {"role": "system", "content": question}], grammar,
-                                                     max_tokens=12, temperature=0.0)
-            except LlmError as e:
-                log.info("slot character not read: %s", e)
-                return None
-            return _s(got)
         got = self._ask(msgs, question, {"type": "object", "properties": {
             "character": {"type": "string", "maxLength": 24}}, "required": ["character"]}, "character")
-        return got if got and _norm(got) in _norm(text) else None
+        if got and _norm(got) in _norm(text):
+            return got
+        spans = _spans(text)
+        if not (self.llm.caps.grammar and spans):
+            return None
+        grammar = ('root ::= "{\\"character\\": \\"" name "\\"}"\nname ::= '
+                   + " | ".join(json.dumps(s, ensure_ascii=False) for s in spans))
+        try:
+            out = self.llm.complete_with_grammar([*msgs, {"role": "system", "content": question + "用JSON回答。"}],
+                                                 grammar, max_tokens=24, temperature=0.0)
+            return _s(json.loads(out).get("character"))
+        except (LlmError, ValueError) as e:
+            log.info("slot character not read: %s", e)
+            return None
 
     def _ask(self, msgs: list[Message], question: str, schema: dict, key: str) -> str | None:
         try:
