@@ -82,10 +82,16 @@ def unknown_song_note(title: str | None, book: Songbook, lang: str = "zh") -> st
     titles = "、".join(f"《{s.title}》" for s in book)
     if lang == "en":
         return (f"The user asked you to sing {title or 'a song'}. It is not in your songbook, so you cannot sing it: "
-                f"do not make up lyrics or pretend to sing. Say so honestly and briefly, and offer the songs you can "
-                f"sing: {', '.join(s.title for s in book)}.")
+                f"do not make up lyrics or pretend to sing. Say honestly and briefly that you don't know that tune yet, "
+                f"then offer to make up new words to a tune you know, or to sing one of yours: "
+                f"{', '.join(s.title for s in book)}.")
+    names = [s.title for s in book]
+    a, b = (names + ["两只老虎", "小星星"])[:2]
+    # an example sentence, because the 1.5B follows one: told only what to say, it answered "我不会唱《青花瓷》，
+    # 但你可以编一首新词" (who makes the words up turned round, and no song named)
     return (f"用户请你唱《{title}》。这首歌不在你的歌本里，你不会唱它：不要编歌词，也不要假装在唱。"
-            f"诚实、简短地说你还不会唱这首，然后说出你会唱的歌：{titles}，问用户想听哪一首。")
+            f"用“我”诚实、简短地说你还不会唱，提议由你用会的曲子给它编一首新词，或者唱你会的歌（{titles}），问用户想听哪个。"
+            f"例如：“《{title}》我还不会唱呢。我可以用《{a}》的调子给你编一首新词，或者给你唱《{b}》，你想听哪个？”")
 
 
 def lyrics_grammar(counts: list[int]) -> str:

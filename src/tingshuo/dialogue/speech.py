@@ -206,6 +206,53 @@ class ScriptLines:
         return rest
 
 
+class SpokenQuotes:
+    """Story mode: a character's line written as "[狐狸]说：“我们走吧。”" is the fox saying 我们走吧。 — the lead-in
+    ("说：", "问道：") and the quotation marks are neither said nor shown. The 1.5B wrote lines so in 3–5 of 12 dev
+    stories although the note asks for the words alone. Text after a character's tag is held (up to 7 characters)
+    until it is clear whether such a lead-in starts it; narration keeps its quotes."""
+
+    _LEAD = re.compile(r"^\s*(?:[笑着大声小高兴生气难过害怕地回答]{0,4}(?:说道|说|问道|问|喊道|喊|叫道|叫|回答道|回答|道))?"
+                       r"\s*[：:，,]?\s*[“\"「]")
+    _COULD = re.compile(r"^[\s笑着大声小高兴生气难过害怕地说道问喊叫回答：:，,]*$")
+    NARRATORS = ("旁白", "Narrator", "narrator", "叙述")
+
+    def __init__(self) -> None:
+        self.held: str | None = None  # text after a character's tag, undecided
+        self.quoted = False  # inside a quote whose opening mark was taken out: its closing mark goes too
+
+    def feed(self, pieces: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+        out: list[tuple[str, str | None]] = []
+        for text, tag in pieces:
+            if tag is not None:
+                out.extend(self._release())
+                self.quoted = False
+                out.append((text, tag))
+                if tag.startswith("@") and tag[1:] not in self.NARRATORS:
+                    self.held = ""
+                continue
+            for ch in text:
+                if self.held is not None:
+                    self.held += ch
+                    if self._LEAD.match(self.held):
+                        self.held, self.quoted = None, True
+                    elif len(self.held) >= 7 or not self._COULD.match(self.held):
+                        out.extend(self._release())
+                    continue
+                if self.quoted and ch in "”\"」":
+                    self.quoted = False
+                    continue
+                out.append((ch, None))
+        return _merge(out)
+
+    def _release(self) -> list[tuple[str, str | None]]:
+        held, self.held = self.held, None
+        return [(held, None)] if held else []
+
+    def flush(self) -> str:
+        return "".join(t for t, _ in self._release())
+
+
 def _merge(pieces: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
     out: list[tuple[str, str | None]] = []
     for t, tag in pieces:

@@ -42,15 +42,20 @@ from tingshuo.store.privacy import shown
 log = logging.getLogger("tingshuo.engine")
 _QUOTED = re.compile(r"[\"“]([A-Za-z][^\"”]{3,}?)[\"”]|:\s*([A-Z][A-Za-z ,']{3,}[.!?])")
 # A note after the user's words (~0.7 s more prompt before a story's first words on 2 cores). In the cached system
-# prompt it cost nothing, but the 1.5B then recited it as a reply in role-play and copied its example as every story.
+# prompt it cost nothing, but the 1.5B then recited it as a reply in role-play. It carries no example story: with
+# one (a lost rabbit and an elephant) the 1.5B told that story, renamed, for 11 of 12 dev requests ("小狐狸和月亮"
+# began "从前，小狐狸在森林里迷了路。我好害怕呀！"); described instead, none copied it. An example *name* leaks too
+# ("比如[狐狸]": a fox spoke in 5 of 12 stories about other animals), so none is given: two characters spoke in 6
+# of 12 (docs/personas.md). A "[狐狸]说：“…”" line is read as the fox's words (speech.SpokenQuotes).
 _STORY_NOTE = {
-    "zh": ("用户想听故事。讲一个六到十句的小故事，至少有两个角色说话。每一句前面标出是谁在说：叙述写[旁白]，"
-           "角色说的话写[角色名]。例如：[旁白]从前，小兔子在森林里迷了路。[小兔子]我好害怕呀！[旁白]这时，大象走了过来。"
-           "[大象]别怕，我带你回家。"),
-    "en": ("The user wants a story. Tell a short story of six to ten sentences in which at least two characters "
-           "speak. Mark who says each sentence: [Narrator] for narration, [Name] for a character's line. For "
-           "example: [Narrator] Once upon a time, a little rabbit got lost. [Rabbit] I'm so scared! [Narrator] "
-           "Then an elephant came by. [Elephant] Don't worry, I'll take you home."),
+    "zh": ("用户想听故事。按用户要的内容讲一个六到十句的小故事，故事里至少有两个角色互相对话。每一句前面标出是谁在说：叙述写[旁白]；"
+           "角色开口说的话，前面用方括号写上这个角色在故事里的名字，后面只写他说出口的那句话，不写“说”，不加引号，"
+           "动作和描写都写在[旁白]后面。"),
+    "en": ("The user wants a story. Tell a short story of six to ten sentences about what they asked for, in which at "
+           "least two characters talk to each other. Mark who says each sentence: [Narrator] before narration; "
+           "before a character's spoken words, that character's name from the story in brackets, then only the "
+           "words they say aloud, without \"said\" or quotation marks; actions and descriptions go after "
+           "[Narrator]."),
 }
 
 

@@ -322,7 +322,7 @@ class IntentReader:
         if not can_mean(text, it.intent):
             return it  # settle() will hold this reading back: a generated slot (~1-2 s) would be wasted
         if it.intent in ("sing", "sing_adapt") and not it.song:
-            it = replace(it, song=self._title(text))
+            it = replace(it, song=self._title(text) or self._named_song(msgs, text))
         # a topic only where it is used (new words to a melody, a new song): a story is told from the user's own
         # words, and generating its topic put 1-2 s before every story's first word for nothing
         if it.intent in ("sing_adapt", "sing_new") and not it.topic and self.llm.caps.json_schema:
@@ -340,6 +340,19 @@ class IntentReader:
             return known
         m = re.search(r"《([^》]{1,20})》", text)
         return m.group(1) if m else None
+
+    def _named_song(self, msgs: list[Message], text: str) -> str | None:
+        """A title the songbook does not have ("唱首恭喜发财吧"), as the model reads it, held to the user's words; None
+        when none is named ("唱首歌"). Without it such a request sang any song from the book as if asked for it."""
+        if not self.llm.caps.json_schema:
+            return None
+        got = self._ask(msgs, "用户要唱的那首歌叫什么？照抄用户说的歌名；没说歌名就写空。", {"type": "object", "properties": {
+            "title": {"type": "string", "maxLength": 20}}, "required": ["title"]}, "title")
+        got = got.strip("《》“”\"' ") if got else None
+        # a title is a span of the words, shorter than them, and not the word for a song itself
+        if not got or _norm(got) not in _norm(text) or len(got) >= len(text.strip()) or re.fullmatch(r"[一首个支歌曲儿]+", got):
+            return None
+        return got
 
     def _character(self, msgs: list[Message], text: str) -> str | None:
         """Who the user asks the assistant to play, as a span of their own words. Asked freely, the 1.5B answered

@@ -19,7 +19,7 @@ import numpy as np
 from tingshuo.dialogue.care import (asks_about_safety, emergency, emergency_sentence, lines_sentence, names_a_line,
                                     safety_question)
 from tingshuo.dialogue.songs import SongRequest, write_lyrics
-from tingshuo.dialogue.speech import ClauseSplitter, NoteEchoes, ScriptLines, StyleTags, copies
+from tingshuo.dialogue.speech import ClauseSplitter, NoteEchoes, ScriptLines, SpokenQuotes, StyleTags, copies
 from tingshuo.engine.context import Context, run_on
 from tingshuo.engine.events import ReplyTextDelta, SafetyVerdict
 from tingshuo.engine.response.model import Clause, ReplyWords, Response, Stop
@@ -167,6 +167,7 @@ class TextStage:
         # a parenthetical reciting the notes after the user's words is not said, shown or kept
         echoes = NoteEchoes([self.voices.persona.reminder, r.plan.note])
         script = ScriptLines() if r.story else None  # "小猫：我饿了" lines, as some models write stories
+        quotes = SpokenQuotes() if r.story else None  # "[狐狸]说：“走吧。”": the fox says 走吧。
         started = got_first = False
         while True:
             # a backend that stops answering (a remote endpoint that hangs, a wedged worker) is a failure the
@@ -186,7 +187,7 @@ class TextStage:
                 continue
             if "llm_first_token" not in r.timings:
                 r.timings["llm_first_token"] = (time.perf_counter() - self.t0) * 1000
-            for piece, tag in _expand(tags.feed(echoes.feed(d)), script):
+            for piece, tag in _expand(tags.feed(echoes.feed(d)), script, quotes):
                 if tag is None:
                     await self.text(piece)
                     continue
@@ -203,6 +204,8 @@ class TextStage:
         held = echoes.flush()
         rest = "".join(p for p, t in tags.feed(held) if t is None) if held else ""
         rest += tags.flush() + (script.flush() if script is not None else "")
+        if quotes is not None:
+            rest = "".join(t for t, tag in quotes.feed([(rest, None)]) if tag is None) + quotes.flush()
         if echoes.dropped:
             log.info("a note recited in the reply was taken out: %s", shown(" ".join(echoes.dropped)[:120]))
         if rest and not blocked:
@@ -233,11 +236,12 @@ def _next_phrase(phrases) -> Callable[[], np.ndarray]:
     return lambda: next(phrases).audio
 
 
-def _expand(pieces: list[tuple[str, str | None]], script: ScriptLines | None) -> list[tuple[str, str | None]]:
-    """Text pieces through the script-line parser too (story mode)."""
+def _expand(pieces: list[tuple[str, str | None]], script: ScriptLines | None,
+            quotes: SpokenQuotes | None = None) -> list[tuple[str, str | None]]:
+    """Text pieces through the script-line parser and the quoted-line reader too (story mode)."""
     if script is None:
         return pieces
     out: list[tuple[str, str | None]] = []
     for piece, tag in pieces:
         out.extend(script.feed(piece) if tag is None else [(piece, tag)])
-    return out
+    return quotes.feed(out) if quotes is not None else out
