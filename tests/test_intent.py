@@ -80,6 +80,21 @@ def test_a_voice_reading_becomes_a_change_with_the_measure_from_the_words():
     assert voice_change("说慢一点", CHAT) is None  # no reading, no change, whatever the words say
 
 
+def test_a_dialect_reading_names_the_dialect_from_the_words_and_is_said_in_a_fitting_style():
+    from tingshuo.dialogue.policy import plan_reply
+    from tingshuo.dialogue.voice import VoiceState
+    from tingshuo.intent.reader import _voice
+
+    assert _voice("dialect", None, True, "用东北话跟我唠两句嗑").dialect == "东北话"
+    assert _voice("dialect", None, True, "说普通话吧").dialect == ""  # back to Mandarin
+    # a mention, read as a request by the model: the words name no dialect, so nothing changes (it named "话有话")
+    hard = _voice("dialect", None, True, "我老家是东北的，说话有口音")
+    assert hard.dialect is None and voice_change("我老家是东北的，说话有口音", Intent("chat", True, hard)) is None
+    plan = plan_reply(None, VoiceState(dialect="东北话"), None, None, "zh")
+    assert plan.style == "happy" and "东北话" in plan.note
+    assert plan_reply(None, VoiceState(dialect="东北话", whisper=True), None, None, "zh").style != "happy"
+
+
 
 def test_readings_the_words_cannot_ask_for_are_held_back_and_nothing_is_started():
     """settle() only blocks: a speed reading on words that say nothing about speaking, a song on words that name

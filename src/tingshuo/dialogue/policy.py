@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tingshuo.dialogue.dialect import note as dialect_note
+from tingshuo.dialogue.dialect import style as dialect_style
 from tingshuo.dialogue.emotion import EmotionReading
 from tingshuo.dialogue.voice import VoiceChange, VoiceState
 
@@ -39,7 +41,6 @@ _NOTES = {
         "better": "用户的心情比刚才好多了，可以轻松一点。",
         "worse": "用户的情绪比刚才差了，多关心他一下。",
         "voice": "用户刚才请你{desc}，你已经照做了：简短地答应一声，然后接着聊。",
-        "dialect": "用{d}的说法和常用词回答。",
         "sequence": "照用户的要求说那几句话，每一句前写它的语气标记，例如“[生气]你怎么又迟到了！[开心]不过我原谅你了。”",
         "one_off": "用户要你用“{style}”的语气说，照他的要求说出来。",
     },
@@ -54,7 +55,6 @@ _NOTES = {
         "better": "The user sounds better than before.",
         "worse": "The user sounds worse than before; show more care.",
         "voice": "The user just asked you to change your voice ({desc}); you already did: acknowledge briefly and go on.",
-        "dialect": "Use {d} wording.",
         "sequence": "Switch tone in the order the user asked, with a tone tag before each sentence, e.g. "
                     "\"[angry]... [happy]...\".",
         "one_off": "Say it in the \"{style}\" tone the user asked for.",
@@ -108,6 +108,9 @@ def plan_reply(reading: EmotionReading | None, voice: VoiceState, change: VoiceC
         parts.append(notes["voice"].format(desc=desc))
         plan.reason = (plan.reason + "; " if plan.reason else "") + "voice request"
     if voice.dialect:
-        parts.append(notes["dialect"].format(d=voice.dialect))
+        parts.append(dialect_note(voice.dialect, lang))  # the name only: examples were copied (dialogue/dialect.py)
+        fitting = dialect_style(voice.dialect)
+        if fitting and not plan.style and not voice.style and not voice.whisper:
+            plan.style = fitting  # said in a fitting style: 东北话 lively, unless a feeling or the user chose one
     plan.note = ("" if lang == "zh" else " ").join(parts) or None
     return plan

@@ -112,7 +112,7 @@ SHOTS: list[tuple[str, str, str]] = [
 MAX_CHARS = 400  # a turn longer than this is read by its start and end (a request sits at one end)
 _WORDY = re.compile(r"[\w\u4e00-\u9fff]")
 # a place before 话/口音 ("东北话", "四川口音"), not a verb ("同事说话" is not a dialect called 事说)
-_DIALECT = re.compile(r"([\u4e00-\u9fff]{2})(?<![说讲听的])(?:话|方言|口音|腔)|\bin (?:an? )?([A-Z][a-z]+) accent|"
+_DIALECT = re.compile(r"((?:(?![话说讲听的])[\u4e00-\u9fff]){2})(?:话|方言|口音|腔)|\bin (?:an? )?([A-Z][a-z]+) accent|"
                       r"(粤语|闽南语|客家话|吴语)")
 _TOPIC_SCHEMA = {"type": "object", "properties": {"topic": {"type": "string", "maxLength": 16}}, "required": ["topic"]}
 
