@@ -4,7 +4,9 @@
 
 Reports: the pairwise speaker-embedding similarity of the built-in voices (two sentences each; real speech:
 same speaker ≥ ~0.8); for every song, render time, real-time factor, share of voiced frames within 50 cents of
-the score and onset error (swift-f0, the rule of tests/test_singing.py); in a conversation, request → first sung
+the score and onset error (swift-f0, the rule of tests/test_singing.py), and whether the words can be understood:
+the CER of our ASR on the sung audio beside its CER on the same words spoken (also for three songs whose new words
+the LLM writes; ``--singing`` runs only this table, ~6 min); in a conversation, request → first sung
 audio, a story's first audio and how many voices it used, and the first audio of the reply that enters a role.
 Then both story asks judged by tests/test_story.py's rule and every built-in role for five lines judged by
 tests/test_roleplay.py's (the tests play a sample of each), and a bounds table: off-key notes over the whole
@@ -18,6 +20,7 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,9 @@ from test_roleplay import ROLES, play_role, role_failures  # noqa: E402
 from test_singing import off_key  # noqa: E402
 from test_story import STORIES, play_story, story_failures  # noqa: E402
 
+from textmetrics import SAME_SOUND, cer  # noqa: E402
+
+from tingshuo.audio.io import INPUT_RATE, resample  # noqa: E402
 from tingshuo.audio.speaker import SpeakerEncoder  # noqa: E402
 from tingshuo.engine import ModelStack, Session  # noqa: E402
 from tingshuo.tts import VOICES, VoiceSettings  # noqa: E402
@@ -56,10 +62,35 @@ def voices(stack: ModelStack) -> dict:
     return {"keys": keys, "matrix": m, "self_min": min(m[i][i] for i in range(len(keys))), "cross_max": max(off)}
 
 
-def singing(stack: ModelStack, voice: str = "xiaonuan") -> dict:
+def _heard(stack: ModelStack, asr, song, audio: np.ndarray, rate: int, voice: str) -> dict:
+    """What our ASR reads back from the sung audio, against the words sung (CER over Han characters, homophones
+    no voice can tell apart taken as one: tests/textmetrics.py) — and, as the yardstick, from the same words
+    spoken by the same voice (so a high sung CER is the singing's, not the recogniser's or the words')."""
+    if asr is None:
+        return {}
+    ref = "".join(p.text for p in song.phrases)
+
+    def read(a: np.ndarray, r: int) -> tuple[str, float]:
+        hyp = asr.transcribe(resample(a, r, INPUT_RATE), "zh").text
+        return hyp, round(cer(ref.translate(SAME_SOUND), hyp.translate(SAME_SOUND)), 3)
+
+    hyp, sung = read(audio, rate)
+    spoken_text = "，".join(p.text for p in song.phrases) + "。"
+    _, spoken = read(stack.tts.synthesize(spoken_text, VoiceSettings(voice=voice), "zh"), stack.tts.sample_rate)
+    return {"heard": hyp, "cer": sung, "spoken_cer": spoken}
+
+
+def singing(stack: ModelStack, voice: str = "xiaonuan", asr=None, composed: tuple[tuple[str, str], ...] = ()) -> dict:
+    """Every song in the book (and ``composed``: (melody key, topic) — new words the LLM writes to a melody)."""
     singer = stack.singer
     rows = {}
-    for song in stack.songbook:
+    songs = list(stack.songbook)
+    for key, topic in composed:
+        from tingshuo.dialogue.songs import write_lyrics
+
+        tune = stack.songbook.songs[key]
+        songs.append(replace(tune.with_lyrics(write_lyrics(stack.llm, tune, topic, 0.7)), title=f"{tune.title}·{topic}"))
+    for song in songs:
         t = time.perf_counter()
         gen = singer.phrases(song, voice)
         first = next(gen)
@@ -80,7 +111,7 @@ def singing(stack: ModelStack, voice: str = "xiaonuan") -> dict:
                             "frames_within_50c": round(float(np.mean(shares)), 4),
                             "onset_err_ms_p50": round(float(np.median(errs)), 1),
                             "onset_err_ms_max": round(float(np.max(errs)), 1),
-                            "onsets_found": len(errs)}
+                            "onsets_found": len(errs), **_heard(stack, asr, song, audio, first.sample_rate, voice)}
     return rows
 
 
@@ -175,10 +206,24 @@ def check_bounds(res: dict) -> Bounds:
     return b
 
 
-def run(stack: ModelStack, out_dir: Path) -> dict:
+# new words the LLM writes to a melody from the book, sung and read back like the book's own songs
+COMPOSED = (("liangzhi-laohu", "加班"), ("xiao-xingxing", "我家的小猫"), ("shengri-kuaile", "同事升职"))
+
+
+def print_singing(sg: dict) -> None:
+    print(f"{'song':12s} {'audio s':>7s} {'render s':>8s} {'RTF':>5s} {'1st phrase s':>12s} {'notes in tune':>13s} "
+          f"{'frames ≤50c':>11s} {'onset err p50/max ms':>20s} {'sung CER':>8s} {'spoken CER':>10s}")
+    for title, r in sg.items():
+        print(f"{title:12s} {r['seconds']:7.1f} {r['render_s']:8.1f} {r['rtf']:5.2f} {r['first_phrase_s']:12.2f} "
+              f"{r['notes_in_tune']:>6d}/{r['notes']:<6d} {r['frames_within_50c']:11.1%} "
+              f"{r['onset_err_ms_p50']:>9.0f}/{r['onset_err_ms_max']:<9.0f} {r.get('cer', float('nan')):8.3f} {r.get('spoken_cer', float('nan')):10.3f}")
+
+
+def run(stack: ModelStack, out_dir: Path, asr=None) -> dict:
     enc = SpeakerEncoder()
     refs = references(stack, enc)
-    res = {"voices": voices(stack), "singing": singing(stack), "singing_male": singing(stack, "tangseng"),
+    res = {"voices": voices(stack), "singing": singing(stack, asr=asr, composed=COMPOSED),
+           "singing_male": singing(stack, "tangseng", asr=asr),
            "conversation": conversation(stack),
            "stories": stories(stack, enc, refs), "roles": roles(stack, enc, refs)}
     bounds = check_bounds(res)
@@ -186,12 +231,7 @@ def run(stack: ModelStack, out_dir: Path) -> dict:
     (out_dir / "perform.json").write_text(json.dumps(res, indent=2, ensure_ascii=False))
     v, sg, c = res["voices"], res["singing"], res["conversation"]
     print(f"voices: {len(v['keys'])} distinct timbres, same voice ≥ {v['self_min']:.2f}, different voices ≤ {v['cross_max']:.2f}")
-    print(f"{'song':8s} {'audio s':>7s} {'render s':>8s} {'RTF':>5s} {'1st phrase s':>12s} {'notes in tune':>13s} "
-          f"{'frames ≤50c':>11s} {'onset err p50/max ms':>20s}")
-    for title, r in sg.items():
-        print(f"{title:8s} {r['seconds']:7.1f} {r['render_s']:8.1f} {r['rtf']:5.2f} {r['first_phrase_s']:12.2f} "
-              f"{r['notes_in_tune']:>6d}/{r['notes']:<6d} {r['frames_within_50c']:11.1%} "
-              f"{r['onset_err_ms_p50']:>9.0f}/{r['onset_err_ms_max']:<9.0f}")
+    print_singing(sg)
     print(f"in a conversation: song request → first audio {c['song_first_audio_s']} s (the spoken introduction), "
           f"new words → first audio {c['adapted_first_audio_s']} s, story → first audio {c['story_first_audio_s']} s "
           f"({len(c['story_speakers'])} speakers, {len(c['story_voices'])} voices), role switch → first audio "
@@ -227,9 +267,19 @@ def run(stack: ModelStack, out_dir: Path) -> dict:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--singing", action="store_true", help="only the songs (in tune, sung-word CER), ~4 min")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    from tingshuo.asr import load_recognizer
     from tingshuo.config import load_settings
 
     # greedy decoding, as in the tests whose rules the bounds apply
-    run(ModelStack.load(load_settings({"llm.temperature": 0.0, "llm.seed": 0}), asr=False), args.out)
+    settings = load_settings({"llm.temperature": 0.0, "llm.seed": 0})
+    stack = ModelStack.load(settings, asr=False)
+    asr = load_recognizer(settings.asr, settings.cache_dir)  # reads the sung words back
+    if args.singing:
+        sg = singing(stack, asr=asr, composed=COMPOSED)
+        (args.out / "perform-singing.json").write_text(json.dumps(sg, indent=2, ensure_ascii=False))
+        print_singing(sg)
+    else:
+        run(stack, args.out, asr)
