@@ -124,7 +124,11 @@ def test_characters_no_preset_plays_are_written_for_the_call(stack):
                         "你扮演白雪公主跟我说说话吧", "Pretend to be a pirate captain and talk to me.",
                         "What did you do today?", "你扮演猪八戒跟我聊聊天吧"):
                 out[len(out)] = (ask, *await _turn(s, ask))
-            return out, dict(s.state.improvised)
+            improvised = dict(s.state.improvised)
+        async with Session(stack, speak=False, settings=settings) as s:
+            # a preset role: the 1.5B answered this turn with 孙悟空's reminder, whole, in parentheses (recorded)
+            out[len(out)] = ("你当孙悟空跟我说话", *await _turn(s, "你当孙悟空跟我说话"))
+        return out, improvised
 
     out, improvised = run(go())
     changed = {i: [e for e in ev if e.type == "persona.changed"] for i, (_, _, ev) in out.items()}
@@ -148,3 +152,15 @@ def test_characters_no_preset_plays_are_written_for_the_call(stack):
         assert not re.search(r"[（(\[【]", reply), (ask, reply)
         assert not re.search(r"口吻|自己的话直接回答|in character|Answer as", reply), (ask, reply)
         assert ask.rstrip("。.!") not in reply, (ask, reply)
+
+
+def test_a_long_reminder_recited_whole_is_taken_out():
+    """孙悟空's reminder (~110 characters) came back whole as the reply to the turn entering the role (recorded);
+    a parenthetical is held as long as the longest note, so it is judged whole."""
+    from tingshuo.dialogue.persona import get_persona
+
+    wukong = get_persona("wukong").reminder
+    echo = ("（你当孙悟空跟我说话，用孙悟空的口吻回答：自称“俺老孙”，叫对方“你这小娃娃”或“施主”，豪爽直率，爱吹牛又讲义气，"
+            "说话又快又俏皮；可以说“俺老孙来也！”、“吃俺老孙一棒！”。）俺老孙来也！")
+    e = NoteEchoes([wukong])
+    assert "".join(e.feed(echo[i:i + 5]) for i in range(0, len(echo), 5)) + e.flush() == "俺老孙来也！"

@@ -159,15 +159,16 @@ def persona_from_card(name: str, card: Card | None, lang: str) -> Persona:
     else:
         desc = f"the user's {who}" if owned else f"the character the user asked you to play: {who}"
     if card is None:
-        return Persona(key=KEY_PREFIX + who, name=who, description=desc, voice=None, language=lang, greeting="",
-                       improvised=True)
+        return Persona(key=KEY_PREFIX + who, name=who, description=desc, voice=None, language=lang,
+                       greeting=f"好，我是{who}。" if lang == "zh" else f"All right, I'm {who}.", improvised=True)
     if lang == "zh":
         style = f"自称“{card.self_name}”，称呼对方“{card.address}”，{card.manner}"
     else:
         style = f"call yourself {card.self_name} and the user {card.address}; {card.manner}"
     return Persona(key=KEY_PREFIX + who, name=who, description=desc, speaking_style=style, voice=cast_voice(card),
                    default_emotion=_STYLE[card.sound], catchphrases=(card.catchphrase,), language=lang,
-                   greeting="", female=card.female, improvised=True)
+                   greeting=f"{card.self_name}来啦！{card.catchphrase}" if lang == "zh" else card.catchphrase,
+                   female=card.female, improvised=True)
 
 
 def prepare(llm: ChatModel, name: str, lang: str) -> Card | None:

@@ -121,7 +121,9 @@ class NoteEchoes:
 
     def __init__(self, notes: Iterable[str | None], limit: int = 80) -> None:
         self.notes = [n for n in notes if n]
-        self.limit = limit
+        # held up to the longest note's length and more: 孙悟空's reminder (~110 characters) came back whole, and a
+        # shorter limit let it through
+        self.limit = max([limit, *(len(n) + 40 for n in self.notes)])
         self.held: str | None = None
         self.dropped: list[str] = []
 

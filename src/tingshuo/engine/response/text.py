@@ -210,6 +210,10 @@ class TextStage:
             log.info("a note recited in the reply was taken out: %s", shown(" ".join(echoes.dropped)[:120]))
         if rest and not blocked:
             await self.text(rest)
+        if echoes.dropped and not blocked and not "".join(self.words.generated).strip() and self.voices.persona.greeting:
+            # the reply was nothing but the recited note (孙悟空's reminder, on the turn entering the role): the
+            # persona's greeting rather than silence
+            await self.text(self.voices.persona.greeting)
         await self.put(self.splitter.flush())
         if r.model_answer and not blocked:
             await self.text(" Listen, and say it with me: " + r.model_answer.rstrip(".!?") + ".")
