@@ -45,8 +45,8 @@ _QUOTED = re.compile(r"[\"“]([A-Za-z][^\"”]{3,}?)[\"”]|:\s*([A-Z][A-Za-z ,
 # prompt it cost nothing, but the 1.5B then recited it as a reply in role-play. It carries no example story: with
 # one (a lost rabbit and an elephant) the 1.5B told that story, renamed, for 11 of 12 dev requests ("小狐狸和月亮"
 # began "从前，小狐狸在森林里迷了路。我好害怕呀！"); described instead, none copied it. An example *name* leaks too
-# ("比如[狐狸]": a fox spoke in 5 of 12 stories about other animals), so none is given: two characters spoke in 6
-# of 12 (docs/personas.md). A "[狐狸]说：“…”" line is read as the fox's words (speech.SpokenQuotes).
+# ("比如[狐狸]": a fox spoke in 5 of 12 stories about other animals), so none is given: two characters talked in 11
+# of 24 (docs/personas.md). A "[狐狸]说：“…”" line is read as the fox's words (speech.SpokenQuotes).
 _STORY_NOTE = {
     "zh": ("用户想听故事。按用户要的内容讲一个六到十句的小故事，故事里至少有两个角色互相对话。每一句前面标出是谁在说：叙述写[旁白]；"
            "角色开口说的话，前面用方括号写上这个角色在故事里的名字，后面只写他说出口的那句话，不写“说”，不加引号，"
