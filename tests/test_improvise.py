@@ -164,3 +164,10 @@ def test_a_long_reminder_recited_whole_is_taken_out():
             "说话又快又俏皮；可以说“俺老孙来也！”、“吃俺老孙一棒！”。）俺老孙来也！")
     e = NoteEchoes([wukong])
     assert "".join(e.feed(echo[i:i + 5]) for i in range(0, len(echo), 5)) + e.flush() == "俺老孙来也！"
+
+
+def test_a_parenthetical_echoing_the_users_request_is_taken_out():
+    """Recorded in a 孙悟空 role at temperature 0.6: "（你当孙悟空跟我说话）太好了！…" two turns after that request."""
+    e = NoteEchoes(["过年回家，亲戚问我一个月挣多少钱。", "你当孙悟空跟我说话"])
+    out = e.feed("（你当孙悟空跟我说话）太好了！俺老孙来也！（笑）") + e.flush()
+    assert out == "太好了！俺老孙来也！（笑）"

@@ -114,7 +114,7 @@ _SCRIPT_NAME = re.compile(r"^[ \t]*([^\s\[\]【】：:，,。.！!？?“”\"'�
 
 class NoteEchoes:
     """Takes out of a streamed reply a parenthetical that recites a note the model was given after the user's words
-    (a role's per-turn reminder, the policy's note). The 1.5B opened replies with them: "（猪八戒用猪八戒的口吻回答：）
+    (a role's per-turn reminder, the policy's note) or the user's own recent words (the engine passes both). The 1.5B opened replies with them: "（猪八戒用猪八戒的口吻回答：）
     你一个月挣多少钱？", "(Stay in character as Joe: speak simple, clear English; …)"; kept in the history, the
     next replies copied them even after the role ended. Other parentheticals pass unchanged (held only until they
     close, or ``limit`` characters). Why not drop every parenthetical: "（刘慈欣写的）" is content."""
