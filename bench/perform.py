@@ -38,6 +38,7 @@ from textmetrics import SAME_SOUND, cer  # noqa: E402
 
 from tingshuo.audio.io import INPUT_RATE, resample  # noqa: E402
 from tingshuo.audio.speaker import SpeakerEncoder  # noqa: E402
+from tingshuo.dialogue.songs import write_lyrics  # noqa: E402
 from tingshuo.engine import ModelStack, Session  # noqa: E402
 from tingshuo.tts import VOICES, VoiceSettings  # noqa: E402
 from tingshuo.tts.singing import measure_sung  # noqa: E402
@@ -86,8 +87,6 @@ def singing(stack: ModelStack, voice: str = "xiaonuan", asr=None, composed: tupl
     rows = {}
     songs = list(stack.songbook)
     for key, topic in composed:
-        from tingshuo.dialogue.songs import write_lyrics
-
         tune = stack.songbook.songs[key]
         songs.append(replace(tune.with_lyrics(write_lyrics(stack.llm, tune, topic, 0.7)), title=f"{tune.title}·{topic}"))
     for song in songs:

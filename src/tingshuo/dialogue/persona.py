@@ -52,47 +52,45 @@ class Persona:
         if self.improvised:
             return role_preamble(self.language) + self._character_lines()
         if self.language == "en":
-            lines = [f"You are {self.name}, {self.description}, talking with the user by voice."]
-            if self.speaking_style:
-                lines.append(f"Your style: {self.speaking_style}.")
-            if self.catchphrases:
-                lines.append("You often say: " + " / ".join(self.catchphrases) + ".")
+            lines = [f"You are {self.name}, {self.description}, talking with the user by voice.", *self._manner()]
             lines.append("Keep replies short and spoken: one to three sentences, no lists, no markdown, no emoji.")
             lines.append(SAFETY_LINE["en"])
         else:
-            lines = [f"你现在是{self.name}，{self.description}，正在和用户语音聊天。"]
-            if self.speaking_style:
-                lines.append(f"说话风格：{self.speaking_style}。")
-            if self.catchphrases:
-                lines.append("常说的话：" + "、".join(f"“{c}”" for c in self.catchphrases) + "。")
+            lines = [f"你现在是{self.name}，{self.description}，正在和用户语音聊天。", *self._manner()]
             lines.append(f"始终以{self.name}的身份和口吻说话，不要说自己是AI或语音助手。")
             lines.append(_FORMAT)
             lines.append("用户用什么语言说话，你就用什么语言回答。")
             lines.append(_TAGS)
             lines.append(SAFETY_LINE["zh"])
-        if self.example:
-            u, a = self.example
-            lines.append(f"例如用户说“{u}”，你说“{a}”" if self.language != "en" else f'For example, user: "{u}" you: "{a}"')
+        lines += self._example()
         return "".join(lines) if self.language != "en" else " ".join(lines)
 
     def _character_lines(self) -> str:
+        """An improvised role's own lines, after the shared preamble: who, the manner, the example."""
         if self.language == "en":
-            lines = [f"You are {self.name}, {self.description}."]
+            return " ".join([f"You are {self.name}, {self.description}.", *self._manner(), *self._example()])
+        return "".join([f"你现在是{self.name}，{self.description}。", *self._manner(), *self._example()])
+
+    def _manner(self) -> list[str]:
+        """The speaking style and the catchphrases, as lines of a system prompt."""
+        lines = []
+        if self.language == "en":
             if self.speaking_style:
                 lines.append(f"Your style: {self.speaking_style}.")
             if self.catchphrases:
-                lines.append("You often say: " + " / ".join(self.catchphrases))
-            if self.example:
-                lines.append(f'For example, user: "{self.example[0]}" you: "{self.example[1]}"')
-            return " ".join(lines)
-        lines = [f"你现在是{self.name}，{self.description}。"]
+                lines.append("You often say: " + " / ".join(self.catchphrases) + ".")
+            return lines
         if self.speaking_style:
             lines.append(f"说话风格：{self.speaking_style}。")
         if self.catchphrases:
             lines.append("常说的话：" + "、".join(f"“{c}”" for c in self.catchphrases) + "。")
-        if self.example:
-            lines.append(f"例如用户说“{self.example[0]}”，你说“{self.example[1]}”")
-        return "".join(lines)
+        return lines
+
+    def _example(self) -> list[str]:
+        if not self.example:
+            return []
+        u, a = self.example
+        return [f"例如用户说“{u}”，你说“{a}”" if self.language != "en" else f'For example, user: "{u}" you: "{a}"']
 
     @property
     def reminder(self) -> str | None:

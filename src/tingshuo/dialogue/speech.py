@@ -8,7 +8,6 @@ short so the first audio comes early.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterable
 from difflib import SequenceMatcher

@@ -29,7 +29,6 @@ from tingshuo.audio.vad import NO_SPEECH_MESSAGE, has_speech
 from tingshuo.config import Settings
 from tingshuo.dialogue.emotion import EmotionTrack
 from tingshuo.dialogue.memory import Conversation, new_item_id
-from tingshuo.dialogue.improvise import KEY_PREFIX
 from tingshuo.dialogue.persona import Persona, get_persona
 from tingshuo.dialogue.policy import ReplyPlan
 from tingshuo.dialogue.voice import VoiceState
@@ -217,7 +216,7 @@ class Session:
         """
         if isinstance(key, Persona):
             p = key
-            if p.key.startswith(KEY_PREFIX):
+            if p.improvised:
                 self.state.improvised[p.key] = p
         else:
             p = self.state.find_persona(key or self.settings.dialogue.persona)
