@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
@@ -40,11 +40,13 @@ class ChatModel(Protocol):
     caps: Capabilities
 
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "",
-               stop: threading.Event | None = None) -> Iterator[str]:
+               stop: threading.Event | None = None, avoid: Sequence[str] = ()) -> Iterator[str]:
         """Blocking iterator of text deltas. Closing it early (``.close()``) must stop the generation.
         ``prefix``: the reply's first words, already said; the model continues after them where it can.
         ``stop``: once set, the iterator ends soon, even from inside a blocking wait for the next delta (a remote
-        endpoint that stalls would otherwise hold the caller's thread until its read timeout)."""
+        endpoint that stalls would otherwise hold the caller's thread until its read timeout).
+        ``avoid``: texts the reply should not copy long runs from (its previous replies); a backend without
+        token-level control may ignore it."""
 
     def count_tokens(self, text: str) -> int:
         """Prompt-size estimate used to keep the history inside the context window."""

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from tingshuo.config import LlmConfig
 from tingshuo.llm.base import Capabilities, LlmError, Message, emotion_question
+from tingshuo.llm.ngrams import NoCopy
 from tingshuo.llm.prompt_state import PromptStates, model_fingerprint
 
 # Tokens that close a sentence. P(one of them next | the user's words so far) is the model's own judgement of
 # whether the utterance is complete: ~0.7–0.9 after "你能给我讲个故事吗", < 0.01 after "帮我订一张明天去北京的".
+# The shortest run a reply may not copy from its previous replies or its prompt's example answer (ngrams.py).
+NO_COPY_TOKENS = 5
 _SENTENCE_END = ["。", "？", "！", ".", "?", "!", "?\n", "。\n", "！\n", "~", "～", "<|im_end|>"]
 
 
@@ -349,16 +352,24 @@ class LlamaCppChat:
         return out["choices"][0]["text"]  # type: ignore[index]
 
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "",
-               stop: threading.Event | None = None) -> Iterator[str]:
+               stop: threading.Event | None = None, avoid: Sequence[str] = ()) -> Iterator[str]:
         """``prefix``: the start of the reply, already said (not yielded again); the model continues it.
-        ``stop`` is looked at between tokens (the prefill itself runs to its end)."""
+        ``stop`` is looked at between tokens (the prefill itself runs to its end). ``avoid``: texts the reply
+        may not copy runs of :data:`NO_COPY_TOKENS` tokens from (:mod:`tingshuo.llm.ngrams`)."""
         with self._lock:
             tokens = self._tokenize(self._prompt(messages) + prefix)
             if len(tokens) + max_tokens > self.cfg.n_ctx:
                 raise LlmError(f"the prompt ({len(tokens)} tokens) does not fit the context window "
                                f"({self.cfg.n_ctx}); lower dialogue.history_tokens or raise llm.n_ctx")
+            processors = None
+            sources = [self._tokenize(a) for a in avoid if a and a.strip()]
+            if sources:
+                from llama_cpp import LogitsProcessorList
+
+                processors = LogitsProcessorList([NoCopy(sources, NO_COPY_TOKENS, len(tokens))])
             try:
                 chunks = self.llm.create_completion(
+                    logits_processor=processors,
                     prompt=tokens,
                     stream=True,
                     max_tokens=max_tokens,

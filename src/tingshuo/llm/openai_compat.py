@@ -16,7 +16,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import httpx
@@ -184,8 +184,9 @@ class OpenAICompatChat:
         raise AssertionError("unreachable")
 
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float, prefix: str = "",
-               stop: threading.Event | None = None) -> Iterator[str]:
-        """``prefix`` (the reply's start, already said) cannot be pre-filled through every server's chat API;
+               stop: threading.Event | None = None, avoid: Sequence[str] = ()) -> Iterator[str]:
+        """``avoid`` is not used: a chat API takes no logits processor (the bigger models it serves copy less).
+        ``prefix`` (the reply's start, already said) cannot be pre-filled through every server's chat API;
         the caller's note says how the reply begins instead. Once ``stop`` is set the stream ends quietly, also
         when the server has stalled (its read would otherwise wait ``timeout_s``)."""
         body = {

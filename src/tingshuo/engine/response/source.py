@@ -98,6 +98,17 @@ class LlmSource:
         self.loop.call_soon_threadsafe(r.emit, done)
         return results_note(r.search.query, results, r.lang, failure), source_lead(results, r.lang)
 
+    def avoid(self) -> list[str]:
+        """What this reply must not copy long runs of: the last two replies in its messages and the persona's
+        example answer (the 1.5B answered five different lines with its previous reply or the example, a word
+        changed; docs/personas.md). A song's lyrics, a story and a greeting are in the history like any reply."""
+        r = self.r
+        said = [m["content"] for m in r.messages if m["role"] == "assistant"][-2:]
+        who = r.persona
+        if who is not None and who.example:
+            said.append(who.example[1])
+        return said
+
     def produce(self) -> None:
         """Push deltas to the loop until done or stopped."""
         r, deltas, stop = self.r, self.deltas, self.stop
@@ -132,7 +143,7 @@ class LlmSource:
             if lead:
                 deltas.put_threadsafe(lead)
         gen = llm.stream(msgs, max_tokens=r.max_tokens or self.cfg.llm.max_tokens, temperature=self.cfg.llm.temperature,
-                         stop=stop.event, **({"prefix": lead} if lead else {}))
+                         stop=stop.event, avoid=self.avoid(), **({"prefix": lead} if lead else {}))
         try:
             for d in gen:
                 if stop.is_set():
