@@ -100,11 +100,14 @@ def test_speaker_tags_and_script_lines_are_parsed_from_a_stream():
 
 def test_a_quoted_line_after_a_characters_tag_is_said_as_their_words():
     """"[小兔子]说：“我们来捉迷藏吧！”" (written so in 3–5 of 12 dev stories) is the rabbit saying the words; text
-    after a tag that is not a lead-in passes as it came; narration keeps its quotes."""
+    after a tag that is not a lead-in passes as it came. A quote led into by narration ("[旁白]小猫说：“…”", how the
+    1.5B wrote the dialogue of 5 of 5 dev stories asked of the storyteller) is the words of the sentence's subject,
+    not of the one spoken to ("对小兔子说"); a quote with no subject to give it to stays narration."""
     from tingshuo.dialogue.speech import SpokenQuotes
 
     story = ("[旁白]一天，小兔子和小松鼠去森林里玩。[小兔子]说：“我们来捉迷藏吧！”[小松鼠]也同意了。"
-             "[旁白]小猫说：“你看起来很累。”[刺猬]回答说：“是的，我怕黑。”[狐狸]：“走吧”[狼]我来了")
+             "[旁白]小猫说：“你看起来很累。”[刺猬]回答说：“是的，我怕黑。”[狐狸]：“走吧”[狼]我来了"
+             "[旁白]乌龟看着小兔子，笑了起来，然后对小兔子说：“我也觉得很美。”后来呢，“真好”：“嗯”")
     for step in (1, 2, 3, 7):
         tags, quotes, out = StyleTags(speakers=True), SpokenQuotes(), []
         for i in range(0, len(story), step):
@@ -117,7 +120,9 @@ def test_a_quoted_line_after_a_characters_tag_is_said_as_their_words():
             elif text:
                 lines[-1] = (lines[-1][0], lines[-1][1] + text)
         assert lines == [("旁白", "一天，小兔子和小松鼠去森林里玩。"), ("小兔子", "我们来捉迷藏吧！"), ("小松鼠", "也同意了。"),
-                         ("旁白", "小猫说：“你看起来很累。”"), ("刺猬", "是的，我怕黑。"), ("狐狸", "走吧"), ("狼", "我来了")], step
+                         ("旁白", "小猫说："), ("小猫", "你看起来很累。"), ("旁白", ""), ("刺猬", "是的，我怕黑。"),
+                         ("狐狸", "走吧"), ("狼", "我来了"), ("旁白", "乌龟看着小兔子，笑了起来，然后对小兔子说："),
+                         ("乌龟", "我也觉得很美。"), ("旁白", "后来呢，“真好”：“嗯”")], step
 
 
 _LINE = r"\[[^\]]+\]\s?[A-Za-z\u4e00-\u9fff][^\[\];；，,]{3,}[。！？!?.]"  # a tag, then a sentence of words
