@@ -84,6 +84,11 @@ def play_role(stack, role: str) -> dict:
     return run(go())
 
 
+def _shares_run(a: str, b: str, n: int) -> bool:
+    """Whether ``b`` repeats ``n`` characters in a row of ``a``, as written (the measure of the dev figures)."""
+    return any(a[i:i + n] in b for i in range(len(a) - n + 1))
+
+
 def role_failures(role: str, played: dict, speaker_encoder, voice_references, rate: int) -> list:
     """Every way the role was not kept (empty: kept), by the judging rule at the top of this file."""
     _, _, markers = ROLES[role]
@@ -109,6 +114,11 @@ def role_failures(role: str, played: dict, speaker_encoder, voice_references, ra
             wrong.append(("fewer than 4 of 5 replies in English", report))
     elif len([r for _, r, _ in log if re.search(markers, r)]) < 3:
         wrong.append(("fewer than 3 of 5 replies in manner", report))
+    # a role answers each line, not the one before: before the no-copy block (llm/ngrams.py) 16 of 20 dev replies
+    # in the presets repeated 8 characters of the reply before, 1 of 20 with it
+    copied = [(a, b) for (_, a, _), (_, b, _) in zip(log, log[1:]) if _shares_run(a, b, 8)]
+    if len(copied) > 1:
+        wrong.append(("more than one reply copies the reply before", copied))
     if not played["back"] or played["back"][0] != "companion":
         wrong.append(("not left", played["back"]))
     if _closest(speaker_encoder, voice_references, played["after_audio"], rate) != "xiaonuan":

@@ -224,6 +224,7 @@ class SpokenQuotes:
         self.narrator: str | None = None  # the narrator's tag while narration runs
         self.sentence = ""  # the narration's current sentence, up to here (who is its subject)
         self.lent: str | None = None  # a quote in narration given to this character: the narrator's tag after it
+        self.fresh = False  # right after a speaker's tag
 
     def feed(self, pieces: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
         out: list[tuple[str, str | None]] = []
@@ -235,8 +236,15 @@ class SpokenQuotes:
                 self.narrator = tag if tag.startswith("@") and tag[1:] in self.NARRATORS else None
                 if tag.startswith("@") and tag[1:] not in self.NARRATORS:
                     self.held = ""
+                self.fresh = tag.startswith("@")
                 continue
             for ch in text:
+                if self.fresh:
+                    # "[旁白]：小猫说…", "[小猫]：我饿了": a script's colon after the speaker's tag is not said or shown
+                    # (it stood at the start of a story's lines in the transcript: "散步。：小猫说：…")
+                    if ch in "：: ":
+                        continue
+                    self.fresh = False
                 if self.held is not None:
                     self.held += ch
                     if self._LEAD.match(self.held):
