@@ -31,3 +31,16 @@ def test_several_sources_and_bad_n():
     assert nc.blocked([1, 2]) == {3, 4}
     with pytest.raises(ValueError):
         NoCopy([[1, 2]], n=1, start=0)
+
+
+def test_a_blocked_copy_in_chinese_is_not_replaced_by_english():
+    # ids 0-4 "Chinese", 5-6 "Latin": blocking the copy 1 2 → 3 also masks the Latin tokens for that step only
+    latin = (np.array([5, 6], dtype=np.intc), frozenset({5, 6}))
+    nc = NoCopy([[1, 2, 3]], n=3, start=0, latin=latin)
+    out = nc(np.array([1, 2], dtype=np.intc), np.zeros(8, dtype=np.float32))
+    assert np.isinf(out[[3, 5, 6]]).all() and np.isfinite(out[[0, 1, 2, 4, 7]]).all()
+    assert np.isfinite(nc(np.array([2, 1], dtype=np.intc), np.zeros(8, dtype=np.float32))).all()
+    # a copy in English blocked: English stays free
+    nc = NoCopy([[1, 2, 5]], n=3, start=0, latin=latin)
+    out = nc(np.array([1, 2], dtype=np.intc), np.zeros(8, dtype=np.float32))
+    assert np.isinf(out[5]) and np.isfinite(out[6])

@@ -14,6 +14,7 @@ reply then continues from.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from tingshuo.llm.prompt_state import PromptStates, model_fingerprint
 
 # Tokens that close a sentence. P(one of them next | the user's words so far) is the model's own judgement of
 # whether the utterance is complete: ~0.7–0.9 after "你能给我讲个故事吗", < 0.01 after "帮我订一张明天去北京的".
+_LATIN = re.compile(rb"[A-Za-z]")
 # The shortest run a reply may not copy from its previous replies or its prompt's example answer (ngrams.py).
 NO_COPY_TOKENS = 5
 _SENTENCE_END = ["。", "？", "！", ".", "?", "!", "?\n", "。\n", "！\n", "~", "～", "<|im_end|>"]
@@ -96,6 +98,7 @@ class LlamaCppChat:
         self._stem: list[int] | None = None  # the tokens prepare() evaluated ahead on the fixed prompt's state
         path = gguf_path(cfg, cache_dir)
         self.name = f"llama-cpp:{path.name}"
+        self._latin_ids: tuple[np.ndarray, frozenset[int]] | None = None
         self.llm = Llama(
             model_path=str(path),
             n_ctx=cfg.n_ctx,
@@ -129,6 +132,13 @@ class LlamaCppChat:
             root = cfg.prompt_state_dir or (cache_dir or default_cache_dir()) / "prompt-state"
             identity = {"model": model_fingerprint(path), "llama_cpp": llama_cpp.__version__, "n_ctx": cfg.n_ctx}
             self._states = PromptStates(Path(root).expanduser(), identity, cfg.prompt_state_mb << 20)
+
+    def _latin(self) -> tuple[np.ndarray, frozenset[int]]:
+        """The vocabulary's tokens that hold Latin letters (ngrams.NoCopy), listed once (~0.35 s for Qwen's 152k)."""
+        if self._latin_ids is None:
+            ids = [i for i in range(self.llm.n_vocab()) if _LATIN.search(self.llm.detokenize([i]))]
+            self._latin_ids = (np.array(ids, dtype=np.intc), frozenset(ids))
+        return self._latin_ids
 
     def _tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
@@ -366,7 +376,7 @@ class LlamaCppChat:
             if sources:
                 from llama_cpp import LogitsProcessorList
 
-                processors = LogitsProcessorList([NoCopy(sources, NO_COPY_TOKENS, len(tokens))])
+                processors = LogitsProcessorList([NoCopy(sources, NO_COPY_TOKENS, len(tokens), self._latin())])
             try:
                 chunks = self.llm.create_completion(
                     logits_processor=processors,

@@ -21,10 +21,14 @@ class NoCopy:
     ``sources`` (token lists) is masked. Looks only at the tokens generated after ``start`` (the prompt may hold
     the sources themselves)."""
 
-    def __init__(self, sources: Iterable[Sequence[int]], n: int, start: int) -> None:
+    def __init__(self, sources: Iterable[Sequence[int]], n: int, start: int,
+                 latin: "tuple[np.ndarray, frozenset[int]] | None" = None) -> None:
+        """``latin``: the vocabulary's tokens with Latin letters (as an index array and a set). Where a copy in
+        another script is blocked they are masked for that step too: the 1.5B, kept from copying "十万八千里" and
+        "够买", wrote "十万 eight千里" and "够 buy" — the same word in English is the next likeliest token."""
         if n < 2:
             raise ValueError("n must be at least 2")
-        self.n, self.start = n, start
+        self.n, self.start, self.latin = n, start, latin
         self.banned: dict[tuple[int, ...], set[int]] = {}
         for toks in sources:
             for i in range(len(toks) - n + 1):
@@ -40,4 +44,6 @@ class NoCopy:
         ban = self.blocked(input_ids[self.start:])
         if ban:
             scores[list(ban)] = -np.inf
+            if self.latin is not None and not ban & self.latin[1]:
+                scores[self.latin[0]] = -np.inf
         return scores
