@@ -101,8 +101,11 @@ class LlmSource:
     def avoid(self) -> list[str]:
         """What this reply must not copy long runs of: the last two replies in its messages and the persona's
         example answer (the 1.5B answered five different lines with its previous reply or the example, a word
-        changed; docs/personas.md). A song's lyrics, a story and a greeting are in the history like any reply."""
+        changed; docs/personas.md). Only in a role, where that was measured: out of one, "再说一遍" must be able
+        to get the same words again (in a role it gets them said differently), and a story is left to its note."""
         r = self.r
+        if r.persona is None or r.persona.key == self.cfg.dialogue.persona or r.story:
+            return []
         said = [m["content"] for m in r.messages if m["role"] == "assistant"][-2:]
         who = r.persona
         if who is not None and who.example:
