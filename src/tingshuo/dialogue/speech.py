@@ -218,7 +218,10 @@ class SpokenQuotes:
     _COULD = re.compile(r"^[\s笑着大声小高兴生气难过害怕地说道问喊叫回答：:，,]*$")
     NARRATORS = ("旁白", "Narrator", "narrator", "叙述")
 
-    def __init__(self) -> None:
+    def __init__(self, notes: Iterable[str] = ()) -> None:
+        """``notes``: the instructions the story was written under; a speaker's tag made of their words names no
+        character (the 1.5B tagged narration "[叙述写]", from the note's "叙述写[旁白]"): it is the narrator."""
+        self.notes = tuple(n for n in notes if n)
         self.held: str | None = None  # text after a character's tag, undecided
         self.quoted = False  # inside a quote whose opening mark was taken out: its closing mark goes too
         self.narrator: str | None = None  # the narrator's tag while narration runs
@@ -232,6 +235,9 @@ class SpokenQuotes:
             if tag is not None:
                 out.extend(self._release())
                 self.quoted, self.lent, self.sentence = False, None, ""
+                name = tag[1:] if tag.startswith("@") else ""
+                if len(name) >= 2 and name not in self.NARRATORS and any(name in n for n in self.notes):
+                    tag = "@" + ("Narrator" if name.isascii() else "旁白")
                 out.append((text, tag))
                 self.narrator = tag if tag.startswith("@") and tag[1:] in self.NARRATORS else None
                 if tag.startswith("@") and tag[1:] not in self.NARRATORS:
