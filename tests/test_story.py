@@ -134,9 +134,9 @@ _LINE = r"\[[^\]]+\]\s?[A-Za-z\u4e00-\u9fff][^\[\];；，,]{3,}[。！？!?.]"  
 def test_the_story_note_carries_no_story_to_copy():
     """With an example story in the note the 1.5B told it, renamed, for 11 of 12 dev requests: neither the note
     nor the storyteller's own example may hold one (a story's lines: a speaker's tag followed by words)."""
-    from tingshuo.engine.understand import STORY_NOTE
+    from tingshuo.engine.understand import _STORY_NOTE
 
-    for note in STORY_NOTE.values():
+    for note in _STORY_NOTE.values():
         assert not re.search(_LINE, note), note
     example = get_persona("storyteller").example
     assert example and not re.search(_LINE, example[1].replace("[讲故事]", "")), example

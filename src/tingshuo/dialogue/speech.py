@@ -291,9 +291,9 @@ def _speaker(sentence: str) -> str | None:
     """Who speaks the quote a narrated sentence leads into ("兔子生气地说：", "乌龟看着小兔子，然后对小兔子说："):
     the subject — a noun before any verb of its clause, not after a preposition (对/向/跟… mark the listener) — of
     the clause before the colon, or else of the nearest clause before it in the sentence that has one ("看到那朵
-    花" has an object, not a subject). None when no clause has one (then the quote stays narration). The 1.5B writes a story's dialogue so, inside [旁白] lines, for most requests to the storyteller
-    (dev: 5 of 5 stories had no tagged character), and the story was one voice.
-    jieba's part-of-speech tags: the TTS front end already loads it."""
+    花" has an object, not a subject). None when no clause has one (then the quote stays narration). The 1.5B
+    writes a story's dialogue so, inside [旁白] lines, for most requests to the storyteller (dev: 5 of 5 stories had
+    no tagged character), and the story was one voice. jieba's part-of-speech tags: the TTS front end loads it."""
     import jieba.posseg as psg
 
     for clause in reversed(re.split(r"[，,；;]", sentence.rstrip().rstrip("：:"))):

@@ -47,7 +47,7 @@ _QUOTED = re.compile(r"[\"“]([A-Za-z][^\"”]{3,}?)[\"”]|:\s*([A-Z][A-Za-z ,
 # began "从前，小狐狸在森林里迷了路。我好害怕呀！"); described instead, none copied it. An example *name* leaks too
 # ("比如[狐狸]": a fox spoke in 5 of 12 stories about other animals), so none is given: two characters talked in 11
 # of 24 (docs/personas.md). A "[狐狸]说：“…”" line is read as the fox's words (speech.SpokenQuotes).
-STORY_NOTE = {
+_STORY_NOTE = {
     "zh": ("用户想听故事。按用户要的内容讲一个六到十句的小故事，故事里至少有两个角色互相对话。每一句前面标出是谁在说：叙述写[旁白]；"
            "角色开口说的话，前面用方括号写上这个角色在故事里的名字，后面只写他说出口的那句话，不写“说”，不加引号，"
            "动作和描写都写在[旁白]后面。"),
@@ -323,7 +323,7 @@ class Understander:
         if song is not None and song.song is None:
             notes.append(unknown_song_note(song.title, self.ctx.stack.songbook, lang))
         if story:
-            notes.append(STORY_NOTE.get(lang, STORY_NOTE["en"]))
+            notes.append(_STORY_NOTE.get(lang, _STORY_NOTE["en"]))
         if len(notes) > (1 if u.plan.note else 0):
             u = replace(u, plan=replace(u.plan, note="\n".join(notes)))
         return u

@@ -26,11 +26,11 @@ from tingshuo.llm.base import Capabilities, LlmError, Message, emotion_question
 from tingshuo.llm.ngrams import NoCopy
 from tingshuo.llm.prompt_state import PromptStates, model_fingerprint
 
-# Tokens that close a sentence. P(one of them next | the user's words so far) is the model's own judgement of
-# whether the utterance is complete: ~0.7–0.9 after "你能给我讲个故事吗", < 0.01 after "帮我订一张明天去北京的".
 _LATIN = re.compile(rb"[A-Za-z]")
 # The shortest run a reply may not copy from its previous replies or its prompt's example answer (ngrams.py).
 NO_COPY_TOKENS = 5
+# Tokens that close a sentence. P(one of them next | the user's words so far) is the model's own judgement of
+# whether the utterance is complete: ~0.7–0.9 after "你能给我讲个故事吗", < 0.01 after "帮我订一张明天去北京的".
 _SENTENCE_END = ["。", "？", "！", ".", "?", "!", "?\n", "。\n", "！\n", "~", "～", "<|im_end|>"]
 
 

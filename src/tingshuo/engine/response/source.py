@@ -107,10 +107,7 @@ class LlmSource:
         if r.persona is None or r.persona.key == self.cfg.dialogue.persona or r.story:
             return []
         said = [m["content"] for m in r.messages if m["role"] == "assistant"][-2:]
-        who = r.persona
-        if who is not None and who.example:
-            said.append(who.example[1])
-        return said
+        return [*said, r.persona.example[1]] if r.persona.example else said
 
     def produce(self) -> None:
         """Push deltas to the loop until done or stopped."""

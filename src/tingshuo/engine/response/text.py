@@ -26,7 +26,6 @@ from tingshuo.engine.response.model import Clause, ReplyWords, Response, Stop
 from tingshuo.engine.response.source import END, STARTED, ReplyDeltas
 from tingshuo.engine.response.voices import ReplyVoices
 from tingshuo.engine.state import DialogueState
-from tingshuo.engine.understand import STORY_NOTE
 from tingshuo.llm.base import LlmError
 from tingshuo.store.privacy import shown
 
@@ -170,7 +169,8 @@ class TextStage:
         said = [t for who, t in self.state.recent(6) if who == "user"][-3:]
         echoes = NoteEchoes(dict.fromkeys([self.voices.persona.reminder, r.plan.note, r.user_text, *said]))
         script = ScriptLines() if r.story else None  # "小猫：我饿了" lines, as some models write stories
-        quotes = SpokenQuotes(STORY_NOTE.values()) if r.story else None  # "[狐狸]说：“走吧。”": the fox says 走吧。
+        # "[狐狸]说：“走吧。”": the fox says 走吧。 The plan's note holds the story note (a tag of its words is no one)
+        quotes = SpokenQuotes([r.plan.note]) if r.story else None
         started = got_first = False
         while True:
             # a backend that stops answering (a remote endpoint that hangs, a wedged worker) is a failure the
