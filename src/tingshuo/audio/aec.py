@@ -10,7 +10,7 @@ every reply while it re-estimated the delay.) ERLE ~19–24 dB, ~0.1 ms per 10 m
 AEC3 starts conservative and switches to its adaptive filter after ~1.5 s of far-end speech; around the switch it
 passed echo through unchanged for ~0.4 s in our room simulation. ``ready`` turns true once the far end has been
 active for ``WARMUP_S`` and the canceller has removed ≥ 10 dB (median) over the last half second of it (or after
-``GIVE_UP_S`` regardless); until
+``GIVE_UP_S`` regardless; after ``NO_ECHO_S`` when the far end does not reach the microphone at all); until
 then the session does not treat speech over its own playback as barge-in (a call's greeting covers this).
 """
 
@@ -25,6 +25,15 @@ RATE = 16000
 BLOCK = 160  # AEC3 works on 10 ms blocks
 WARMUP_S = 2.5
 GIVE_UP_S = 5.0
+# A headset (or a client that cancels echo itself): our sound never reaches the microphone. There is nothing to
+# cancel, yet AEC3's suppressor still took ~20 dB out of a user talking while we played, and waiting for
+# GIVE_UP_S kept them from interrupting the first ~5 s the assistant spoke: 0 of 4 "停下" over a story stopped it
+# (2026-12-07, real time, no room). When the far end has played for NO_ECHO_S and the microphone stayed this far
+# below it (the lower quartile over the last 3 s of loud playback, so a user talking over us most of that time
+# does not flip it), the microphone is passed through as it is and barge-in is armed. A room's echo sits ~6-20 dB
+# below what was played (our simulated laptop: ~-8 dB median), far above this.
+NO_ECHO_S = 1.0
+NO_ECHO_DB = -30.0
 
 
 class EchoCanceller:
@@ -44,6 +53,7 @@ class EchoCanceller:
         self._ref_pow: deque[float] = deque(maxlen=35)  # the last 350 ms of reference power: delay + reverb
         self.far_active_s = 0.0  # how long the far end has carried sound so far
         self._removed: list[float] = []  # dB removed on recent far-end-active blocks
+        self._reach: deque[float] = deque(maxlen=300)  # mic level relative to the far end while it plays (dB)
         self.ready = False
 
     def played(self, audio: np.ndarray) -> None:
@@ -74,6 +84,11 @@ class EchoCanceller:
         return np.pad(seg, (0, n - len(seg))) if len(seg) < n else seg
 
     @property
+    def echo_free(self) -> bool:
+        """Our sound does not reach the microphone (a headset): nothing to cancel, the input passes unchanged."""
+        return len(self._reach) >= NO_ECHO_S * RATE / BLOCK and float(np.percentile(self._reach, 25)) < NO_ECHO_DB
+
+    @property
     def recent_ref_db(self) -> float:
         """Level of what the speaker played over the last 350 ms, on the mic clock (what the echo is made of)."""
         return 10 * np.log10((sum(self._ref_pow) / len(self._ref_pow) if self._ref_pow else 0.0) + 1e-8)
@@ -91,17 +106,22 @@ class EchoCanceller:
             near = self._mic[i * BLOCK : (i + 1) * BLOCK]
             ref = self._take_ref(self._n_mic + i * BLOCK, BLOCK)
             self._ref_pow.append(float(np.mean(ref * ref)))
-            clean = np.asarray(self._aec.process(near, ref), np.float32)
-            out[i * BLOCK : (i + 1) * BLOCK] = clean
-            if not self.ready and float(np.mean(ref * ref)) > 1e-6:
+            clean = np.asarray(self._aec.process(near, ref), np.float32)  # AEC3 stays adapted either way
+            pr = float(np.mean(ref * ref))
+            if pr > 1e-4:  # loud enough to be heard over a quiet room's noise if it reached the mic
+                self._reach.append(10 * np.log10((float(np.mean(near * near)) + 1e-12) / pr))
+            out[i * BLOCK : (i + 1) * BLOCK] = near if self.echo_free else clean
+            if not self.ready and pr > 1e-6:
                 self.far_active_s += BLOCK / RATE
                 pm = float(np.mean(near * near))
                 if pm > 1e-7:
                     self._removed = (self._removed + [10 * np.log10(pm / (float(np.mean(clean * clean)) + 1e-12))])[-50:]
-                # converged, or — in a room where AEC3 never gets 10 dB — after long enough that waiting longer
-                # would only keep the user from interrupting (the session's echo-ratio gate still applies)
-                self.ready = (self.far_active_s >= WARMUP_S and len(self._removed) >= 25
-                              and float(np.median(self._removed)) >= 10.0) or self.far_active_s >= GIVE_UP_S
+                # converged, or our sound does not reach the microphone, or — in a room where AEC3 never gets
+                # 10 dB — after long enough that waiting longer would only keep the user from interrupting (the
+                # session's echo-ratio gate still applies)
+                self.ready = ((self.far_active_s >= WARMUP_S and len(self._removed) >= 25
+                               and float(np.median(self._removed)) >= 10.0)
+                              or self.echo_free or self.far_active_s >= GIVE_UP_S)
         raw = self._mic[: n * BLOCK].copy()
         self._mic = self._mic[n * BLOCK :]
         self._n_mic += n * BLOCK
