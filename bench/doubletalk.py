@@ -39,7 +39,7 @@ from tingshuo.config import Settings
 from tingshuo.engine import ModelStack
 from tingshuo.engine.doubletalk import doubletalk_trial
 from tingshuo.engine.simulate import RATE
-from tingshuo.engine.turns import is_backchannel
+from tingshuo.engine.turns import CUTIN_PHRASES, cutin_lean, is_backchannel
 from tingshuo.tts import VoiceSettings
 
 REPLY = ["有一天，", "小明和小红一起去公园。", "他们看到一只受伤的小鸟，", "小红轻轻地把它捧在手心里。",
@@ -50,7 +50,8 @@ VOICES = {"dev": ["jm_kumo", "jf_nezumi"], "test": ["jf_tebukuro", "jf_gongitsun
 WARMUP_S = 3.5  # a call's greeting: the canceller has learnt the room before the user cuts in
 
 
-def run_split(stack: ModelStack, settings: Settings, split: str, room: bool, per_cue: int) -> dict:
+def run_split(stack: ModelStack, settings: Settings, split: str, room: bool, per_cue: int,
+              judge: bool = True) -> dict:
     tts, asr = stack.tts, stack.asr
     assert tts is not None and asr is not None
     rate = tts.sample_rate
@@ -68,9 +69,13 @@ def run_split(stack: ModelStack, settings: Settings, split: str, room: bool, per
                 dur = sum(len(c) for c in clauses) / rate + sum(gaps)
                 at = float(rng.uniform(WARMUP_S, dur - 1.5))
                 r = doubletalk_trial(settings, clauses, rate, gaps, cue, at, seed, room=room)
-                said = asr.transcribe(r.heard_audio, "zh").text if r.heard_audio is not None else None
+                said = lean = None
+                if r.heard_audio is not None:
+                    said = asr.transcribe(r.heard_audio, "zh").text
+                    if judge:
+                        lean = cutin_lean(asr.phrase_scores(r.heard_audio, sum(CUTIN_PHRASES["zh"], []), "zh"), "zh")
                 stops = said is not None and not is_backchannel(said, r.heard_speech_ms,
-                                                                settings.duplex.backchannel_max_ms)
+                                                                settings.duplex.backchannel_max_ms, lean=lean)
                 c = out[kind]
                 c["n"] += 1
                 c["heard"] += r.heard
@@ -78,7 +83,8 @@ def run_split(stack: ModelStack, settings: Settings, split: str, room: bool, per
                 out["false_onsets"] += r.false_onsets(WARMUP_S)
                 out["reply_s"] += dur - WARMUP_S
                 out["cases"].append({"voice": voice, "cue": text, "at_s": round(at, 2), "heard": r.heard,
-                                     "transcript": said, "speech_ms": round(r.heard_speech_ms), "stopped": stops})
+                                     "transcript": said, "speech_ms": round(r.heard_speech_ms), "stopped": stops,
+                                     "lean": None if lean is None else round(lean, 2)})
     return out
 
 

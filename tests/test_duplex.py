@@ -62,6 +62,23 @@ def test_short_stop_words_stop_even_under_one_syllable(text):
     assert not is_backchannel(text, 600, 900)
 
 
+def test_the_recognizers_weighing_decides_a_short_cut_in_beyond_its_margin():
+    """Whisper base's transcript of a one- or two-syllable cut-in is a guess ("停下" → "平下", "对" → "推呀"); its
+    weighing of the audio against the closed lists (``cutin_lean``) decides when clear, the old rules when not."""
+    from tingshuo.engine.turns import CUTIN_MARGIN, CUTIN_PHRASES, cutin_lean
+
+    stops, listeners = CUTIN_PHRASES["zh"]
+    scores = [-20.0] * len(stops) + [-25.0] * len(listeners)
+    assert cutin_lean(scores, "zh") == 5.0
+    assert not is_backchannel("推呀", 500, 900)  # over one syllable, words that are no backchannel: it stopped
+    assert is_backchannel("推呀", 500, 900, lean=-2 * CUTIN_MARGIN)  # heard as a listener token: resumes
+    assert is_backchannel("平下", 300, 900)  # one syllable's worth of confident speech: it resumed
+    assert not is_backchannel("平下", 300, 900, lean=2 * CUTIN_MARGIN)  # heard as a stop phrase: stops
+    assert is_backchannel("平下", 300, 900, lean=CUTIN_MARGIN / 2)  # within the margin: the rules decide
+    assert not is_backchannel("停", 300, 900, lean=-5.0)  # a stop word written out is never overruled
+    assert not is_backchannel("嗯", 1200, 900, lean=-5.0)  # nor is length
+
+
 @pytest.mark.parametrize("text", ["嗯", "对", "好的", "yeah", "OK", "不错", "停车场"])
 def test_listener_tokens_and_stop_lookalikes_under_one_syllable_still_resume(text):
     assert is_backchannel(text, 300, 900)
@@ -182,6 +199,28 @@ def test_a_headset_user_is_heard_over_our_voice_from_the_first_second(zh_clip, e
     assert ready is not None and NO_ECHO_S <= ready < NO_ECHO_S + 0.5 and abs(taken) < 0.5, (ready, taken)
     ready, _ = _over_our_voice(far, np.zeros(0, np.float32), room=True)
     assert ready is None or WARMUP_S <= ready <= GIVE_UP_S, ready
+
+
+@pytest.mark.slow
+def test_whisper_weighs_short_stop_phrases_against_listener_tokens(recognizer, tts):
+    """Clean cut-ins in bench/doubletalk.py's *test* voices (none of them tuned on): a stop phrase must lean to
+    "stop", a backchannel never. On these clips Whisper's own transcripts include "听", "同", "推呀推呀…"."""
+    from tingshuo.audio.io import resample
+    from tingshuo.engine.turns import CUTIN_MARGIN, CUTIN_PHRASES, cutin_lean
+    from tingshuo.tts import VoiceSettings
+
+    phrases = sum(CUTIN_PHRASES["zh"], [])
+
+    def lean(text: str, voice: str) -> float:
+        audio = resample(tts.synthesize(text, VoiceSettings(voice=voice), "zh"), tts.sample_rate, 16000)
+        return cutin_lean(recognizer.phrase_scores(audio.astype(np.float32), phrases, "zh"), "zh")
+
+    voices = ("jf_tebukuro", "jf_gongitsune")
+    stops = {(t, v): lean(t, v) for t in ("停下。", "等一下。", "别说了。", "不要说了。") for v in voices}
+    listens = {(t, v): lean(t, v) for t in ("嗯。", "对。", "好的。") for v in voices}
+    # 7 of 8 when written (jf_tebukuro's 等一下 leans -2.9); the listener tokens lean -0.8 to -7.3
+    assert sum(x >= CUTIN_MARGIN for x in stops.values()) >= 6, stops
+    assert all(x < CUTIN_MARGIN for x in listens.values()), listens
 
 
 @pytest.mark.slow

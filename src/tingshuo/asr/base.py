@@ -41,3 +41,7 @@ class Recognizer(Protocol):
 
     def open_stream(self, language: str | None = None) -> RecognizerStream:
         """Start an utterance whose audio arrives incrementally."""
+
+    # Optional: ``phrase_scores(audio, phrases, language) -> list[float]``, how likely each phrase is as the words
+    # of ``audio`` (a log-probability; higher is likelier). Whisper has it; the barge-in judge uses it where present
+    # to tell a short stop phrase from a backchannel (tingshuo.engine.turns.CUTIN_PHRASES).

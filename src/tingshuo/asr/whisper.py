@@ -12,6 +12,7 @@ import threading
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,15 +80,9 @@ class WhisperRecognizer:
         lang = max(allowed, key=allowed.__getitem__)
         return lang, float(allowed[lang] / (sum(allowed.values()) or 1.0))
 
-    def _decode_window(self, audio: np.ndarray, language: str | None) -> tuple[str, str, float]:
-        """One utterance of ≤ 30 s: encode once, detect the language on that same encoder output, decode.
-
-        ``WhisperModel.transcribe(language=None)`` encodes the window twice (once to detect the language, once to
-        decode), which doubled the cost of every short turn; going one level down saves that encoder pass.
-        """
+    def _encode(self, audio: np.ndarray) -> tuple[Any, int]:
+        """Whisper's encoder output for ≤ 30 s of audio, and how many mel frames it covers."""
         from faster_whisper.audio import pad_or_trim
-        from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import get_compression_ratio
 
         m = self.model
         features = m.feature_extractor(audio)
@@ -95,11 +90,43 @@ class WhisperRecognizer:
             # Whisper pads every input to a 30 s window (3000 mel frames), so a 2 s turn cost as much as 30 s.
             # CTranslate2 accepts a shorter encoder input: pad only to the utterance plus 1 s of silence, rounded
             # to 2 s steps (≈10x less encoder work on a short turn; WER unchanged on our clips, see tests/bench).
-            frames = int(np.ceil((features.shape[-1] + 100) / 200) * 200)
-            features = pad_or_trim(features, min(3000, frames))
+            frames = min(3000, int(np.ceil((features.shape[-1] + 100) / 200) * 200))
         else:
-            features = pad_or_trim(features)
-        encoder_output = m.encode(features)
+            frames = 3000
+        return m.encode(pad_or_trim(features, frames)), min(frames, features.shape[-1])
+
+    def phrase_scores(self, audio: np.ndarray, phrases: list[str], language: str) -> list[float]:
+        """How well each of ``phrases`` explains ``audio`` (≤ 30 s): the summed log-probability Whisper gives its
+        tokens, end of text included, when made to read the audio as that phrase (one encoder pass).
+
+        For a closed choice on a cut-in of a syllable or two ("停下" or "嗯"): Whisper base's free transcript of
+        one is a guess ("停笑", "推了", "Twainer"), but which of a few given phrases it finds likelier holds up
+        better (bench/doubletalk.py).
+        """
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+
+        m = self.model
+        with self._lock:
+            encoder_output, frames = self._encode(np.asarray(audio, np.float32))
+            tok = Tokenizer(m.hf_tokenizer, True, task="transcribe", language=language)
+            texts = [tok.encode(p) + [tok.eot] for p in phrases]
+            batch = ctranslate2.StorageView.from_array(np.repeat(np.array(encoder_output), len(texts), axis=0))
+            results = m.model.align(batch, list(tok.sot_sequence) + [tok.no_timestamps], texts,
+                                    [frames] * len(texts))
+        return [float(np.sum(np.log(np.asarray(r.text_token_probs) + 1e-9))) for r in results]
+
+    def _decode_window(self, audio: np.ndarray, language: str | None) -> tuple[str, str, float]:
+        """One utterance of ≤ 30 s: encode once, detect the language on that same encoder output, decode.
+
+        ``WhisperModel.transcribe(language=None)`` encodes the window twice (once to detect the language, once to
+        decode), which doubled the cost of every short turn; going one level down saves that encoder pass.
+        """
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_compression_ratio
+
+        m = self.model
+        encoder_output, _ = self._encode(audio)
         prob = 1.0
         if language is None:
             if len(self.cfg.languages) == 1:

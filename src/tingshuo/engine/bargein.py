@@ -39,8 +39,9 @@ class BargeIn:
             self.judging = (p.rid, tracker.start)
             self.out.emit(PlaybackPaused(p.rid, round(heard * 1000, 1)))
 
-    def backchannel(self, text: str, tracker: UtteranceTracker) -> bool:
-        return is_backchannel(text, ms(tracker.speech), self.settings.duplex.backchannel_max_ms)
+    def backchannel(self, text: str, tracker: UtteranceTracker, lean: float | None = None) -> bool:
+        """``lean``: the recognizer's weighing of the audio as a stop phrase or a listener token, if it has one."""
+        return is_backchannel(text, ms(tracker.speech), self.settings.duplex.backchannel_max_ms, lean=lean)
 
     def check_length(self, tracker: UtteranceTracker) -> None:
         """Too long for a backchannel: a real interruption (the second test covers speech that the VAD scores

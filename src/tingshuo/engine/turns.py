@@ -92,17 +92,42 @@ def is_stop_word(text: str) -> bool:
     return bool(t) and bool(_STOP_RE.match(t))
 
 
-def is_backchannel(text: str, speech_ms: float, max_ms: float, tiny_ms: float = 450.0) -> bool:
+# The same two closed lists as phrases, for the recognizer to weigh against the audio of a short cut-in
+# (``phrase_scores``): Whisper base's free transcript of one is a guess ("停下" → "停笑", "平下", "又说了"; "对" →
+# "推"), and its confident-speech length under the echo canceller says little (stop phrases measured 32-448 ms).
+# Chinese only: no English cut-in has been measured yet.
+CUTIN_PHRASES: dict[str, tuple[list[str], list[str]]] = {
+    "zh": (["停", "停下", "停一下", "停下来", "别说了", "不要说了", "等一下", "等等", "不", "不要", "不对", "够了",
+            "好了好了", "闭嘴", "安静"],
+           ["嗯", "嗯嗯", "对", "对对", "好", "好的", "是的", "是", "哦", "啊", "没错", "明白", "知道了", "行"]),
+}
+# How much likelier (log-probability) the best stop phrase must be than the best listener token, or the other way
+# round, to decide; closer than this, the transcript rules below decide. Chosen on bench/doubletalk.py's dev voices.
+CUTIN_MARGIN = 0.5
+
+
+def cutin_lean(scores: list[float], language: str) -> float:
+    """Best stop phrase minus best listener token (``scores`` in ``CUTIN_PHRASES[language]`` order)."""
+    stops, _ = CUTIN_PHRASES[language]
+    return max(scores[: len(stops)]) - max(scores[len(stops) :])
+
+
+def is_backchannel(text: str, speech_ms: float, max_ms: float, tiny_ms: float = 450.0,
+                   lean: float | None = None) -> bool:
     """True for a short acknowledgement or a non-word (a cough Whisper heard as nothing); never for a stop word.
 
-    Under ``tiny_ms`` of voiced sound (one syllable) the transcript is trusted only to say "stop": Whisper turns
-    a lone "对" into "可以了" or worse, and a one-syllable interjection cannot carry a request, but "停" and "不"
-    are one syllable too, and were taken for backchannels (the reply played on).
+    ``lean`` (:func:`cutin_lean`): the recognizer's own weighing of the audio as a stop phrase rather than a
+    listener token; beyond ``CUTIN_MARGIN`` either way it decides. Otherwise, under ``tiny_ms`` of voiced sound
+    (one syllable) the transcript is trusted only to say "stop": Whisper turns a lone "对" into "可以了" or worse,
+    and a one-syllable interjection cannot carry a request, but "停" and "不" are one syllable too, and were taken
+    for backchannels (the reply played on).
     """
     if speech_ms > max_ms:
         return False
     if is_stop_word(text):
         return False
+    if lean is not None and abs(lean) >= CUTIN_MARGIN:
+        return lean < 0
     if speech_ms <= tiny_ms:
         return True
     t = _PUNCT.sub("", text.strip().lower()) if not re.search(r"[a-z]", text.lower()) else text.strip().lower()

@@ -10,6 +10,7 @@ reaches the wait the scores call for; if the user goes on before that, the specu
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,10 +27,12 @@ from tingshuo.engine.plan import TurnPlan
 from tingshuo.engine.response.control import Replies
 from tingshuo.engine.response.model import Response
 from tingshuo.engine.state import DialogueState, Prompts
-from tingshuo.engine.turns import TurnScore, required_silence_ms, text_score
+from tingshuo.engine.turns import CUTIN_MARGIN, CUTIN_PHRASES, TurnScore, cutin_lean, required_silence_ms, text_score
 from tingshuo.engine.understand import Understander
 from tingshuo.engine.utterance import Frame, Noise, Onset, Paused, UtteranceTracker, Voiced, ms
 from tingshuo.llm.base import LlmError
+
+log = logging.getLogger("tingshuo.engine")
 
 READ_AGAIN_GROWTH = 1.6  # a partial transcript is read for feelings again once it is this much longer
 EarlyReading = tuple[str, "asyncio.Future[dict[str, float] | None]"]  # (partial text, the feeling read from it)
@@ -52,6 +55,7 @@ class Evaluation:
     und_task: "asyncio.Future[TurnPlan] | None" = None  # started once, awaited by speculation or commit
     early_emotion: EarlyReading | None = None  # the words' feeling read while the user was still talking
     asr_failed: bool = False  # the recognizer raised on this audio (not the same as "no words")
+    lean: float | None = None  # speech over our reply: stop phrase (>0) or listener token (<0), by the recognizer
 
 
 @dataclass
@@ -135,7 +139,7 @@ class TurnTaker:
             return
         if self.barge.judging is not None:
             text = ev.transcript.text if ev.transcript else ""
-            if self.barge.backchannel(text, tr):
+            if self.barge.backchannel(text, tr, ev.lean):
                 rid = self.barge.judging[0]
                 self.reset()
                 self.barge.resume(rid, text)
@@ -145,6 +149,23 @@ class TurnTaker:
             return
         if ev.required_ms is not None and ms(tr.pos - ev.end_sample) >= ev.required_ms:
             self.ctx.out.spawn(self.finish_commit(self.take()))
+
+    async def weigh_cutin(self, audio: np.ndarray, language: str) -> float | None:
+        """Speech over our reply, short enough to be a backchannel: does the recognizer hear a stop phrase or a
+        listener token in it (:func:`~tingshuo.engine.turns.cutin_lean`)? None where it cannot say: a recognizer
+        without ``phrase_scores``, a language without the lists, a longer utterance (always an interruption)."""
+        weigh = getattr(self.ctx.stack.asr, "phrase_scores", None)
+        if (weigh is None or language not in CUTIN_PHRASES
+                or ms(self.tracker.speech) > self.ctx.settings.duplex.backchannel_max_ms):
+            return None
+        stops, listeners = CUTIN_PHRASES[language]
+        try:
+            return cutin_lean(await run_on(self.ctx.lanes.asr, weigh, audio, stops + listeners, language), language)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the transcript's rules still decide
+            log.warning("weighing a cut-in failed: %s", e)
+            return None
 
     # ------------------------------------------------------------------ while the user talks
     async def score_text(self, text: str, lang: str) -> float | None:
@@ -210,12 +231,14 @@ class TurnTaker:
             ev.transcript = await self.ctx.transcribe(ev.audio, self.state.language() if barge.judging else None)
         except AsrFailed:
             ev.asr_failed = True  # the commit tries once more, then keeps the audio and says so
+        if barge.judging is not None and not ev.asr_failed:
+            ev.lean = await self.weigh_cutin(ev.audio, self.state.language())
         p_audio = await audio_job if audio_job is not None else None
         p_text = None
         # An interruption (speech over our reply that is not a backchannel) is a turn like any other: without the
         # LLM's completeness score, smart-turn alone ends it at its first mid-sentence pause.
         interrupting = (barge.judging is not None and ev.transcript is not None
-                        and not barge.backchannel(ev.transcript.text, tr))
+                        and not barge.backchannel(ev.transcript.text, tr, ev.lean))
         if interrupting:
             # Words over our reply that are not a backchannel ("别说了"): stop it now, before the end-of-turn score.
             # That score runs on the LLM thread, which our own reply holds until it is cancelled: a short stop
@@ -237,7 +260,11 @@ class TurnTaker:
         if self.eval is not ev:
             return  # the user went on talking meanwhile, or the turn was already taken
         if ev.transcript is None and not ev.asr_failed:
-            if barge.judging is not None or tr.speech < 0.5 * INPUT_RATE:
+            if barge.judging is not None and ev.lean is not None and ev.lean >= CUTIN_MARGIN:
+                # no words Whisper would write, but the audio reads as a stop phrase ("停下" under the echo
+                # canceller): the reply stops; there is nothing to answer
+                barge.confirm()
+            if barge.judging is not None or tr.speech < 0.5 * INPUT_RATE or ev.lean is not None:
                 self.discard()  # noise, a cough, breath: no words
                 return
         elif (self.ctx.stack.llm is not None and barge.judging is None and tcfg.mode != "manual"
