@@ -161,9 +161,9 @@ def _over_our_voice(far: np.ndarray, user: np.ndarray, room: bool) -> tuple[floa
     """Our (16 kHz) speech played for 2 s, then ``user`` said over the rest of it, with the room's echo or on a
     headset: (seconds played before the canceller was ready, dB it took out of the user's turn)."""
     from tingshuo.audio.aec import EchoCanceller
-    from tingshuo.engine.simulate import _Room
+    from tingshuo.engine.simulate import Room
 
-    r, aec = _Room(16000), EchoCanceller(16000, lead_ms=80)
+    r, aec = Room(16000), EchoCanceller(16000, lead_ms=80)
     mic = np.random.default_rng(0).normal(0, 1e-3, len(far) + 16000).astype(np.float32)  # a quiet mic, -60 dBFS
     at = 2 * 16000
     mic[at : at + len(user)] += user[: len(mic) - at]
@@ -226,11 +226,11 @@ def test_whisper_weighs_short_stop_phrases_against_listener_tokens(recognizer, t
 @pytest.mark.slow
 def test_echo_canceller_learns_the_room_and_removes_our_voice(tts):
     from tingshuo.audio.aec import EchoCanceller
-    from tingshuo.engine.simulate import _Room
+    from tingshuo.engine.simulate import Room
 
     reply = np.concatenate([tts.synthesize(t, lang="zh") for t in
                             ["北京有很多好玩的地方，", "比如故宫、颐和园和天安门广场。", "你可以先去故宫看看。"]])
-    room, aec = _Room(tts.sample_rate), EchoCanceller(tts.sample_rate, lead_ms=80)
+    room, aec = Room(tts.sample_rate), EchoCanceller(tts.sample_rate, lead_ms=80)
     mic = np.zeros(int(len(reply) / tts.sample_rate * 16000) + 16000, np.float32)
     raw, out, pos = [], [], 0
     for i in range(0, len(reply), 960):

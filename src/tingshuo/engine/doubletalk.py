@@ -19,7 +19,7 @@ import numpy as np
 
 from tingshuo.config import Settings
 from tingshuo.engine.frontend import AudioFrontEnd
-from tingshuo.engine.simulate import RATE, _Room
+from tingshuo.engine.simulate import RATE, Room
 from tingshuo.engine.utterance import Onset, UtteranceTracker
 
 FRAME_S = 0.04  # the playout's frame
@@ -58,7 +58,7 @@ def doubletalk_trial(settings: Settings, clauses: list[np.ndarray], rate: int, g
     playout = _Playout()
     fe = AudioFrontEnd(settings, playout, rate)  # type: ignore[arg-type]
     tracker = UtteranceTracker(settings)
-    speaker = _Room(rate, seed=seed)
+    speaker = Room(rate, seed=seed)
     rng = np.random.default_rng(seed)
     step, frame = int(FRAME_S * rate), int(FRAME_S * RATE)
     frames: list[np.ndarray | None] = []

@@ -88,7 +88,7 @@ def split_at_pause(audio: np.ndarray, pause_s: float) -> tuple[np.ndarray, float
     return out, a / RATE, (b + extra) / RATE
 
 
-class _Room:
+class Room:
     """Loudspeaker → microphone: mild tanh nonlinearity (~1 dB compression at full level, a laptop speaker at a
     sensible volume), 40 ms delay, 300 ms exponential reverberation tail, echo ~6 dB below the user's voice."""
 
@@ -123,7 +123,7 @@ async def run_scenario(session: Session, sc: Scenario, greet: bool = True) -> Ou
     With ``greet`` the call opens with the assistant's greeting (as a real call does); the user's cues are
     placed on the timeline once it has been played, and the greeting's events are not scored.
     """
-    room = _Room(session.stack.tts.sample_rate) if sc.room and session.stack.tts else None
+    room = Room(session.stack.tts.sample_rate) if sc.room and session.stack.tts else None
     lead = int(session.settings.duplex.lead_ms * RATE / 1000)
     mic = np.zeros(int((sc.duration_s + 40) * RATE), np.float32)
     echo = np.zeros_like(mic)
