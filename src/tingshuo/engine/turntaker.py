@@ -260,11 +260,12 @@ class TurnTaker:
         if self.eval is not ev:
             return  # the user went on talking meanwhile, or the turn was already taken
         if ev.transcript is None and not ev.asr_failed:
-            if barge.judging is not None and ev.lean is not None and ev.lean >= CUTIN_MARGIN:
+            stop = barge.judging is not None and ev.lean is not None and ev.lean >= CUTIN_MARGIN
+            if stop:
                 # no words Whisper would write, but the audio reads as a stop phrase ("停下" under the echo
                 # canceller): the reply stops; there is nothing to answer
                 barge.confirm()
-            if barge.judging is not None or tr.speech < 0.5 * INPUT_RATE or ev.lean is not None:
+            if stop or barge.judging is not None or tr.speech < 0.5 * INPUT_RATE:
                 self.discard()  # noise, a cough, breath: no words
                 return
         elif (self.ctx.stack.llm is not None and barge.judging is None and tcfg.mode != "manual"
