@@ -19,7 +19,8 @@ Per split and condition:
 - **false onsets**: utterances opened nowhere near a cue (our own echo), per minute of reply.
 
 Not covered: event-loop timing and the end-of-turn wait (bench/duplex.py), a cut-in longer than 0.9 s (always an
-interruption). Writes ``doubletalk.json`` and ``doubletalk.png``.
+interruption). Bounds at the end (``--strict``: exit 1 when one fails); the room's stop-phrase bound is a target
+this tree does not meet. Writes ``doubletalk.json`` and ``doubletalk.png``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ from tingshuo.engine.doubletalk import doubletalk_trial
 from tingshuo.engine.simulate import RATE
 from tingshuo.engine.turns import CUTIN_PHRASES, cutin_lean, is_backchannel
 from tingshuo.tts import VoiceSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bounds import Bounds  # noqa: E402
 
 REPLY = ["有一天，", "小明和小红一起去公园。", "他们看到一只受伤的小鸟，", "小红轻轻地把它捧在手心里。",
          "小明说：我们带它回家吧。", "第二天早上，", "小鸟的翅膀好多了，", "它在窗台上唱起了歌。"]
@@ -93,6 +97,7 @@ def main() -> None:
     ap.add_argument("--splits", default="dev,test")
     ap.add_argument("--per-cue", type=int, default=4, help="trials per voice and cue")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a bound fails")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     settings = Settings()
@@ -104,6 +109,8 @@ def main() -> None:
             print(f"{split} / {cond} …", flush=True)
             results["runs"][f"{split}/{cond}"] = run_split(stack, settings, split, room, args.per_cue)
     results["seconds"] = round(time.perf_counter() - t0, 1)
+    bounds = check_bounds(results)
+    results["bounds"] = bounds.as_json()
     (args.out / "doubletalk.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     print(f"\n{'split / condition':18s} {'stop phrases heard':>19s} {'stopped the reply':>18s} "
           f"{'backchannels heard':>19s} {'stopped it (wrong)':>19s} {'false onsets/min':>17s}")
@@ -112,8 +119,26 @@ def main() -> None:
         per_min = r["false_onsets"] / max(r["reply_s"] / 60, 1e-9)
         print(f"{name:18s} {s['heard']:>12d} of {s['n']:<4d} {s['judged_stop']:>11d} of {s['n']:<4d} "
               f"{b['heard']:>12d} of {b['n']:<4d} {b['judged_stop']:>12d} of {b['n']:<4d} {per_min:>17.2f}")
+    print(bounds.table("bounds (test voices where measured; the room's is a target not met yet)"))
     plot(results, args.out / "doubletalk.png")
     print(f"\nwrote {args.out / 'doubletalk.json'} and {args.out / 'doubletalk.png'} ({results['seconds']:.0f} s)")
+    return 1 if args.strict and bounds.failed else 0
+
+
+def check_bounds(results: dict) -> Bounds:
+    """Shares of cues, on the test voices (else the first split run)."""
+    runs = results["runs"]
+    split = "test" if "test/room" in runs else next(iter(runs)).split("/")[0]
+    share = lambda cond, kind, key: runs[f"{split}/{cond}"][kind][key] / max(1, runs[f"{split}/{cond}"][kind]["n"])  # noqa: E731
+    b = Bounds()
+    b.check("stop phrases that stop the reply, headset", share("headset", "stop", "judged_stop"), ">=", 0.75, "",
+            "test_duplex::test_a_short_stop_phrase_stops_the_reply")
+    b.check("stop phrases that stop the reply, room", share("room", "stop", "judged_stop"), ">=", 0.75, "",
+            "target (AEC3 mutes double talk)")
+    for cond in ("room", "headset"):
+        b.check(f"backchannels that stop the reply, {cond}", share(cond, "backchannel", "judged_stop"), "<=", 0.1, "",
+                "test_duplex::test_backchannels_do_not_stop_the_reply")
+    return b
 
 
 def plot(results: dict, path: Path) -> None:

@@ -127,8 +127,7 @@ def check_bounds(results: dict, trials: list) -> Bounds:
     every = [o for s in results["sets"].values() for o in s.get("outcomes", [])]
     b.check("frames sent after a stop, every interruption scenario", sum(o["frames_after_stop"] or 0 for o in every
             if o["kind"] == "interrupt"), "<=", 0, "frames", "test_duplex::test_nothing_plays_after_any_stop")
-    b.check("short stop words that did not stop the reply, test set", sum(not o["stopped"] for o in outs
-            if o["kind"] == "stopword"), "<=", 0, "", "bench only (issue 19: words decide a short cut-in)")
+    # (the stop phrases' rate is bench/doubletalk.py's, on 40 a split: two here say little, see its bounds)
     b.check("backchannels that stopped the reply, test set", sum(bool(o["stopped"]) for o in outs
             if o["kind"] == "backchannel"), "<=", 0, "", "test_duplex::test_backchannels_do_not_stop_the_reply")
     c = results["cancel_cpu_s_per_2s"]
