@@ -260,12 +260,13 @@ class TurnTaker:
         if self.eval is not ev:
             return  # the user went on talking meanwhile, or the turn was already taken
         if ev.transcript is None and not ev.asr_failed:
-            stop = barge.judging is not None and ev.lean is not None and ev.lean >= CUTIN_MARGIN
-            if stop:
-                # no words Whisper would write, but the audio reads as a stop phrase ("停下" under the echo
-                # canceller): the reply stops; there is nothing to answer
+            if barge.judging is not None and ev.lean is not None and ev.lean >= CUTIN_MARGIN:
+                # no words Whisper would write yet, but the audio reads as a stop phrase ("停下" under the echo
+                # canceller): the reply stops, and the utterance stays open (the user may go on: "等一下，我想…";
+                # dropping it lost those words)
                 barge.confirm()
-            if stop or barge.judging is not None or tr.speech < 0.5 * INPUT_RATE:
+                return
+            if barge.judging is not None or tr.speech < 0.5 * INPUT_RATE:
                 self.discard()  # noise, a cough, breath: no words
                 return
         elif (self.ctx.stack.llm is not None and barge.judging is None and tcfg.mode != "manual"
