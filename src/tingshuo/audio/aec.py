@@ -105,15 +105,15 @@ class EchoCanceller:
         for i in range(n):
             near = self._mic[i * BLOCK : (i + 1) * BLOCK]
             ref = self._take_ref(self._n_mic + i * BLOCK, BLOCK)
-            self._ref_pow.append(float(np.mean(ref * ref)))
+            pr, pm = float(np.mean(ref * ref)), float(np.mean(near * near))
+            self._ref_pow.append(pr)
             clean = np.asarray(self._aec.process(near, ref), np.float32)  # AEC3 stays adapted either way
-            pr = float(np.mean(ref * ref))
             if pr > 1e-4:  # loud enough to be heard over a quiet room's noise if it reached the mic
-                self._reach.append(10 * np.log10((float(np.mean(near * near)) + 1e-12) / pr))
-            out[i * BLOCK : (i + 1) * BLOCK] = near if self.echo_free else clean
+                self._reach.append(10 * np.log10((pm + 1e-12) / pr))
+            echo_free = self.echo_free
+            out[i * BLOCK : (i + 1) * BLOCK] = near if echo_free else clean
             if not self.ready and pr > 1e-6:
                 self.far_active_s += BLOCK / RATE
-                pm = float(np.mean(near * near))
                 if pm > 1e-7:
                     self._removed = (self._removed + [10 * np.log10(pm / (float(np.mean(clean * clean)) + 1e-12))])[-50:]
                 # converged, or our sound does not reach the microphone, or — in a room where AEC3 never gets
@@ -121,7 +121,7 @@ class EchoCanceller:
                 # session's echo-ratio gate still applies)
                 self.ready = ((self.far_active_s >= WARMUP_S and len(self._removed) >= 25
                                and float(np.median(self._removed)) >= 10.0)
-                              or self.echo_free or self.far_active_s >= GIVE_UP_S)
+                              or echo_free or self.far_active_s >= GIVE_UP_S)
         raw = self._mic[: n * BLOCK].copy()
         self._mic = self._mic[n * BLOCK :]
         self._n_mic += n * BLOCK
