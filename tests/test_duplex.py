@@ -259,12 +259,26 @@ def suite(stack, en_clips):
     time (5 of 12 real-time runs, 2026-12-07; bench/doubletalk.py measures why, on 40 cues a split)."""
     from dataclasses import replace
 
+    from tingshuo.audio.io import resample
     from tingshuo.engine import Session
-    from tingshuo.engine.simulate import build_suite, run_scenario
+    from tingshuo.engine.simulate import RATE, USER_VOICE, Cue, Scenario, build_suite, run_scenario
+    from tingshuo.tts import VoiceSettings
+
+    def say(text: str) -> np.ndarray:
+        a = stack.tts.synthesize(text, VoiceSettings(voice=USER_VOICE), "zh")
+        return resample(a, stack.tts.sample_rate, RATE).astype(np.float32)
+
+    scenarios = build_suite(stack, sorted(map(str, en_clips)), "test", en_sample=(1,))
+    # "对" over the story, judged a backchannel and resumed, then 1.2 s later the user goes on (on a headset)
+    story = next(sc for sc in scenarios if sc.name == "test/interrupt_zh").cues[0]
+    bc, more = say("对。"), say("我想换个话题，我们聊聊天气吧。")
+    scenarios.append(Scenario("test/held_backchannel", "interrupt",
+                              [story, Cue(bc, after_reply_s=1.5), Cue(more, after_reply_s=1.5 + len(bc) / RATE + 1.2)],
+                              story.at_s + len(story.audio) / RATE + 12.0, room=False))
 
     async def go():
         outcomes = {}
-        for sc in build_suite(stack, sorted(map(str, en_clips)), "test", en_sample=(1,)):
+        for sc in scenarios:
             if sc.name in ("test/backchannel_对", "test/pause_en", "test/interrupt_en", "test/stopword_等一下"):
                 continue  # each scenario is 15-25 s of real time
             if sc.kind == "stopword":
@@ -304,6 +318,18 @@ def test_interruption_stops_playback_and_truncates_the_turn_to_what_was_heard(su
     # what stayed in the history is what the user heard: a prefix of the reply, marked as cut
     assert heard.rstrip("…") and full.startswith(heard.rstrip("…")) and len(heard.rstrip("…")) < len(full)
     assert "换个话题" in o.transcript.split(" | ")[-1]
+
+
+@pytest.mark.slow
+def test_words_judged_a_backchannel_open_the_turn_the_user_goes_on_with(suite):
+    """"对" over the story is a backchannel and the story plays on; 1.2 s later the user goes on ("我想换个话题…"):
+    the turn is read with the judged audio in front (nothing the user said is lost — a misjudged "等一下，" used to
+    vanish so). Whisper base reads our "对" alone as no words or "推", in front of the rest as "退了"."""
+    o, _ = suite["test/held_backchannel"]
+    assert o.backchannels and "playback.resumed" in o.events, o  # judged a backchannel, the story resumed
+    assert o.stopped, o
+    turn = o.transcript.split(" | ")[-1]
+    assert "我想换个话题" in turn and not turn.startswith("我想"), (turn, o.backchannels)
 
 
 @pytest.mark.slow

@@ -55,6 +55,7 @@ class Outcome:
     self_interruptions: int = 0  # playback pauses with no user speech (echo)
     frames_after_stop: int = 0  # audio frames of a cancelled reply released after it was stopped
     transcript: str = ""
+    backchannels: list[str] = field(default_factory=list)  # the words of each cut-in judged a backchannel
     reply: str = ""
     events: list[str] = field(default_factory=list)
     timings: list[dict[str, float]] = field(default_factory=list)  # per response, from response.done
@@ -221,6 +222,7 @@ def _score(sc: Scenario, out: Outcome, events: list, times: list[float], onsets:
     out.turn_scores = [(e.p_audio, e.p_text, e.waited_ms) for e in events if e.type == "turn.detected"]
     finals = [e.text for e in events if e.type == "transcript.final"]
     out.transcript = " | ".join(finals)
+    out.backchannels = [e.text for e in events if e.type == "user.backchannel"]
     dones = [e for e in events if e.type == "response.done"]
     out.reply = " | ".join(e.text for e in dones)
     starts = [t for e, t in zip(events, times) if e.type == "response.started"]

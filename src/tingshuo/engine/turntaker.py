@@ -34,6 +34,12 @@ from tingshuo.llm.base import LlmError
 
 log = logging.getLogger("tingshuo.engine")
 
+# Speech over our reply judged a backchannel (or no words) is held this long, from the end of its speech to the next
+# utterance's start: when the user goes on, the turn is transcribed with it in front. The judge is wrong now and
+# then — "等一下，" under the echo canceller has been read as a listener token, and a lone "对" gives Whisper no words
+# — and the turn then began at "我想换个话题…" (or at "我们聊聊天气吧" when it was cut at the next pause): nothing the
+# user said may be lost, a misjudged cut-in included. Audio, not text: "对" alone is no words, "对，我想…" is.
+HELD_MS = 1500
 READ_AGAIN_GROWTH = 1.6  # a partial transcript is read for feelings again once it is this much longer
 EarlyReading = tuple[str, "asyncio.Future[dict[str, float] | None]"]  # (partial text, the feeling read from it)
 
@@ -68,6 +74,7 @@ class Taken:
     evaluation: Evaluation | None
     barge: tuple[str, int] | None
     item_id: str
+    held: np.ndarray | None = None  # a cut-in judged a backchannel just before, which opens this turn
 
 
 class TurnTaker:
@@ -88,6 +95,8 @@ class TurnTaker:
         self._partial_at = 0
         # (item id, text, reading) of the feeling read from the newest partial transcript while the user talks
         self._partial_emotion: tuple[str, str, asyncio.Future[dict[str, float] | None]] | None = None
+        # (audio, end sample) of the last cut-in judged a backchannel, for the turn that may follow it (HELD_MS)
+        self._held: tuple[np.ndarray, int] | None = None
 
     # ------------------------------------------------------------------ one window's frame
     def on(self, f: Frame) -> None:
@@ -120,6 +129,8 @@ class TurnTaker:
 
     def discard(self) -> None:
         judging = self.barge.judging
+        if judging is not None and not self.tracker.short():
+            self.hold()  # speech over us with no words Whisper would write ("对"): the user may go on
         self.ctx.emit(SpeechStopped(ms(self.tracker.last_speech_end), self.tracker.item_id))
         self.reset()
         if judging is not None:
@@ -141,6 +152,7 @@ class TurnTaker:
             text = ev.transcript.text if ev.transcript else ""
             if self.barge.backchannel(text, tr, ev.lean):
                 rid = self.barge.judging[0]
+                self.hold()
                 self.reset()
                 self.barge.resume(rid, text)
                 return
@@ -149,6 +161,19 @@ class TurnTaker:
             return
         if ev.required_ms is not None and ms(tr.pos - ev.end_sample) >= ev.required_ms:
             self.ctx.out.spawn(self.finish_commit(self.take()))
+
+    def hold(self) -> None:
+        """Keep the open utterance's audio for the turn that may follow it (after one held before it, if close)."""
+        tr = self.tracker
+        audio = tr.until_speech_end()
+        before = self.held_for(tr.start)
+        self._held = (audio if before is None else np.concatenate([before, audio]), tr.last_speech_end)
+
+    def held_for(self, start: int) -> np.ndarray | None:
+        """The held cut-in's audio if an utterance starting at ``start`` follows it closely enough."""
+        if self._held is None or ms(start - self._held[1]) > HELD_MS:
+            return None
+        return self._held[0]
 
     async def weigh_cutin(self, audio: np.ndarray, language: str) -> float | None:
         """Speech over our reply, short enough to be a backchannel: does the recognizer hear a stop phrase or a
@@ -227,8 +252,12 @@ class TurnTaker:
                      if turn_model is not None and tcfg.mode == "semantic_vad" else None)
         # Speech over our reply is judged in the conversation's language: Whisper's language ID on a lone
         # "对" picks English about as often as not ("Twainer").
+        held = self.held_for(tr.start)
         try:
-            ev.transcript = await self.ctx.transcribe(ev.audio, self.state.language() if barge.judging else None)
+            if barge.judging is None and held is not None:  # a turn, and a cut-in just before it: one reading
+                ev.transcript = await self.ctx.transcribe(np.concatenate([held, ev.audio]), None)
+            else:
+                ev.transcript = await self.ctx.transcribe(ev.audio, self.state.language() if barge.judging else None)
         except AsrFailed:
             ev.asr_failed = True  # the commit tries once more, then keeps the audio and says so
         if barge.judging is not None and not ev.asr_failed:
@@ -244,6 +273,14 @@ class TurnTaker:
             # That score runs on the LLM thread, which our own reply holds until it is cancelled: a short stop
             # phrase, too short for check_length, waited there for the whole story to be generated.
             barge.confirm()
+            if held is not None:
+                # the interruption is a turn: read again with what was held of the user's words in front of it
+                # (a second reading, only after a held cut-in; a failure keeps the first)
+                try:
+                    ev.transcript = (await self.ctx.transcribe(np.concatenate([held, ev.audio]), None)
+                                     or ev.transcript)
+                except AsrFailed:
+                    pass
         if self.eval is ev and ev.transcript is not None and (barge.judging is None or interrupting):
             # One reading per utterance (plan, guard, feeling), shared by the speculative reply and the commit,
             # begun now: the plan and the guard run on their own threads beside the end-of-turn score below
@@ -292,7 +329,9 @@ class TurnTaker:
         assert tr.open
         end_sample = tr.last_speech_end
         t_end = time.perf_counter() - (tr.pos - end_sample) / INPUT_RATE
-        taken = Taken(end_sample, t_end, tr.until_speech_end(), self.eval, self.barge.forget(), tr.item_id)
+        taken = Taken(end_sample, t_end, tr.until_speech_end(), self.eval, self.barge.forget(), tr.item_id,
+                      self.held_for(tr.start))
+        self._held = None
         tr.close()
         self.eval = None
         self.ctx.emit(SpeechStopped(ms(end_sample), tr.item_id))
@@ -307,7 +346,8 @@ class TurnTaker:
             if ev is not None:
                 await self.drop_speculation(ev)
             try:
-                t = await self.ctx.transcribe(audio, None)
+                t = await self.ctx.transcribe(audio if taken.held is None else np.concatenate([taken.held, audio]),
+                                              None)
             except AsrFailed as e:
                 if barge is not None:
                     await self.replies.cancel()
