@@ -298,11 +298,15 @@ class SafetyGuard:
         """A clause the assistant is about to say (short by construction: the clause splitter cuts them): blocked
         when it reads as harmful instructions or content.
         ``care``: a reply to someone at risk, which talks about suicide by necessity — there the self-harm label
-        does not count (a method would still read as violence or drugs)."""
+        does not count (a method would still read as violence or drugs). The jailbreak label never counts here:
+        it names a user's attempt to talk the assistant out of its rules, which the assistant's own words cannot
+        be, and on them it read a story's "我想要进去！" 0.94 and "我知道了，我藏在灌木丛中" 0.63 — two children's
+        stories of ten were cut off with the blocked-clause notice (2026-12-07) — while no harmful clause tried
+        (pills, a roof, gas, "go and die") read above 0.08 on it."""
         if len(text.strip()) < 4:
             return ALLOW
         probs = self.categories(text, "助手")
-        harm = sum(v for k, v in probs.items() if k != "正常" and not (care and k == "自杀"))
+        harm = sum(v for k, v in probs.items() if k not in ("正常", "越狱") and not (care and k == "自杀"))
         scores = {"harmful_output": round(harm, 3)}
         if harm >= self.cfg.output_threshold:
             return Verdict("refuse", "harmful_output", harm, scores, text)
