@@ -47,8 +47,11 @@ _QUOTED = re.compile(r"[\"“]([A-Za-z][^\"”]{3,}?)[\"”]|:\s*([A-Z][A-Za-z ,
 # began "从前，小狐狸在森林里迷了路。我好害怕呀！"); described instead, none copied it. An example *name* leaks too
 # ("比如[狐狸]": a fox spoke in 5 of 12 stories about other animals), so none is given: two characters talked in 11
 # of 24 (docs/personas.md). A "[狐狸]说：“…”" line is read as the fox's words (speech.SpokenQuotes).
+# "叙述的句子前面写[旁白]" was "叙述写[旁白]", a clipped phrase the 1.5B said back: "叙述写。有一天…" opened a story
+# in a real-time call, "[叙述写]" and "（叙述）" tagged its lines; 20 dev stories (companion and storyteller, sampled)
+# with the whole phrase: none, and two or more characters talked in 14 of 20 as before (2026-12-07).
 _STORY_NOTE = {
-    "zh": ("用户想听故事。按用户要的内容讲一个六到十句的小故事，故事里至少有两个角色互相对话。每一句前面标出是谁在说：叙述写[旁白]；"
+    "zh": ("用户想听故事。按用户要的内容讲一个六到十句的小故事，故事里至少有两个角色互相对话。每一句前面标出是谁在说：叙述的句子前面写[旁白]；"
            "角色开口说的话，前面用方括号写上这个角色在故事里的名字，后面只写他说出口的那句话，不写“说”，不加引号，"
            "动作和描写都写在[旁白]后面。"),
     "en": ("The user wants a story. Tell a short story of six to ten sentences about what they asked for, in which at "
