@@ -166,6 +166,20 @@ def test_a_long_reminder_recited_whole_is_taken_out():
     assert "".join(e.feed(echo[i:i + 5]) for i in range(0, len(echo), 5)) + e.flush() == "俺老孙来也！"
 
 
+def test_a_script_line_of_the_assistants_own_is_said_as_its_words():
+    """Recorded as 林黛玉 (2026-12-07, the role test's lines, 4 of 5 replies): "（林黛玉说：“…”）" — the voice read out the
+    name and the verb, and the history taught the next reply the form. Its words alone are said; a bare speaker
+    label ("（你：）") goes; other parentheticals stay."""
+    own = ("林黛玉", "黛玉", "林妹妹")
+    for reply, said in [("（林黛玉说：“结婚？没时间，等我回来吧。”）", "结婚？没时间，等我回来吧。"),
+                        ("（林黛玉回答：罢了。）", "罢了。"), ("（林黛玉“花谢花飞。”）", "花谢花飞。"),
+                        ("好的。（林妹妹答：“何必呢？”）", "好的。何必呢？"), ("（你：）别担心。", "别担心。"),
+                        ("（刘慈欣写的）", "（刘慈欣写的）"), ("（林黛玉轻轻叹气）", "（林黛玉轻轻叹气）")]:
+        e = NoteEchoes([], own=own)
+        assert "".join(e.feed(reply[i:i + 3]) for i in range(0, len(reply), 3)) + e.flush() == said, reply
+    assert NoteEchoes([]).feed("（你：）别担心。") == "（你：）别担心。"  # no names given: nothing changes
+
+
 def test_a_parenthetical_echoing_the_users_request_is_taken_out():
     """Recorded in a 孙悟空 role at temperature 0.6: "（你当孙悟空跟我说话）太好了！…" two turns after that request."""
     e = NoteEchoes(["过年回家，亲戚问我一个月挣多少钱。", "你当孙悟空跟我说话"])

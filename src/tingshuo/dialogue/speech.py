@@ -108,6 +108,7 @@ class StyleTags:
         return rest
 
 
+_LABEL = re.compile(r"^[（(]\s*[^\s（）()：:，,。]{1,6}\s*[：:]\s*[）)]$")
 _SCRIPT_NAME = re.compile(r"^[ \t]*([^\s\[\]【】：:，,。.！!？?“”\"'（）()]{1,8})[ \t]*[：:]")
 
 
@@ -116,10 +117,18 @@ class NoteEchoes:
     (a role's per-turn reminder, the policy's note) or the user's own recent words (the engine passes both). The 1.5B opened replies with them: "（猪八戒用猪八戒的口吻回答：）
     你一个月挣多少钱？", "(Stay in character as Joe: speak simple, clear English; …)"; kept in the history, the
     next replies copied them even after the role ended. Other parentheticals pass unchanged (held only until they
-    close, or ``limit`` characters). Why not drop every parenthetical: "（刘慈欣写的）" is content."""
+    close, or ``limit`` characters). Why not drop every parenthetical: "（刘慈欣写的）" is content.
 
-    def __init__(self, notes: Iterable[str | None], limit: int = 80) -> None:
+    ``own``: the names the assistant goes by now. A parenthetical that is a script line of its own — "（林黛玉说：“结婚？
+    没时间。”）" — is said as its words alone: as 林黛玉 the 1.5B wrote 4 of 5 replies so (2026-12-07, the role test's
+    lines), which the voice read out with the name and the verb, and the history taught the next reply the form."""
+
+    def __init__(self, notes: Iterable[str | None], limit: int = 80, own: Iterable[str] = ()) -> None:
         self.notes = [n for n in notes if n]
+        names = sorted({n for n in own if n}, key=len, reverse=True)
+        # "（林黛玉说：“…”）", "（林黛玉回答：…）", "（林黛玉“…”）": the name, up to 6 characters of verb, a colon or a quote
+        self.own = (re.compile(r"^[（(]\s*(?:" + "|".join(map(re.escape, names)) + r")[^：:“”\"「」（）()]{0,6}"
+                               r"(?:[：:]\s*[“\"「]?|[“\"「])(?P<words>.+?)[”\"」]?\s*[）)]$", re.S) if names else None)
         # held up to the longest note's length and more: 孙悟空's reminder (~110 characters) came back whole, and a
         # shorter limit let it through
         self.limit = max([limit, *(len(n) + 40 for n in self.notes)])
@@ -127,7 +136,7 @@ class NoteEchoes:
         self.dropped: list[str] = []
 
     def feed(self, text: str) -> str:
-        if not self.notes:
+        if not self.notes and self.own is None:
             return text
         out: list[str] = []
         for ch in text:
@@ -154,6 +163,12 @@ class NoteEchoes:
         if any(copies(aside, n, han=6, words=5) for n in self.notes):
             self.dropped.append(aside)
             return ""
+        if self.own is not None:
+            m = self.own.match(aside)
+            if m and m.group("words").strip():
+                return m.group("words").strip()
+            if _LABEL.match(aside):  # "（你：）", "（林黛玉：）": a script's speaker label with no words
+                return ""
         return aside
 
 

@@ -167,7 +167,8 @@ class TextStage:
         # a parenthetical reciting the notes after the user's words, or the user's own words, is not said, shown or
         # kept: in a role the 1.5B opened replies with "（你当孙悟空跟我说话）" turns after that request
         said = [t for who, t in self.state.recent(6) if who == "user"][-3:]
-        echoes = NoteEchoes(dict.fromkeys([self.voices.persona.reminder, r.plan.note, r.user_text, *said]))
+        echoes = NoteEchoes(dict.fromkeys([self.voices.persona.reminder, r.plan.note, r.user_text, *said]),
+                            own=self.voices.persona.names())
         script = ScriptLines() if r.story else None  # "小猫：我饿了" lines, as some models write stories
         # "[狐狸]说：“走吧。”": the fox says 走吧。 The plan's note holds the story note (a tag of its words is no one)
         quotes = SpokenQuotes([r.plan.note]) if r.story else None
