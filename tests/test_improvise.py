@@ -174,6 +174,7 @@ def test_a_script_line_of_the_assistants_own_is_said_as_its_words():
     for reply, said in [("（林黛玉说：“结婚？没时间，等我回来吧。”）", "结婚？没时间，等我回来吧。"),
                         ("（林黛玉回答：罢了。）", "罢了。"), ("（林黛玉“花谢花飞。”）", "花谢花飞。"),
                         ("好的。（林妹妹答：“何必呢？”）", "好的。何必呢？"), ("（你：）别担心。", "别担心。"),
+                        ("（林黛玉）嗯，工作确实辛苦。", "嗯，工作确实辛苦。"),
                         ("（刘慈欣写的）", "（刘慈欣写的）"), ("（林黛玉轻轻叹气）", "（林黛玉轻轻叹气）")]:
         e = NoteEchoes([], own=own)
         assert "".join(e.feed(reply[i:i + 3]) for i in range(0, len(reply), 3)) + e.flush() == said, reply

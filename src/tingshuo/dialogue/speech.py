@@ -126,6 +126,7 @@ class NoteEchoes:
     def __init__(self, notes: Iterable[str | None], limit: int = 80, own: Iterable[str] = ()) -> None:
         self.notes = [n for n in notes if n]
         names = sorted({n for n in own if n}, key=len, reverse=True)
+        self.names = frozenset(names)
         # "（林黛玉说：“…”）", "（林黛玉回答：…）", "（林黛玉“…”）": the name, up to 6 characters of verb, a colon or a quote
         self.own = (re.compile(r"^[（(]\s*(?:" + "|".join(map(re.escape, names)) + r")[^：:“”\"「」（）()]{0,6}"
                                r"(?:[：:]\s*[“\"「]?|[“\"「])(?P<words>.+?)[”\"」]?\s*[）)]$", re.S) if names else None)
@@ -167,7 +168,8 @@ class NoteEchoes:
             m = self.own.match(aside)
             if m and m.group("words").strip():
                 return m.group("words").strip()
-            if _LABEL.match(aside):  # "（你：）", "（林黛玉：）": a script's speaker label with no words
+            # "（你：）", "（林黛玉：）", "（林黛玉）": a script's speaker label with no words
+            if _LABEL.match(aside) or aside[1:-1].strip() in self.names:
                 return ""
         return aside
 
