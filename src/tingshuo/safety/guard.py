@@ -300,9 +300,9 @@ class SafetyGuard:
         ``care``: a reply to someone at risk, which talks about suicide by necessity — there the self-harm label
         does not count (a method would still read as violence or drugs). The jailbreak label never counts here:
         it names a user's attempt to talk the assistant out of its rules, which the assistant's own words cannot
-        be, and on them it read a story's "我想要进去！" 0.94 and "我知道了，我藏在灌木丛中" 0.63 — two children's
-        stories of ten were cut off with the blocked-clause notice (2026-12-07) — while no harmful clause tried
-        (pills, a roof, gas, "go and die") read above 0.08 on it."""
+        be, and on them it read a story's "我想要进去！" 0.94 and "我知道了，我藏在灌木丛中" 0.63 — one of ten dev
+        children's stories was cut off by it with the blocked-clause notice (2026-12-07; another by the self-harm
+        label, which stays) — while no harmful clause tried (pills, a roof, gas, "go and die") read above 0.08 on it."""
         if len(text.strip()) < 4:
             return ALLOW
         probs = self.categories(text, "助手")
