@@ -50,7 +50,10 @@ REPLY = ["有一天，", "小明和小红一起去公园。", "他们看到一�
          "小明说：我们带它回家吧。", "第二天早上，", "小鸟的翅膀好多了，", "它在窗台上唱起了歌。"]
 STOPS = ["停下。", "等一下。", "别说了。", "停停停。", "不要说了。"]
 BACKCHANNELS = ["嗯。", "对。", "好的。"]
-VOICES = {"dev": ["jm_kumo", "jf_nezumi"], "test": ["jf_tebukuro", "jf_gongitsune"]}
+# test2: the test voices at other moments (another seed). The test split's figures were read once while the raw-mic
+# gate was built (2026-12-07: a judge rule came of it), so test2 is the one no change has been looked at against.
+VOICES = {"dev": ["jm_kumo", "jf_nezumi"], "test": ["jf_tebukuro", "jf_gongitsune"],
+          "test2": ["jf_tebukuro", "jf_gongitsune"]}
 WARMUP_S = 3.5  # a call's greeting: the canceller has learnt the room before the user cuts in
 
 
@@ -60,7 +63,7 @@ def run_split(stack: ModelStack, settings: Settings, split: str, room: bool, per
     assert tts is not None and asr is not None
     rate = tts.sample_rate
     clauses = [tts.synthesize(c, VoiceSettings(), "zh") for c in REPLY]
-    rng = np.random.default_rng({"dev": 7, "test": 11}.get(split, 13))
+    rng = np.random.default_rng({"dev": 7, "test": 11, "test2": 17}.get(split, 13))
     out: dict = {"stop": {"n": 0, "heard": 0, "judged_stop": 0}, "backchannel": {"n": 0, "heard": 0, "judged_stop": 0},
                  "false_onsets": 0, "reply_s": 0.0, "cases": []}
     for voice in VOICES[split]:
@@ -94,7 +97,7 @@ def run_split(stack: ModelStack, settings: Settings, split: str, room: bool, per
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--splits", default="dev,test")
+    ap.add_argument("--splits", default="dev,test,test2")
     ap.add_argument("--per-cue", type=int, default=4, help="trials per voice and cue")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a bound fails")
@@ -126,9 +129,9 @@ def main() -> None:
 
 
 def check_bounds(results: dict) -> Bounds:
-    """Shares of cues, on the test voices (else the first split run)."""
+    """Shares of cues, on test2 (the moments nobody tuned against), else test, else the first split run."""
     runs = results["runs"]
-    split = "test" if "test/room" in runs else next(iter(runs)).split("/")[0]
+    split = next((s for s in ("test2", "test") if f"{s}/room" in runs), next(iter(runs)).split("/")[0])
     share = lambda cond, kind, key: runs[f"{split}/{cond}"][kind][key] / max(1, runs[f"{split}/{cond}"][kind]["n"])  # noqa: E731
     b = Bounds()
     b.check("stop phrases that stop the reply, headset", share("headset", "stop", "judged_stop"), ">=", 0.75, "",
