@@ -7,7 +7,8 @@ The real-time duplex suite (bench/duplex.py) says a stop phrase over a story onc
 clauses, through the simulated room (40 ms, 300 ms reverberation, our echo ~6 dB below the user) or a headset (no
 echo), the echo reaching the mic up to 40 ms late now and then; a cue said at a random moment after the canceller's
 warm-up. Cues are our TTS in voices the assistant does not use: 5 stop phrases and 3 backchannels; ``dev`` voices
-(jm_kumo, jf_nezumi) are for tuning, ``test`` voices (jf_tebukuro, jf_gongitsune) for reporting.
+(jm_kumo, jf_nezumi) are for tuning, ``test`` voices (jf_tebukuro, jf_gongitsune) for reporting, ``test2`` the
+same voices at other moments (the bounds read it). ``--raw-vad`` turns on the raw-microphone gate (opt-in).
 
 Per split and condition:
 - **heard**: the front end (AEC3, Silero, the echo gate) opened an utterance over us while the cue was said
@@ -101,11 +102,14 @@ def main() -> None:
     ap.add_argument("--per-cue", type=int, default=4, help="trials per voice and cue")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a bound fails")
+    ap.add_argument("--raw-vad", action="store_true", help="hear the raw microphone too (duplex.raw_vad)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     settings = Settings()
+    settings.duplex.raw_vad = args.raw_vad or settings.duplex.raw_vad
     stack = ModelStack.load(settings, llm=False)
-    results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "runs": {}}
+    results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "runs": {},
+                     "raw_vad": settings.duplex.raw_vad}
     t0 = time.perf_counter()
     for split in args.splits.split(","):
         for cond, room in (("room", True), ("headset", False)):

@@ -92,6 +92,8 @@ class AudioFrontEnd:
                 if over_us:
                     q = quiet()
                     is_echo = self._echo_verdict(w, rw, q)
+                    # one window suffices: asking for two in a row lost the gain (dev, offline: a 4 s interruption
+                    # first heard after 1.4 s again in 1 of 16)
                     if self._raw_vad is not None and self._louder_than_echo(first, self._at // BLOCK, q) \
                             and p_raw >= self.settings.duplex.barge_in_threshold:
                         p, is_echo = max(p, p_raw), False
@@ -103,7 +105,8 @@ class AudioFrontEnd:
 
         Why: AEC3 mutes a user's first second over our playback in one try of five or so (its double-talk
         suppression), and barge-in then waits for it. Dev voices, offline harness (2026-12-07): stop phrases
-        heard through a room 29 → 37 of 40; a 4 s interruption first heard after > 1.4 s in 1 of 16 instead of 3.
+        heard through a room 29 → 40 of 40; a 4 s interruption first heard after > 1.4 s in 0 of 16 instead of 3.
+        Opt-in (``duplex.raw_vad``): in real time it also paused the reply on our own echo.
         """
         assert self.aec is not None
         if not self.aec.ready:
