@@ -58,21 +58,32 @@ class EchoPowerPredictor:
     # phrases heard 36 → 39 of 40; the skip above alone, without the clip, is not enough: 1 of 16 again).
     CLIP = 1.0
 
+    AHEAD = int(__import__("os").environ.get("AHEAD", 0))
+
     def __init__(self) -> None:
         self._h = np.zeros(self.K)
-        self._x = np.zeros(self.K)  # reference power, newest first
+        # reference power, newest first, from AHEAD blocks ahead of the microphone (played frames are released
+        # ahead of being heard) back to K + AHEAD blocks behind it
+        self._r = np.zeros(self.K + 2 * self.AHEAD)
         self._learnt = 0
         self._skipped = 0
         self.blocks: deque[tuple[float, float]] = deque(maxlen=200)  # (mic power, predicted) of the last 2 s
         self.n_blocks = 0  # blocks seen so far; the clock of ``blocks``
 
-    def step(self, ref_power: float, mic_power: float, learn: bool) -> None:
-        self._x = np.roll(self._x, 1)
-        self._x[0] = ref_power
-        pred = float(self._h @ self._x)
-        self.blocks.append((mic_power, pred))
+    def step(self, ref_power_ahead: float, mic_power: float, learn: bool) -> None:
+        """One 10 ms block: the reference's power ``AHEAD`` blocks from now, the microphone's now."""
+        self._r = np.roll(self._r, 1)
+        self._r[0] = ref_power_ahead
+        d, k = self.AHEAD, self.K
+        x = self._r[d : d + k]  # the reference up to this block
+        pred = float(self._h @ x)
+        # the test compares with the loudest the echo would be if it came up to AHEAD blocks sooner or later
+        # than learnt: the path's timing wanders (a client's playout, the event loop), and an onset of our speech
+        # arriving early is otherwise a burst of "user" over the prediction
+        env = max(float(self._h @ self._r[s : s + k]) for s in range(2 * d + 1)) if d else pred
+        self.blocks.append((mic_power, env))
         self.n_blocks += 1
-        if not learn or float(self._x.sum()) <= 1e-7:  # nothing played lately: nothing to learn from
+        if not learn or float(x.sum()) <= 1e-7:  # nothing played lately: nothing to learn from
             return
         if self._learnt > self.TRUSTED and mic_power > 4 * pred and self._skipped < self.STALE:
             self._skipped += 1  # likely a user over us that the session has not heard: not our echo
@@ -81,7 +92,7 @@ class EchoPowerPredictor:
         e = mic_power - pred
         if self._learnt > 50:  # a first estimate exists to clip against
             e = min(e, self.CLIP * pred)
-        self._h += self.MU * e * self._x / (float(self._x @ self._x) + 1e-12)
+        self._h += self.MU * e * x / (float(x @ x) + 1e-12)
         np.maximum(self._h, 0.0, out=self._h)  # power responses are non-negative
         self._learnt += 1
 
@@ -167,7 +178,12 @@ class EchoCanceller:
             ref = self._take_ref(self._n_mic + i * BLOCK, BLOCK)
             pr, pm = float(np.mean(ref * ref)), float(np.mean(near * near))
             self._ref_pow.append(pr)
-            self.predictor.step(pr, pm, self.learn)
+            ahead = self.predictor.AHEAD
+            if ahead:
+                fut = self._take_ref(self._n_mic + (i + ahead) * BLOCK, BLOCK)
+                self.predictor.step(float(np.mean(fut * fut)), pm, self.learn)
+            else:
+                self.predictor.step(pr, pm, self.learn)
             clean = np.asarray(self._aec.process(near, ref), np.float32)  # AEC3 stays adapted either way
             if pr > 1e-4:  # loud enough to be heard over a quiet room's noise if it reached the mic
                 self._reach.append(10 * np.log10((pm + 1e-12) / pr))

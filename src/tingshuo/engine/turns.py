@@ -126,10 +126,7 @@ def is_backchannel(text: str, speech_ms: float, max_ms: float, tiny_ms: float = 
         return False
     if is_stop_word(text):
         return False
-    # The weighing reads what Whisper heard as words: over a muted cut-in (the raw-mic gate hears a user AEC3
-    # silenced) it wrote nothing, and forced phrases then lean either way by chance (test voices, 2026-12-07:
-    # 3 listener tokens with no transcript leaned "stop" +0.5..+1.6; no stop phrase with none leaned stop on dev).
-    if lean is not None and abs(lean) >= CUTIN_MARGIN and _PUNCT.sub("", text.strip()):
+    if lean is not None and abs(lean) >= CUTIN_MARGIN:
         return lean < 0
     if speech_ms <= tiny_ms:
         return True
