@@ -201,6 +201,28 @@ def test_a_headset_user_is_heard_over_our_voice_from_the_first_second(zh_clip, e
     assert ready is None or WARMUP_S <= ready <= GIVE_UP_S, ready
 
 
+@pytest.mark.slow
+def test_whisper_weighs_short_stop_phrases_against_listener_tokens(recognizer, tts):
+    """Clean cut-ins in bench/doubletalk.py's *test* voices (none of them tuned on): a stop phrase must lean to
+    "stop", a backchannel never. On these clips Whisper's own transcripts include "听", "同", "推呀推呀…"."""
+    from tingshuo.audio.io import resample
+    from tingshuo.engine.turns import CUTIN_MARGIN, CUTIN_PHRASES, cutin_lean
+    from tingshuo.tts import VoiceSettings
+
+    phrases = sum(CUTIN_PHRASES["zh"], [])
+
+    def lean(text: str, voice: str) -> float:
+        audio = resample(tts.synthesize(text, VoiceSettings(voice=voice), "zh"), tts.sample_rate, 16000)
+        return cutin_lean(recognizer.phrase_scores(audio.astype(np.float32), phrases, "zh"), "zh")
+
+    voices = ("jf_tebukuro", "jf_gongitsune")
+    stops = {(t, v): lean(t, v) for t in ("停下。", "等一下。", "别说了。", "不要说了。") for v in voices}
+    listens = {(t, v): lean(t, v) for t in ("嗯。", "对。", "好的。") for v in voices}
+    # 7 of 8 when written (jf_tebukuro's 等一下 leans -2.9); the listener tokens lean -0.8 to -7.3
+    assert sum(x >= CUTIN_MARGIN for x in stops.values()) >= 6, stops
+    assert all(x < CUTIN_MARGIN for x in listens.values()), listens
+
+
 def test_the_raw_mic_gate_hears_a_user_over_our_speech_sooner_and_never_later(zh_clip, en_clips):
     """Real recordings through the simulated room, offline (`tingshuo.engine.doubletalk`): our reply is four
     LibriVox clips, the user the Chinese clip (its voice starts 0.54 s in), at ten moments of the reply, our echo
