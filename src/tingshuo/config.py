@@ -93,8 +93,8 @@ class DuplexConfig(Section):
     echo_removed_db: float = 10.0  # a window the canceller took more than this out of is our own echo
     echo_margin_db: float = 3.0  # speech over playback must raise the mic/reference ratio this far above pure echo's
     # Also hear the raw mic where it is well above our predicted echo (AEC3 mutes double talk, the slow stops
-    # through a loudspeaker). Off by default: in real time it paused the reply on our own echo (4 self-interruptions
-    # in one bench/duplex run, 3 of 19 interruption runs; 0 without) — docs/architecture.md "Echo" has the figures.
+    # through a loudspeaker). Off by default: in real time it paused the reply on our own echo (3-4 self-interruptions
+    # in a bench/duplex.py run; 0 without) — docs/architecture.md "Echo" has the figures.
     raw_vad: bool = False
     raw_excess_db: float = 5.0  # how far above echo-only windows' 95th percentile (dB); dev-tuned, 2026-12-07
     echo_tail_ms: int = 700  # after the last frame is heard, input may still be our echo (buffers, reverb)

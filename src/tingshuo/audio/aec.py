@@ -109,7 +109,8 @@ class EchoPowerPredictor:
 
 
 class EchoCanceller:
-    def __init__(self, playback_rate: int, lead_ms: float = 0.0) -> None:
+    def __init__(self, playback_rate: int, lead_ms: float = 0.0, predict: bool = False) -> None:
+        """``predict``: also keep :class:`EchoPowerPredictor` (the opt-in raw-microphone gate needs it)."""
         import pywebrtc_audio
 
         self._aec = pywebrtc_audio.EchoCanceller(sample_rate=RATE, num_channels=1, stream_delay_ms=0)
@@ -127,7 +128,7 @@ class EchoCanceller:
         self._removed: list[float] = []  # dB removed on recent far-end-active blocks
         self._reach: deque[float] = deque(maxlen=300)  # mic level relative to the far end while it plays (dB)
         self.ready = False
-        self.predictor = EchoPowerPredictor()
+        self.predictor = EchoPowerPredictor() if predict else None
         self.learn = False  # the session says nobody is talking: blocks now teach the predictor our echo
 
     def played(self, audio: np.ndarray) -> None:
@@ -181,8 +182,9 @@ class EchoCanceller:
             ref = self._take_ref(self._n_mic + i * BLOCK, BLOCK)
             pr, pm = float(np.mean(ref * ref)), float(np.mean(near * near))
             self._ref_pow.append(pr)
-            ahead = self._take_ref(self._n_mic + (i + self.predictor.AHEAD) * BLOCK, BLOCK)
-            self.predictor.step(float(np.mean(ahead * ahead)), pm, self.learn)
+            if self.predictor is not None:
+                ahead = self._take_ref(self._n_mic + (i + self.predictor.AHEAD) * BLOCK, BLOCK)
+                self.predictor.step(float(np.mean(ahead * ahead)), pm, self.learn)
             clean = np.asarray(self._aec.process(near, ref), np.float32)  # AEC3 stays adapted either way
             if pr > 1e-4:  # loud enough to be heard over a quiet room's noise if it reached the mic
                 self._reach.append(10 * np.log10((pm + 1e-12) / pr))

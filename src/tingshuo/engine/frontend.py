@@ -30,7 +30,7 @@ class AudioFrontEnd:
             from tingshuo.audio.aec import EchoCanceller
 
             assert tts_rate is not None
-            self.aec = EchoCanceller(tts_rate, settings.duplex.lead_ms)
+            self.aec = EchoCanceller(tts_rate, settings.duplex.lead_ms, predict=settings.duplex.raw_vad)
         self._vad: SileroVad | None = None
         self._resampler = StreamResampler(INPUT_RATE)
         self._pending = np.zeros(0, np.float32)
@@ -108,7 +108,7 @@ class AudioFrontEnd:
         heard through a room 29 → 40 of 40; a 4 s interruption first heard after > 1.4 s in 0 of 16 instead of 3.
         Opt-in (``duplex.raw_vad``): in real time it also paused the reply on our own echo.
         """
-        assert self.aec is not None
+        assert self.aec is not None and self.aec.predictor is not None
         if not self.aec.ready:
             return False
         excess = self.aec.predictor.excess_db(first_block, end_block)
