@@ -78,13 +78,12 @@ class EchoPowerPredictor:
         self._r = np.roll(self._r, 1)
         self._r[0] = ref_power_ahead
         d, k = self.AHEAD, self.K
-        x = self._r[d : d + k]  # the reference up to this block
-        pred = float(self._h @ x)
-        # the test compares with the loudest the echo would be if it came up to AHEAD blocks sooner or later
-        # than learnt: the path's timing wanders (a client's playout, the event loop), and an onset of our speech
-        # arriving early is otherwise a burst of "user" over the prediction
-        env = max(float(self._h @ self._r[s : s + k]) for s in range(2 * d + 1))
-        self.blocks.append((mic_power, env))
+        # the echo were it up to AHEAD blocks sooner (s < d) or later (s > d) than learnt; s = d is the prediction
+        preds = [float(self._h @ self._r[s : s + k]) for s in range(2 * d + 1)]
+        x, pred = self._r[d : d + k], preds[d]  # the reference up to this block, and what the filter predicts
+        # the test compares with the loudest of them: the path's timing wanders (a client's playout, the event
+        # loop), and an onset of our speech arriving early is otherwise a burst of "user" over the prediction
+        self.blocks.append((mic_power, max(preds)))
         self.n_blocks += 1
         if not learn or float(x.sum()) <= 1e-7:  # nothing played lately: nothing to learn from
             return
