@@ -27,6 +27,17 @@ def test_clauses_short_first_then_sentence_sized():
     assert "Version 3.5 is out." in out and "Mr. Smith said hi." in out
 
 
+def test_the_first_sentence_goes_at_its_full_stop_without_waiting_for_the_next_token():
+    """The reply's first English sentence is released when its full stop arrives (the token after it costs a
+    decode the user waits through); a digit's or an abbreviation's point still waits for what follows."""
+    s = ClauseSplitter()
+    assert s.feed("That sounds like") == [] and s.feed(" a good plan.") == ["That sounds like a good plan."]
+    assert s.feed(" It is 3.") == []  # later sentences, and "3." of 3.5, wait for the next token
+    assert s.feed("5 km") == [] and s.feed(". Go") == ["It is 3.5 km."]
+    for text in ("It costs 3.", "Ask Dr.", "Ask J.", "The U.S."):
+        assert ClauseSplitter().feed(text) == [], text
+
+
 def test_markdown_lists_and_emoji_are_not_spoken():
     out = split("**重点**：\n1. 多喝水😊\n- 早点睡\n`code` [链接](http://x.y)")
     joined = "".join(out)
