@@ -298,10 +298,6 @@ class SafetyConfig(Section):
     # it went unheard in 3 of 7 runs (bench/duplex.py interrupt_en; 0 of 2 in series). Off until speech over a
     # continuous reply is heard reliably (a client with its own echo cancellation, e.g. a browser, may turn it on).
     check_while_synthesizing: bool = False
-    # The reply's first clause is checked while it is synthesised even with the above off: the user is waiting for
-    # it (the check, ~0.3–0.6 s on 2 cores, came before its synthesis on the path to the reply's first words), and
-    # the later clauses keep their serial checks and the gaps those leave.
-    check_first_while_synthesizing: bool = True
     # The guard runs on its own llama.cpp context over the same GGUF (weights shared through mmap), so its
     # fixed prompt stays cached and the conversation's KV cache is not evicted by every check.
     separate_context: bool = True

@@ -53,7 +53,6 @@ class TextStage:
         self.guard = ctx.stack.guard if checked else None
         self.passed: list[str] = []
         self.checks: list[asyncio.Future[str | None]] = []  # checks running beside synthesis (the voice stage awaits)
-        self._serial = False  # a clause was checked before its synthesis (so the next is not the reply's first)
         # the instruction a refusal's reply is written from: no clause may recite it (see copies())
         self.refusal_note = r.plan.note if r.plan.reason.startswith("refusal") and r.plan.note else None
         self.splitter = ClauseSplitter()
@@ -78,16 +77,13 @@ class TextStage:
                 await self.clauses.put(Clause(c, self.style, self.voice, self.speaker))
                 return
             if self.guard is not None:
-                scfg = self.ctx.settings.safety
-                first = not self.checks and not self.passed and not self._serial
-                if scfg.check_while_synthesizing or (first and scfg.check_first_while_synthesizing):
+                if self.ctx.settings.safety.check_while_synthesizing:
                     # checked while the voice stage synthesises it: its audio waits for the verdict, so the check
                     # costs nothing before the first words when it is faster than TTS
                     check = asyncio.ensure_future(self._check(c))
                     self.checks.append(check)
                     await self.clauses.put(Clause(c, self.style, self.voice, self.speaker, check=check))
                     continue
-                self._serial = True
                 said = await self._check(c)  # checked first, then synthesised: its gaps let a cut-in be heard
                 if said is None:
                     return
