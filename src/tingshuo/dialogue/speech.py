@@ -408,7 +408,7 @@ class ClauseSplitter:
                 if end >= len(buf):
                     # ...except at the end of the reply's first sentence, which the user is waiting for: the
                     # token after it costs ~0.1-0.25 s on 2 cores. Not after a digit ("3." of 3.5), an initial
-                    # ("J.", "U.S.") or an abbreviation; a "example.com" would be cut, so only the first clause.
+                    # ("J.", "U.S.") or an abbreviation; a domain ("example.com") would be cut, so only the first clause.
                     if self._emitted == 0 and _SENTENCE_END.search(buf) and not _ABBREV.search(buf[:i]):
                         return end
                     return None
