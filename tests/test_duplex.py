@@ -355,14 +355,21 @@ def test_interruption_stops_playback_and_truncates_the_turn_to_what_was_heard(su
     assert "换个话题" in o.transcript.split(" | ")[-1]
 
 
+def told(o) -> str:
+    """What decided a real-time scenario, in full: pytest cuts an Outcome's repr before the judged backchannels,
+    the transcript and the events, and a scenario that failed once cannot be replayed."""
+    return (f"{o.name}: stopped {o.stopped}, judged backchannels {o.backchannels}, transcript {o.transcript!r}, "
+            f"reply {o.reply[:80]!r}, turn scores {o.turn_scores}, events {o.events[-40:]}, timings {o.timings}")
+
+
 @pytest.mark.slow
 def test_words_judged_a_backchannel_open_the_turn_the_user_goes_on_with(suite):
     """"对" over the story is a backchannel and the story plays on; 1.2 s later the user goes on ("我想换个话题…"):
     the turn is read with the judged audio in front (nothing the user said is lost — a misjudged "等一下，" used to
     vanish so). Whisper base reads our "对" alone as no words or "推", in front of the rest as "退了"."""
     o, _ = suite["test/held_backchannel"]
-    assert o.backchannels and "playback.resumed" in o.events, o  # judged a backchannel, the story resumed
-    assert o.stopped, o
+    assert o.backchannels and "playback.resumed" in o.events, told(o)  # judged a backchannel, the story resumed
+    assert o.stopped, told(o)
     turn = o.transcript.split(" | ")[-1]
     assert "我想换个话题" in turn and not turn.startswith("我想"), (turn, o.backchannels)
 
@@ -391,11 +398,9 @@ def test_a_short_stop_phrase_stops_the_reply(suite):
     end-of-turn score waited for the LLM thread that the story itself held until its generation ended; and on a
     headset the canceller muted the user for the first 5 s we spoke (test_a_headset_user_is_heard_…)."""
     o, s = suite["test/stopword_停下"]
-    # what decided it, in full (the Outcome's repr is cut by pytest): it failed once in a full-suite run on a slow
-    # machine (2026-12-08; the story's words 4.3 s after the request) and passed 8 of 8 alone right after
-    assert o.stopped, (f"not stopped: judged backchannels {o.backchannels}, transcript {o.transcript!r}, "
-                       f"reply {o.reply[:80]!r}, turn scores {o.turn_scores}, events {o.events[-40:]}, "
-                       f"timings {o.timings}")
+    # it failed once in a full-suite run on a slow machine (2026-12-08; the story's words 4.3 s after the request)
+    # and passed 8 of 8 alone right after
+    assert o.stopped, told(o)
     assert o.frames_after_stop == 0, o
 
 
